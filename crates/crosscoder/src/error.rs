@@ -1,0 +1,241 @@
+//! The crate's one error type. Every variant carries the evidence needed to act on it: the file, the
+//! tensor key, the expected and actual shapes.
+
+use std::path::PathBuf;
+
+/// Errors of loading, validating, running and analysing crosscoders.
+#[derive(Debug, thiserror::Error)]
+pub enum CrosscoderError {
+    /// Reading or writing a file failed.
+    #[error("I/O error on `{path}`: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A JSON config could not be parsed (or written).
+    #[error("invalid JSON in `{path}`: {source}")]
+    Json {
+        /// The JSON file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// A safetensors file could not be parsed or written.
+    #[error("invalid safetensors file `{path}`: {reason}")]
+    Safetensors {
+        /// The safetensors file.
+        path: PathBuf,
+        /// What the safetensors library reported.
+        reason: String,
+    },
+    /// A torch `.pt` file is not a readable torch zip archive, or its pickle is malformed.
+    #[error("cannot read torch pickle `{path}`: {reason}")]
+    Pickle {
+        /// The `.pt` file.
+        path: PathBuf,
+        /// What went wrong (opcode, offset, missing record...).
+        reason: String,
+    },
+    /// A pickle names a callable outside the data-only allow-list. Nothing was executed.
+    #[error(
+        "refusing to unpickle `{path}`: it references `{module}.{name}`, which is not a tensor or container \
+         constructor (the pickle is read as data only; nothing was executed)"
+    )]
+    ForbiddenPickleGlobal {
+        /// The `.pt` file.
+        path: PathBuf,
+        /// Python module of the global.
+        module: String,
+        /// Python name of the global.
+        name: String,
+    },
+    /// A tensor the format requires is absent.
+    #[error("`{path}` has no tensor `{key}` (it has: {available})")]
+    MissingTensor {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The missing key.
+        key: String,
+        /// The keys that are present, comma-separated.
+        available: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("tensor `{key}` in `{path}` has shape {actual:?}, expected {expected}")]
+    ShapeMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// The expected shape, with axis names (e.g. `[n_models=2, d=2304, F]`).
+        expected: String,
+        /// The actual shape.
+        actual: Vec<usize>,
+    },
+    /// A tensor has a dtype this crate cannot use for that key.
+    #[error("tensor `{key}` in `{path}` has unsupported dtype {dtype}")]
+    UnsupportedDtype {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// The dtype's name.
+        dtype: String,
+    },
+    /// The config and the tensors disagree.
+    #[error("`{path}`: config says {field} = {config}, but the tensors say {tensors}")]
+    ConfigMismatch {
+        /// The checkpoint (or its config file).
+        path: PathBuf,
+        /// The config field.
+        field: String,
+        /// The config's value.
+        config: String,
+        /// The value implied by the tensors.
+        tensors: String,
+    },
+    /// The checkpoint names a dictionary class this crate does not implement.
+    #[error(
+        "`{path}`: unknown crosscoder class `{class}` (supported: CrossCoder, BatchTopKCrossCoder)"
+    )]
+    UnknownDictClass {
+        /// The checkpoint or config.
+        path: PathBuf,
+        /// The class named in the config.
+        class: String,
+    },
+    /// The checkpoint uses a code normalisation this crate does not implement (e.g. DECOUPLED).
+    #[error(
+        "`{path}`: unsupported code normalisation {name} (supported: CROSSCODER, SAE, MIXED, NONE)"
+    )]
+    UnsupportedCodeNormalization {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The name or numeric id found.
+        name: String,
+    },
+    /// The checkpoint uses an option of the reference this crate does not implement.
+    #[error("`{path}`: unsupported setting {setting}")]
+    Unsupported {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The setting and its value.
+        setting: String,
+    },
+    /// A weight is NaN or infinite.
+    #[error("tensor `{key}` in `{path}` holds a non-finite value {value} at flat index {index}")]
+    NonFiniteWeight {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor key.
+        key: String,
+        /// Flat (row-major) index of the first bad value.
+        index: usize,
+        /// The value (NaN, inf or -inf).
+        value: f32,
+    },
+    /// Nothing at this location looks like a crosscoder checkpoint.
+    #[error("`{path}` is not a recognised crosscoder checkpoint: {reason}")]
+    UnrecognizedFormat {
+        /// What was given.
+        path: PathBuf,
+        /// What was looked for.
+        reason: String,
+    },
+    /// Activations given to encode do not match the crosscoder.
+    #[error(
+        "activations have shape {actual:?}, expected [batch, n_models={n_models}, d={d_model}] for this crosscoder"
+    )]
+    ActivationShape {
+        /// The crosscoder's model count.
+        n_models: usize,
+        /// The crosscoder's activation width.
+        d_model: usize,
+        /// The shape given.
+        actual: Vec<usize>,
+    },
+    /// Latents given to decode do not match the crosscoder.
+    #[error("latents have shape {actual:?}, expected [batch, F={dict_size}]")]
+    LatentShape {
+        /// The crosscoder's dictionary size.
+        dict_size: usize,
+        /// The shape given.
+        actual: Vec<usize>,
+    },
+    /// A latent index is out of range.
+    #[error("latent index {index} is out of range for a dictionary of {dict_size} latents")]
+    LatentIndex {
+        /// The index asked for.
+        index: usize,
+        /// The dictionary size.
+        dict_size: usize,
+    },
+    /// A model index is out of range.
+    #[error("model index {index} is out of range for a crosscoder over {n_models} models")]
+    ModelIndex {
+        /// The index asked for.
+        index: usize,
+        /// The crosscoder's model count.
+        n_models: usize,
+    },
+    /// Scaling factors are malformed (wrong count, zero, negative or non-finite).
+    #[error(
+        "invalid scaling factors {factors:?} for a crosscoder over {n_models} models: {reason}"
+    )]
+    ScalingFactors {
+        /// The factors given.
+        factors: Vec<f32>,
+        /// The crosscoder's model count.
+        n_models: usize,
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// Two normalisations were requested at once.
+    #[error("{0}")]
+    NormalizerConflict(String),
+    /// Thresholds or options are inconsistent.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// A hub repository could not be resolved.
+    #[error("hub repository `{repo}`: {reason}")]
+    Hub {
+        /// The repository id (with subfolder, if any).
+        repo: String,
+        /// What went wrong (not cached in offline mode, download failure, no known layout).
+        reason: String,
+    },
+    /// The compute backend returned data that could not be read back (an internal inconsistency).
+    #[error("backend data error: {0}")]
+    Device(String),
+    /// The requested backend is unavailable.
+    #[error(transparent)]
+    Backend(#[from] stereo_backend::BackendError),
+    /// A figure could not be drawn or written.
+    #[error("cannot draw `{path}`: {reason}")]
+    Plot {
+        /// The output file.
+        path: PathBuf,
+        /// What the plotting library reported.
+        reason: String,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = CrosscoderError> = std::result::Result<T, E>;
+
+impl CrosscoderError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CrosscoderError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn json(path: impl Into<PathBuf>, source: serde_json::Error) -> Self {
+        CrosscoderError::Json {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The latent hunt: contrast statistics, held-out verification, plots, summary and report.

@@ -1,0 +1,586 @@
+//! Gemma-2 (Gemma Team, 2024) in burn, generic over the backend.
+//!
+//! The math follows HF transformers' `modeling_gemma2.py` with eager attention, the reference our
+//! golden fixtures come from (REFERENCE.md section 1):
+//!
+//! ```text
+//! h = embed(ids) * sqrt(d_model)
+//! for each layer:
+//!     h = h + post_attention_layernorm(attention(input_layernorm(h)))        # resid_mid
+//!     h = h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h)))  # resid_post
+//! logits = softcap(final_norm(h) @ embed^T, 30)
+//! ```
+//! - RMSNorm computes `x * rsqrt(mean(x^2) + eps) * (1 + w)` in f32 (the stored weight is an offset).
+//! - Attention: GQA, NeoX RoPE (`rotate_half`), scores scaled by `query_pre_attn_scalar^-0.5`,
+//!   soft-capped `cap * tanh(s / cap)` BEFORE the causal / sliding-window mask, softmax in f32.
+//! - MLP: `down(gelu_tanh(gate(x)) * up(x))`.
+//!
+//! Linear weights are stored transposed, `[in, out]`, so every projection is one `x @ W`.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use ndarray::Array3;
+
+use crate::batch::TokenBatch;
+use crate::config::{AttentionKind, Gemma2Config};
+use crate::error::{GemmaError, Result};
+use crate::hooks::{HookPoint, RunRequest};
+use crate::weights::WeightFiles;
+
+/// What a forward pass returns.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutput {
+    /// Captured activations, `[batch, pos, d_model]` each; padding positions are zero.
+    pub activations: BTreeMap<HookPoint, Array3<f32>>,
+    /// Logits `[batch, pos, vocab]` if requested; padding positions are zero.
+    pub logits: Option<Array3<f32>>,
+}
+
+/// `x @ W` with `W` stored `[in, out]`.
+#[derive(Debug, Clone)]
+struct Linear<B: Backend> {
+    weight: Tensor<B, 2>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, d_in] = x.dims();
+        let d_out = self.weight.dims()[1];
+        x.reshape([b * t, d_in]).matmul(self.weight.clone()).reshape([b, t, d_out])
+    }
+}
+
+/// Gemma's RMSNorm; `scale` holds `1 + w`.
+#[derive(Debug, Clone)]
+struct RmsNorm<B: Backend> {
+    scale: Tensor<B, 1>,
+    eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let d = self.scale.dims()[0];
+        let mean_square = (x.clone() * x.clone()).mean_dim(2);
+        // A true division: burn-ndarray's SIMD `recip` is an approximation (about 2e-5 relative).
+        let rms = (mean_square + self.eps).sqrt();
+        x / rms * self.scale.clone().reshape([1, 1, d])
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention<B: Backend> {
+    q_proj: Linear<B>,
+    k_proj: Linear<B>,
+    v_proj: Linear<B>,
+    o_proj: Linear<B>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    scale: f32,
+    softcap: Option<f32>,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x`: `[batch, pos, d_model]`; `mask`: additive `[batch, 1, pos, pos]`.
+    fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, mask: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let heads = |proj: &Linear<B>, n: usize| {
+            proj.forward(x.clone()).reshape([b, t, n, self.head_dim]).swap_dims(1, 2)
+        };
+        let q = rope.apply(heads(&self.q_proj, self.n_heads));
+        let k = self.repeat_kv(rope.apply(heads(&self.k_proj, self.n_kv_heads)));
+        let v = self.repeat_kv(heads(&self.v_proj, self.n_kv_heads));
+
+        let mut scores = q.matmul(k.swap_dims(2, 3)) * self.scale;
+        if let Some(cap) = self.softcap {
+            scores = (scores / cap).tanh() * cap;
+        }
+        let probs = softmax(scores + mask, 3);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+
+    /// `[batch, kv_heads, pos, head_dim]` -> `[batch, heads, pos, head_dim]`; query head `h` uses
+    /// KV head `h / (heads / kv_heads)`.
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let groups = self.n_heads / self.n_kv_heads;
+        if groups == 1 {
+            return x;
+        }
+        let [b, kv, t, hd] = x.dims();
+        x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
+    }
+}
+
+/// Rotary position embedding, NeoX half-split layout. `cos`/`sin`: `[batch, 1, pos, head_dim]`.
+struct Rope<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// Angles `pos * inv_freq` in f32, `inv_freq[i] = 1 / theta^(2i / head_dim)`, duplicated
+    /// over both halves, as HF computes them.
+    fn new(positions: &[u32], batch: usize, seq_len: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
+        let mut cos = Vec::with_capacity(positions.len() * head_dim);
+        let mut sin = Vec::with_capacity(positions.len() * head_dim);
+        for &p in positions {
+            for _half in 0..2 {
+                for f in &inv_freq {
+                    let angle = p as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let shape = [batch, 1, seq_len, head_dim];
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x[half:], x[:half])`.
+    fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let hd = x.dims()[3];
+        let half = hd / 2;
+        let first = x.clone().narrow(3, 0, half);
+        let second = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![second.neg(), first], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp<B: Backend> {
+    gate_proj: Linear<B>,
+    up_proj: Linear<B>,
+    down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = gelu_tanh(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, PyTorch's `gelu(approximate="tanh")`.
+fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
+    x * 0.5 * (inner.tanh() + 1.0)
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer<B: Backend> {
+    self_attn: Attention<B>,
+    mlp: Mlp<B>,
+    input_layernorm: RmsNorm<B>,
+    post_attention_layernorm: RmsNorm<B>,
+    pre_feedforward_layernorm: RmsNorm<B>,
+    post_feedforward_layernorm: RmsNorm<B>,
+    kind: AttentionKind,
+}
+
+/// The unembedding: final norm plus either the tied embedding or a separate `lm_head`.
+#[derive(Debug, Clone)]
+struct Unembedding<B: Backend> {
+    norm: RmsNorm<B>,
+    /// `[d_model, vocab]` when not tied; `None` means tied to the embedding.
+    lm_head: Option<Tensor<B, 2>>,
+    softcap: Option<f32>,
+}
+
+/// Gemma-2 with the layers `0..layers.len()` loaded.
+#[derive(Debug, Clone)]
+pub(crate) struct Gemma2<B: Backend> {
+    config: Gemma2Config,
+    /// `[vocab, d_model]`.
+    embed_tokens: Tensor<B, 2>,
+    layers: Vec<DecoderLayer<B>>,
+    unembedding: Option<Unembedding<B>>,
+    device: B::Device,
+}
+
+/// Where a model's parameters come from.
+pub(crate) trait ParameterSource {
+    /// Reads parameter `key` (HF name without the `model.` prefix) of `shape` as row-major f32.
+    fn read(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>>;
+}
+
+/// Parameters from safetensors files. The single renaming rule of this crate lives here:
+/// `Gemma2ForCausalLM` checkpoints prefix the decoder with `model.`; `lm_head.weight` has no prefix.
+pub(crate) struct CheckpointSource<'a> {
+    pub files: &'a WeightFiles,
+    pub prefix: &'static str,
+}
+
+impl<'a> CheckpointSource<'a> {
+    pub fn new(files: &'a WeightFiles) -> Self {
+        let prefix = if files.contains("model.embed_tokens.weight") { "model." } else { "" };
+        CheckpointSource { files, prefix }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if key == "lm_head.weight" {
+            key.to_string()
+        } else {
+            format!("{}{key}", self.prefix)
+        }
+    }
+}
+
+impl ParameterSource for CheckpointSource<'_> {
+    fn read(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.files.read(&self.full_key(key), shape)
+    }
+}
+
+impl<B: Backend> Gemma2<B> {
+    /// Loads the embedding, layers `0..n_layers` and, if `unembedding`, the final norm and head.
+    pub fn load(
+        config: &Gemma2Config,
+        source: &mut dyn ParameterSource,
+        n_layers: usize,
+        unembedding: bool,
+        device: &B::Device,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let c = config;
+        let (d, q, kv, ff) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim, c.intermediate_size);
+        let total = n_layers + 1 + unembedding as usize;
+        let embed_tokens = matrix(source.read("embed_tokens.weight", &[c.vocab_size, d])?, [c.vocab_size, d], device);
+        progress(1, total);
+        let mut layers = Vec::with_capacity(n_layers);
+        for l in 0..n_layers {
+            let p = |name: &str| format!("layers.{l}.{name}");
+            let mut linear = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear<B>> {
+                let w = source.read(&p(name), &[out_dim, in_dim])?;
+                Ok(Linear { weight: matrix(transpose(&w, out_dim, in_dim), [in_dim, out_dim], device) })
+            };
+            let self_attn = Attention {
+                q_proj: linear("self_attn.q_proj.weight", q, d)?,
+                k_proj: linear("self_attn.k_proj.weight", kv, d)?,
+                v_proj: linear("self_attn.v_proj.weight", kv, d)?,
+                o_proj: linear("self_attn.o_proj.weight", d, q)?,
+                n_heads: c.num_attention_heads,
+                n_kv_heads: c.num_key_value_heads,
+                head_dim: c.head_dim,
+                scale: c.attention_scale(),
+                softcap: c.attn_logit_softcapping.map(|x| x as f32),
+            };
+            let mlp = Mlp {
+                gate_proj: linear("mlp.gate_proj.weight", ff, d)?,
+                up_proj: linear("mlp.up_proj.weight", ff, d)?,
+                down_proj: linear("mlp.down_proj.weight", d, ff)?,
+            };
+            let mut norm = |name: &str| norm(source, &p(name), c, device);
+            layers.push(DecoderLayer {
+                self_attn,
+                mlp,
+                input_layernorm: norm("input_layernorm.weight")?,
+                post_attention_layernorm: norm("post_attention_layernorm.weight")?,
+                pre_feedforward_layernorm: norm("pre_feedforward_layernorm.weight")?,
+                post_feedforward_layernorm: norm("post_feedforward_layernorm.weight")?,
+                kind: c.attention_kind(l),
+            });
+            progress(l + 2, total);
+        }
+        let unembedding = if unembedding {
+            let lm_head = if c.tie_word_embeddings {
+                None
+            } else {
+                let w = source.read("lm_head.weight", &[c.vocab_size, d])?;
+                Some(matrix(transpose(&w, c.vocab_size, d), [d, c.vocab_size], device))
+            };
+            let u = Unembedding {
+                norm: norm(source, "norm.weight", c, device)?,
+                lm_head,
+                softcap: c.final_logit_softcapping.map(|x| x as f32),
+            };
+            progress(total, total);
+            Some(u)
+        } else {
+            None
+        };
+        Ok(Gemma2 { config: c.clone(), embed_tokens, layers, unembedding, device: device.clone() })
+    }
+
+    /// Random weights in the config's shapes, generated on the device.
+    pub fn random(config: &Gemma2Config, n_layers: usize, unembedding: bool, seed: u64, device: &B::Device) -> Self {
+        B::seed(device, seed);
+        let c = config;
+        let normal = |shape: [usize; 2]| Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 0.02), device);
+        let ones = |n: usize| RmsNorm { scale: Tensor::<B, 1>::ones([n], device), eps: c.rms_norm_eps };
+        let (d, q, kv, ff) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim, c.intermediate_size);
+        let linear = |i: usize, o: usize| Linear { weight: normal([i, o]) };
+        let layers = (0..n_layers)
+            .map(|l| DecoderLayer {
+                self_attn: Attention {
+                    q_proj: linear(d, q),
+                    k_proj: linear(d, kv),
+                    v_proj: linear(d, kv),
+                    o_proj: linear(q, d),
+                    n_heads: c.num_attention_heads,
+                    n_kv_heads: c.num_key_value_heads,
+                    head_dim: c.head_dim,
+                    scale: c.attention_scale(),
+                    softcap: c.attn_logit_softcapping.map(|x| x as f32),
+                },
+                mlp: Mlp { gate_proj: linear(d, ff), up_proj: linear(d, ff), down_proj: linear(ff, d) },
+                input_layernorm: ones(d),
+                post_attention_layernorm: ones(d),
+                pre_feedforward_layernorm: ones(d),
+                post_feedforward_layernorm: ones(d),
+                kind: c.attention_kind(l),
+            })
+            .collect();
+        let unembedding = unembedding.then(|| Unembedding {
+            norm: ones(d),
+            lm_head: None,
+            softcap: c.final_logit_softcapping.map(|x| x as f32),
+        });
+        Gemma2 { config: c.clone(), embed_tokens: normal([c.vocab_size, d]), layers, unembedding, device: device.clone() }
+    }
+
+    pub fn config(&self) -> &Gemma2Config {
+        &self.config
+    }
+
+    pub fn n_loaded_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn has_unembedding(&self) -> bool {
+        self.unembedding.is_some()
+    }
+
+    /// Runs the batch as far as `request` needs; see [`RunRequest`].
+    pub fn run(&self, batch: &TokenBatch, request: &RunRequest) -> Result<RunOutput> {
+        self.check_request(batch, request)?;
+        let n_layers = request.layers_needed(self.config.num_hidden_layers);
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        let d = self.config.hidden_size;
+        let mut hooks = HookState::new(request, batch);
+
+        let ids: Vec<i64> = batch.ids().iter().map(|&x| x as i64).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
+        let mut h = self.embed_tokens.clone().select(0, ids).reshape([b, t, d]) * self.config.embedding_scale();
+        h = hooks.visit(HookPoint::Embed, h)?;
+
+        let rope = Rope::new(&batch.positions(), b, t, self.config.head_dim, self.config.rope_theta, &self.device);
+        let full_mask = additive_mask::<B>(batch, None, &self.device);
+        let sliding_mask = self.config.sliding_window.map(|w| additive_mask::<B>(batch, Some(w), &self.device));
+
+        h = hooks.visit(HookPoint::ResidPre(0), h)?;
+        for (l, layer) in self.layers.iter().enumerate().take(n_layers) {
+            let mask = match (layer.kind, &sliding_mask) {
+                (AttentionKind::Sliding, Some(m)) => m.clone(),
+                _ => full_mask.clone(),
+            };
+            let attn = layer.self_attn.forward(layer.input_layernorm.forward(h.clone()), &rope, mask);
+            let attn_out = hooks.visit(HookPoint::AttnOut(l), layer.post_attention_layernorm.forward(attn))?;
+            h = hooks.visit(HookPoint::ResidMid(l), h + attn_out)?;
+            let mlp = layer.mlp.forward(layer.pre_feedforward_layernorm.forward(h.clone()));
+            let mlp_out = hooks.visit(HookPoint::MlpOut(l), layer.post_feedforward_layernorm.forward(mlp))?;
+            h = hooks.visit(HookPoint::ResidPost(l), h + mlp_out)?;
+            // blocks.{l+1}.hook_resid_pre is the same tensor, visited even when layer l+1 does not run.
+            if l + 1 < self.config.num_hidden_layers {
+                h = hooks.visit(HookPoint::ResidPre(l + 1), h)?;
+            }
+        }
+
+        let logits = if request.logits { Some(self.logits(h, batch)?) } else { None };
+        Ok(RunOutput { activations: hooks.captured, logits })
+    }
+
+    fn logits(&self, h: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32>> {
+        let u = self.unembedding.as_ref().ok_or_else(|| GemmaError::NotLoaded {
+            what: "logits".into(),
+            loaded: "no unembedding".into(),
+        })?;
+        let [b, t, d] = h.dims();
+        let h = u.norm.forward(h).reshape([b * t, d]);
+        let head = match &u.lm_head {
+            Some(w) => w.clone(),
+            None => self.embed_tokens.clone().transpose(),
+        };
+        let mut logits = h.matmul(head);
+        if let Some(cap) = u.softcap {
+            logits = (logits / cap).tanh() * cap;
+        }
+        let vocab = self.config.vocab_size;
+        to_host(logits.reshape([b, t, vocab]), batch)
+    }
+
+    fn check_request(&self, batch: &TokenBatch, request: &RunRequest) -> Result<()> {
+        let n_layers = self.config.num_hidden_layers;
+        for hook in request.capture.iter().chain(request.interventions.iter().map(|i| &i.hook)) {
+            if let Some(layer) = hook.layer() {
+                if layer >= n_layers {
+                    return Err(GemmaError::HookOutOfRange { hook: hook.to_string(), layer, n_layers });
+                }
+            }
+        }
+        let needed = request.layers_needed(n_layers);
+        if needed > self.layers.len() {
+            return Err(GemmaError::NotLoaded {
+                what: format!("layers 0..={}", needed - 1),
+                loaded: format!("layers 0..{} (stop_at_layer)", self.layers.len()),
+            });
+        }
+        if request.logits && self.unembedding.is_none() {
+            return Err(GemmaError::NotLoaded { what: "logits".into(), loaded: "no unembedding".into() });
+        }
+        if let Some(bad) = batch.ids().iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            return Err(GemmaError::InvalidInput {
+                reason: format!("token id {bad} is outside the vocabulary of {} tokens", self.config.vocab_size),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Captures and interventions of one run.
+struct HookState<'a> {
+    request: &'a RunRequest,
+    batch: &'a TokenBatch,
+    captured: BTreeMap<HookPoint, Array3<f32>>,
+}
+
+impl<'a> HookState<'a> {
+    fn new(request: &'a RunRequest, batch: &'a TokenBatch) -> Self {
+        HookState { request, batch, captured: BTreeMap::new() }
+    }
+
+    /// Applies the interventions registered at `hook`, then captures the result if asked.
+    fn visit<B: Backend>(&mut self, hook: HookPoint, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
+        let edits: Vec<_> = self.request.interventions.iter().filter(|i| i.hook == hook).collect();
+        let capture = self.request.capture.contains(&hook);
+        if edits.is_empty() && !capture {
+            return Ok(x);
+        }
+        let x = if edits.is_empty() {
+            x
+        } else {
+            let device = x.device();
+            let dims = x.dims();
+            let mut host = raw_to_host(x);
+            for edit in edits {
+                (edit.edit)(&mut host);
+                if host.shape() != dims {
+                    return Err(GemmaError::InterventionShape {
+                        hook: hook.to_string(),
+                        expected: dims.to_vec(),
+                        actual: host.shape().to_vec(),
+                    });
+                }
+            }
+            let data = TensorData::new(host.into_iter().collect::<Vec<f32>>(), dims);
+            Tensor::from_data(data, &device)
+        };
+        if capture {
+            self.captured.insert(hook, to_host(x.clone(), self.batch)?);
+        }
+        Ok(x)
+    }
+}
+
+/// Copies a `[batch, pos, d]` tensor to the host, unchanged.
+fn raw_to_host<B: Backend>(x: Tensor<B, 3>) -> Array3<f32> {
+    let [b, t, d] = x.dims();
+    let values: Vec<f32> = x.into_data().convert::<f32>().into_vec().unwrap_or_default();
+    Array3::from_shape_vec((b, t, d), values).unwrap_or_else(|_| Array3::zeros((b, t, d)))
+}
+
+/// Copies a `[batch, pos, d]` tensor to the host and zeroes the padding positions.
+fn to_host<B: Backend>(x: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32>> {
+    let [b, t, d] = x.dims();
+    let values: Vec<f32> = x.into_data().convert::<f32>().into_vec().map_err(|e| GemmaError::InvalidInput {
+        reason: format!("backend returned unreadable data: {e:?}"),
+    })?;
+    let mut out = Array3::from_shape_vec((b, t, d), values).map_err(|e| GemmaError::InvalidInput {
+        reason: format!("backend returned a tensor of the wrong size: {e}"),
+    })?;
+    for (i, real) in batch.mask().iter().enumerate() {
+        if !real {
+            out.slice_mut(ndarray::s![i / t, i % t, ..]).fill(0.0);
+        }
+    }
+    Ok(out)
+}
+
+/// Additive attention mask `[batch, 1, pos, pos]`: 0 where query `i` may attend key `j`
+/// (`j` real, `j <= i`, and `i - j < window` for sliding layers), `f32::MIN` elsewhere, as HF.
+/// A padding query attends itself only, so that no row is fully masked.
+fn additive_mask<B: Backend>(batch: &TokenBatch, window: Option<usize>, device: &B::Device) -> Tensor<B, 4> {
+    let (b, t) = (batch.batch_size(), batch.seq_len());
+    let mask = batch.mask();
+    let mut values = vec![f32::MIN; b * t * t];
+    for s in 0..b {
+        for i in 0..t {
+            let row = &mut values[(s * t + i) * t..(s * t + i + 1) * t];
+            if !mask[s * t + i] {
+                row[i] = 0.0;
+                continue;
+            }
+            for (j, v) in row.iter_mut().enumerate().take(i + 1) {
+                let in_window = window.is_none_or(|w| i - j < w);
+                if mask[s * t + j] && in_window {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [b, 1, t, t]), device)
+}
+
+fn matrix<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Row-major `[rows, cols]` -> row-major `[cols, rows]`, in cache-friendly tiles.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 64;
+    let mut out = vec![0f32; values.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = values[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+fn norm<B: Backend>(source: &mut dyn ParameterSource, key: &str, c: &Gemma2Config, device: &B::Device) -> Result<RmsNorm<B>> {
+    let w = source.read(key, &[c.hidden_size])?;
+    let scale: Vec<f32> = w.iter().map(|x| 1.0 + x).collect();
+    Ok(RmsNorm { scale: Tensor::from_data(TensorData::new(scale, [c.hidden_size]), device), eps: c.rms_norm_eps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_is_a_transpose() {
+        let v: Vec<f32> = (0..(70 * 130)).map(|x| x as f32).collect();
+        let t = transpose(&v, 70, 130);
+        for r in 0..70 {
+            for c in 0..130 {
+                assert_eq!(t[c * 70 + r], v[r * 130 + c]);
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! # stereo
+//!
+//! Model diffing for mechanistic interpretability: run a base model and its chat fine-tune side by side
+//! ("stereo"), encode their paired residual streams with a crosscoder, and find the latents that chat
+//! training added.
+//!
+//! This umbrella crate re-exports the workspace's libraries so that a downstream project can depend on one
+//! crate:
+//!
+//! - [`backend`]: pick a compute backend (`ndarray`, `flex`, `cuda`) by name at run time.
+//! - [`gemma`]: Gemma-2 in burn, with TransformerLens-style hooks, equal to HF transformers.
+//! - [`activation_cache`]: stereo runs and the on-disk activation store.
+//! - [`crosscoder`]: crosscoder models, checkpoint formats and decoder analysis.
+//! - [`persona`]: the persona prompt-pair dataset.
+//! - [`diff_analysis`]: the latent hunt, verification and reports.
+
+pub use activation_cache;
+pub use crosscoder;
+pub use diff_analysis;
+pub use gemma_model as gemma;
+pub use persona_dataset as persona;
+pub use stereo_backend as backend;
