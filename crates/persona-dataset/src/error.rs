@@ -76,7 +76,10 @@ pub enum DatasetError {
 }
 
 fn source_name(path: Option<&Path>) -> String {
-    path.map_or_else(|| "the dataset text".to_owned(), |p| p.display().to_string())
+    path.map_or_else(
+        || "the dataset text".to_owned(),
+        |p| p.display().to_string(),
+    )
 }
 
 fn render_invalid(path: Option<&Path>, problems: &[Problem]) -> String {
@@ -261,7 +264,9 @@ fn list(names: &[String]) -> String {
 impl fmt::Display for ProblemKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProblemKind::WrongType { expected, found } => write!(f, "expected {expected}, found {found}"),
+            ProblemKind::WrongType { expected, found } => {
+                write!(f, "expected {expected}, found {found}")
+            }
             ProblemKind::MissingField { field } => write!(f, "missing field `{field}`"),
             ProblemKind::UnknownField { field, allowed } => {
                 write!(f, "unknown field `{field}` (allowed here: {allowed})")
@@ -318,7 +323,10 @@ impl fmt::Display for ProblemKind {
                 list(declared)
             ),
             ProblemKind::ContrastOfOneVariant { variant } => {
-                write!(f, "a contrast needs two different variants, got `{variant}` twice")
+                write!(
+                    f,
+                    "a contrast needs two different variants, got `{variant}` twice"
+                )
             }
             ProblemKind::WrongLength { expected, found } => {
                 write!(f, "expected {expected} entries, found {found}")

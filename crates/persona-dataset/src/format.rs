@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{DatasetError, Problem, ProblemKind};
 use crate::json::{line_column, Json, Pointer};
 use crate::model::{
-    declared_variant_names, Category, CategoryMeta, Expectation, PersonaDataset, PromptItem, PromptText, Role, Turn,
-    Variant, VerificationPrompt,
+    declared_variant_names, Category, CategoryMeta, Expectation, PersonaDataset, PromptItem,
+    PromptText, Role, Turn, Variant, VerificationPrompt,
 };
 use crate::validate::Checker;
 
@@ -62,7 +62,10 @@ impl PersonaDataset {
     /// # Errors
     /// Errors of the second file name that file; problems of the merged dataset carry no path and
     /// point into the merged dataset as [`to_json_string_pretty`](Self::to_json_string_pretty) writes it.
-    pub fn with_verification_from_path(mut self, path: impl AsRef<Path>) -> Result<Self, DatasetError> {
+    pub fn with_verification_from_path(
+        mut self,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, DatasetError> {
         self.verification_prompts
             .extend(verification_prompts_from_path(path)?);
         self.validate()?;
@@ -76,7 +79,10 @@ impl PersonaDataset {
     pub fn validate(&self) -> Result<(), DatasetError> {
         read_tree(&to_tree(self), Document::Dataset)
             .map(drop)
-            .map_err(|problems| DatasetError::Invalid { path: None, problems })
+            .map_err(|problems| DatasetError::Invalid {
+                path: None,
+                problems,
+            })
     }
 
     /// The dataset as pretty-printed JSON (two-space indent, file order kept, no trailing newline).
@@ -100,7 +106,9 @@ pub fn verification_prompts_from_str(text: &str) -> Result<Vec<VerificationPromp
 ///
 /// # Errors
 /// As [`PersonaDataset::from_path`].
-pub fn verification_prompts_from_path(path: impl AsRef<Path>) -> Result<Vec<VerificationPrompt>, DatasetError> {
+pub fn verification_prompts_from_path(
+    path: impl AsRef<Path>,
+) -> Result<Vec<VerificationPrompt>, DatasetError> {
     let path = path.as_ref();
     parse(&read(path)?, Some(path), Document::Verification).map(|d| d.verification_prompts)
 }
@@ -112,7 +120,11 @@ fn read(path: &Path) -> Result<Vec<u8>, DatasetError> {
     })
 }
 
-fn parse(bytes: &[u8], path: Option<&Path>, document: Document) -> Result<PersonaDataset, DatasetError> {
+fn parse(
+    bytes: &[u8],
+    path: Option<&Path>,
+    document: Document,
+) -> Result<PersonaDataset, DatasetError> {
     let owned_path = || path.map(Path::to_path_buf);
     // A byte-order mark is an editor's habit, not content.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -125,7 +137,8 @@ fn parse(bytes: &[u8], path: Option<&Path>, document: Document) -> Result<Person
             message: "invalid UTF-8".to_owned(),
         }
     })?;
-    let tree: Json = serde_json::from_str(text).map_err(|error| syntax_error(&error, owned_path()))?;
+    let tree: Json =
+        serde_json::from_str(text).map_err(|error| syntax_error(&error, owned_path()))?;
     read_tree(&tree, document).map_err(|problems| DatasetError::Invalid {
         path: owned_path(),
         problems,
@@ -166,7 +179,8 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// The value of `key`, if present and not taken yet.
     fn take(&mut self, key: &str) -> Option<&'a Json> {
-        let index = (0..self.members.len()).find(|&i| !self.taken[i] && self.members[i].0 == key)?;
+        let index =
+            (0..self.members.len()).find(|&i| !self.taken[i] && self.members[i].0 == key)?;
         self.taken[index] = true;
         Some(self.members[index].1)
     }
@@ -211,16 +225,21 @@ impl Reader {
         }
         for (category, _) in metas {
             let at = root.push("categories").push(&category);
-            self.check.report(&at, ProblemKind::MetadataWithoutCategory { category });
+            self.check
+                .report(&at, ProblemKind::MetadataWithoutCategory { category });
         }
         let verification = match document {
             Document::Dataset => fields.take("verification_prompts"),
             Document::Verification => self.required(&mut fields, "verification_prompts"),
         };
         if let Some(value) = verification {
-            dataset.verification_prompts = self.verifications(&root.push("verification_prompts"), value);
+            dataset.verification_prompts =
+                self.verifications(&root.push("verification_prompts"), value);
         }
-        self.reject_rest(&mut fields, "categories, prompt_pairs, verification_prompts");
+        self.reject_rest(
+            &mut fields,
+            "categories, prompt_pairs, verification_prompts",
+        );
         dataset
     }
 
@@ -271,7 +290,8 @@ impl Reader {
     fn variant_list(&mut self, at: &Pointer, value: &Json) -> Option<Vec<String>> {
         let array = self.array(at, value)?;
         if array.is_empty() {
-            self.check.report(at, ProblemKind::EmptyField { field: "variants" });
+            self.check
+                .report(at, ProblemKind::EmptyField { field: "variants" });
             return None;
         }
         let mut names: Vec<String> = Vec::with_capacity(array.len());
@@ -282,7 +302,12 @@ impl Reader {
             };
             self.variant_name(&at, name);
             if names.iter().any(|n| n == name) {
-                self.check.report(&at, ProblemKind::DuplicateKey { key: name.to_owned() });
+                self.check.report(
+                    &at,
+                    ProblemKind::DuplicateKey {
+                        key: name.to_owned(),
+                    },
+                );
             } else {
                 names.push(name.to_owned());
             }
@@ -327,19 +352,30 @@ impl Reader {
         Some((positive.to_owned(), negative.to_owned()))
     }
 
-    /// Contrast and baseline must name variants of the category.
-    fn meta_names(&mut self, category: &str, meta: &CategoryMeta, variants: &[String]) {
+    /// Contrast and baseline must name variants of the category: the declared ones, and the known
+    /// defaults a category falls back to when its metadata declares other variants but no contrast.
+    fn meta_names(&mut self, category: &str, meta: Option<&CategoryMeta>, variants: &[String]) {
         let at = Pointer::root().push("categories").push(category);
-        let mut named = Vec::new();
-        if let Some((positive, negative)) = &meta.contrast {
-            named.push((at.push("contrast").push(0), positive));
-            named.push((at.push("contrast").push(1), negative));
+        let known = crate::model::known_category(category);
+        let mut named: Vec<(Pointer, String)> = Vec::new();
+        match (meta.and_then(|m| m.contrast.as_ref()), known) {
+            (Some((positive, negative)), _) => {
+                named.push((at.push("contrast").push(0), positive.clone()));
+                named.push((at.push("contrast").push(1), negative.clone()));
+            }
+            (None, Some(k)) => {
+                named.push((at.clone(), k.contrast.0.to_owned()));
+                named.push((at.clone(), k.contrast.1.to_owned()));
+            }
+            (None, None) => {}
         }
-        if let Some(baseline) = &meta.baseline {
-            named.push((at.push("baseline"), baseline));
+        match (meta.and_then(|m| m.baseline.as_ref()), known) {
+            (Some(baseline), _) => named.push((at.push("baseline"), baseline.clone())),
+            (None, Some(k)) => named.push((at.clone(), k.baseline.to_owned())),
+            (None, None) => {}
         }
         for (at, name) in named {
-            if !variants.contains(name) {
+            if !variants.contains(&name) {
                 self.check.report(
                     &at,
                     ProblemKind::UndeclaredVariant {
@@ -373,7 +409,13 @@ impl Reader {
         categories
     }
 
-    fn category(&mut self, at: &Pointer, name: &str, meta: Option<CategoryMeta>, value: &Json) -> Category {
+    fn category(
+        &mut self,
+        at: &Pointer,
+        name: &str,
+        meta: Option<CategoryMeta>,
+        value: &Json,
+    ) -> Category {
         self.check.name(at, "category name", name);
         let mut variants: Option<Vec<String>> = declared_variant_names(name, meta.as_ref())
             .map(|names| names.into_iter().map(str::to_owned).collect());
@@ -385,8 +427,8 @@ impl Reader {
                 }
             }
         }
-        if let (Some(meta), Some(variants)) = (&meta, &variants) {
-            self.meta_names(name, meta, variants);
+        if let Some(variants) = &variants {
+            self.meta_names(name, meta.as_ref(), variants);
         }
         Category {
             name: name.to_owned(),
@@ -397,7 +439,12 @@ impl Reader {
 
     /// One item. `expected` holds the category's variants; `None` until the first item of a
     /// category without declared variants sets them.
-    fn item(&mut self, at: &Pointer, value: &Json, expected: &mut Option<Vec<String>>) -> Option<PromptItem> {
+    fn item(
+        &mut self,
+        at: &Pointer,
+        value: &Json,
+        expected: &mut Option<Vec<String>>,
+    ) -> Option<PromptItem> {
         let mut fields = self.object(at, value)?;
         let id = self.required(&mut fields, "id").and_then(|v| {
             let at = at.push("id");
@@ -593,7 +640,8 @@ impl Reader {
             let parsed = label.parse::<Expectation>().ok();
             if parsed.is_none() {
                 let label = label.to_owned();
-                self.check.report(&at, ProblemKind::UnknownExpectation { label });
+                self.check
+                    .report(&at, ProblemKind::UnknownExpectation { label });
             }
             parsed
         });
@@ -624,7 +672,10 @@ impl Reader {
         let mut kept: Vec<(&str, &Json)> = Vec::with_capacity(members.len());
         for (key, value) in members {
             if kept.iter().any(|(k, _)| k == key) {
-                self.check.report(&at.push(key), ProblemKind::DuplicateKey { key: key.clone() });
+                self.check.report(
+                    &at.push(key),
+                    ProblemKind::DuplicateKey { key: key.clone() },
+                );
             } else {
                 kept.push((key, value));
             }
@@ -670,7 +721,12 @@ impl Reader {
         let value = fields.take(key);
         if value.is_none() {
             let at = fields.at.push(key);
-            self.check.report(&at, ProblemKind::MissingField { field: key.to_owned() });
+            self.check.report(
+                &at,
+                ProblemKind::MissingField {
+                    field: key.to_owned(),
+                },
+            );
         }
         value
     }
@@ -710,7 +766,11 @@ fn to_tree(dataset: &PersonaDataset) -> Json {
         .collect();
     root.push(("prompt_pairs".to_owned(), Json::Object(categories)));
     if !dataset.verification_prompts.is_empty() {
-        let prompts = dataset.verification_prompts.iter().map(verification_tree).collect();
+        let prompts = dataset
+            .verification_prompts
+            .iter()
+            .map(verification_tree)
+            .collect();
         root.push(("verification_prompts".to_owned(), Json::Array(prompts)));
     }
     Json::Object(root)
@@ -746,7 +806,10 @@ fn item_tree(item: &PromptItem) -> Json {
         members.push(("tags".to_owned(), strings(&item.tags)));
     }
     for variant in &item.variants {
-        members.push((variant.name.clone(), Json::Object(prompt_members(&variant.prompt))));
+        members.push((
+            variant.name.clone(),
+            Json::Object(prompt_members(&variant.prompt)),
+        ));
     }
     Json::Object(members)
 }

@@ -166,7 +166,9 @@ pub(crate) fn line_column(text: &[u8], offset: usize) -> (usize, usize) {
         .iter()
         .rposition(|&b| b == b'\n')
         .map_or(0, |newline| newline + 1);
-    let column = 1 + String::from_utf8_lossy(&before[line_start..]).chars().count();
+    let column = 1 + String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count();
     (line, column)
 }
 

@@ -114,6 +114,8 @@
 //!
 //! None. The crate depends on serde, serde_json and thiserror only.
 
+#![warn(missing_docs)]
+
 mod embedded;
 mod error;
 mod format;
@@ -125,9 +127,9 @@ mod validate;
 pub use error::{DatasetError, Problem, ProblemKind};
 pub use format::{verification_prompts_from_path, verification_prompts_from_str};
 pub use model::{
-    Category, CategoryMeta, Contrast, ContrastPair, Expectation, PersonaDataset, PromptItem, PromptText, Role,
-    Turn, Variant, VerificationPrompt, CHILD_VS_ADULT, EXPERTISE_LEVEL, PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY,
-    SYCOPHANCY_TRIGGERS,
+    Category, CategoryMeta, Contrast, ContrastPair, Expectation, PersonaDataset, PromptItem,
+    PromptText, Role, Turn, Variant, VerificationPrompt, CHILD_VS_ADULT, EXPERTISE_LEVEL,
+    PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY, SYCOPHANCY_TRIGGERS,
 };
 pub use split::{stable_hash, Split};
 pub use validate::{MAX_CONVERSATION_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_TURNS};

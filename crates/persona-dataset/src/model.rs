@@ -34,14 +34,16 @@ pub(crate) const KNOWN_CATEGORIES: &[KnownCategory] = &[
         variants: &["novice", "expert", "neutral"],
         contrast: ("novice", "expert"),
         baseline: "neutral",
-        description: "The user presents as a novice or as an expert; neutral asks without a persona.",
+        description:
+            "The user presents as a novice or as an expert; neutral asks without a persona.",
     },
     KnownCategory {
         name: SYCOPHANCY_TRIGGERS,
         variants: &["biased", "neutral"],
         contrast: ("biased", "neutral"),
         baseline: "neutral",
-        description: "The user states a belief before the question; neutral asks without endorsing it.",
+        description:
+            "The user states a belief before the question; neutral asks without endorsing it.",
     },
     KnownCategory {
         name: CHILD_VS_ADULT,
@@ -95,7 +97,9 @@ pub struct PersonaDataset {
 impl PersonaDataset {
     /// The category with this name.
     pub fn category(&self, name: &str) -> Option<&Category> {
-        self.categories.iter().find(|category| category.name == name)
+        self.categories
+            .iter()
+            .find(|category| category.name == name)
     }
 
     /// Every item with its category, in file order.
@@ -127,7 +131,10 @@ impl PersonaDataset {
 
     /// The contrasts of all categories that have one, in category order.
     pub fn contrasts(&self) -> Vec<Contrast> {
-        self.categories.iter().filter_map(Category::contrast).collect()
+        self.categories
+            .iter()
+            .filter_map(Category::contrast)
+            .collect()
     }
 
     /// The verification prompts of one probe (e.g. [`PROBE_CHILD_NOVICE`]).
@@ -169,7 +176,8 @@ impl Category {
     /// The contrast (positive vs negative variant): declared, else the known default, else `None`.
     pub fn contrast(&self) -> Option<Contrast> {
         let declared = self.meta.as_ref().and_then(|m| m.contrast.clone());
-        let known = known_category(&self.name).map(|k| (k.contrast.0.to_owned(), k.contrast.1.to_owned()));
+        let known =
+            known_category(&self.name).map(|k| (k.contrast.0.to_owned(), k.contrast.1.to_owned()));
         declared.or(known).map(|(positive, negative)| Contrast {
             category: self.name.clone(),
             positive,
@@ -349,7 +357,11 @@ pub enum Expectation {
 
 impl Expectation {
     /// All labels, in the notebook's order.
-    pub const ALL: [Expectation; 3] = [Expectation::Activate, Expectation::Silent, Expectation::Neutral];
+    pub const ALL: [Expectation; 3] = [
+        Expectation::Activate,
+        Expectation::Silent,
+        Expectation::Neutral,
+    ];
 
     /// The label as written in the file: `ACTIVATE`, `SILENT` or `NEUTRAL`.
     pub fn label(self) -> &'static str {
@@ -409,22 +421,27 @@ impl Contrast {
     /// # Errors
     /// [`DatasetError::UnknownCategory`], or [`DatasetError::VariantNotFound`] when an item lacks
     /// one of the two variants (impossible in a validated dataset for a declared contrast).
-    pub fn pairs<'a>(&self, dataset: &'a PersonaDataset) -> Result<Vec<ContrastPair<'a>>, DatasetError> {
-        let category = dataset
-            .category(&self.category)
-            .ok_or_else(|| DatasetError::UnknownCategory {
-                category: self.category.clone(),
-            })?;
+    pub fn pairs<'a>(
+        &self,
+        dataset: &'a PersonaDataset,
+    ) -> Result<Vec<ContrastPair<'a>>, DatasetError> {
+        let category =
+            dataset
+                .category(&self.category)
+                .ok_or_else(|| DatasetError::UnknownCategory {
+                    category: self.category.clone(),
+                })?;
         category
             .items
             .iter()
             .map(|item| {
                 let side = |variant: &str| {
-                    item.variant(variant).ok_or_else(|| DatasetError::VariantNotFound {
-                        category: self.category.clone(),
-                        item_id: item.id.clone(),
-                        variant: variant.to_owned(),
-                    })
+                    item.variant(variant)
+                        .ok_or_else(|| DatasetError::VariantNotFound {
+                            category: self.category.clone(),
+                            item_id: item.id.clone(),
+                            variant: variant.to_owned(),
+                        })
                 };
                 Ok(ContrastPair {
                     item_id: &item.id,
@@ -492,7 +509,10 @@ mod tests {
         assert_eq!(category.variant_names(), ["novice", "expert", "neutral"]);
         assert_eq!(category.baseline(), Some("neutral"));
         let contrast = category.contrast().unwrap();
-        assert_eq!((contrast.positive.as_str(), contrast.negative.as_str()), ("novice", "expert"));
+        assert_eq!(
+            (contrast.positive.as_str(), contrast.negative.as_str()),
+            ("novice", "expert")
+        );
     }
 
     #[test]
@@ -533,7 +553,9 @@ mod tests {
         };
         let contrast = dataset.contrast(CHILD_VS_ADULT).unwrap();
         let error = contrast.pairs(&dataset).unwrap_err();
-        assert!(matches!(error, DatasetError::VariantNotFound { ref item_id, .. } if item_id == "c2"));
+        assert!(
+            matches!(error, DatasetError::VariantNotFound { ref item_id, .. } if item_id == "c2")
+        );
 
         let mut fixed = dataset.clone();
         fixed.categories[0].items.pop();
@@ -552,14 +574,32 @@ mod tests {
     #[test]
     fn prompt_text_views() {
         let turns = PromptText::Turns(vec![
-            Turn { role: Role::User, content: "Hi, I'm new.".into() },
-            Turn { role: Role::Model, content: "Welcome!".into() },
-            Turn { role: Role::User, content: "What is rust?".into() },
+            Turn {
+                role: Role::User,
+                content: "Hi, I'm new.".into(),
+            },
+            Turn {
+                role: Role::Model,
+                content: "Welcome!".into(),
+            },
+            Turn {
+                role: Role::User,
+                content: "What is rust?".into(),
+            },
         ]);
         assert_eq!(turns.as_single(), None);
-        assert_eq!(turns.to_plain_text(), "Hi, I'm new.\n\nWelcome!\n\nWhat is rust?");
+        assert_eq!(
+            turns.to_plain_text(),
+            "Hi, I'm new.\n\nWelcome!\n\nWhat is rust?"
+        );
         assert_eq!(turns.char_count(), 12 + 8 + 13);
         assert_eq!(single("é!").char_count(), 2);
-        assert_eq!(single("x").to_turns(), vec![Turn { role: Role::User, content: "x".into() }]);
+        assert_eq!(
+            single("x").to_turns(),
+            vec![Turn {
+                role: Role::User,
+                content: "x".into()
+            }]
+        );
     }
 }

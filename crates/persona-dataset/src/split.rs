@@ -83,7 +83,9 @@ impl PersonaDataset {
         let keep: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut subset = self.clone();
         for category in &mut subset.categories {
-            category.items.retain(|item| keep.contains(item.id.as_str()));
+            category
+                .items
+                .retain(|item| keep.contains(item.id.as_str()));
         }
         subset
     }
@@ -125,7 +127,10 @@ mod tests {
     fn bad_ratios_are_errors() {
         let dataset = PersonaDataset::default();
         for ratio in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
-            assert!(matches!(dataset.split(ratio, 0), Err(DatasetError::InvalidRatio { .. })));
+            assert!(matches!(
+                dataset.split(ratio, 0),
+                Err(DatasetError::InvalidRatio { .. })
+            ));
         }
     }
 }

@@ -101,7 +101,12 @@ impl Checker {
     /// The shape of a conversation: 1 to [`MAX_TURNS`] turns, user first and last, roles
     /// alternating, at most [`MAX_CONVERSATION_CHARS`] in all. `roles[i]` is `None` where the
     /// turn's role was already reported as unreadable. `at` points to the `turns` array.
-    pub(crate) fn conversation(&mut self, at: &Pointer, roles: &[Option<Role>], total_chars: usize) {
+    pub(crate) fn conversation(
+        &mut self,
+        at: &Pointer,
+        roles: &[Option<Role>],
+        total_chars: usize,
+    ) {
         if roles.is_empty() {
             self.report(at, ProblemKind::EmptyTurns);
             return;
@@ -192,7 +197,10 @@ impl Checker {
 
 /// Whether every turn of a prompt is blank.
 fn is_blank(prompt: &PromptText) -> bool {
-    prompt.to_turns().iter().all(|turn| turn.content.trim().is_empty())
+    prompt
+        .to_turns()
+        .iter()
+        .all(|turn| turn.content.trim().is_empty())
 }
 
 /// The text two prompts are compared by: trimmed contents with their roles, so a single prompt

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use persona_dataset::{
-    Category, CategoryMeta, Expectation, PersonaDataset, PromptItem, PromptText, Role, Turn, Variant,
-    VerificationPrompt, CHILD_VS_ADULT, EXPERTISE_LEVEL, SYCOPHANCY_TRIGGERS,
+    Category, CategoryMeta, Expectation, PersonaDataset, PromptItem, PromptText, Role, Turn,
+    Variant, VerificationPrompt, CHILD_VS_ADULT, EXPERTISE_LEVEL, SYCOPHANCY_TRIGGERS,
 };
 
 // ---- generators ----
@@ -37,25 +37,32 @@ fn prompt_text() -> impl Strategy<Value = PromptText> {
 
 fn item(variants: Vec<String>) -> impl Strategy<Value = PromptItem> {
     let n = variants.len();
-    ("[a-z_]{1,10}", vec("[a-z:]{1,8}", 0..3), vec(prompt_text(), n)).prop_map(move |(topic, tags, prompts)| {
-        PromptItem {
-            id: String::new(), // assigned in `make_valid`
-            topic,
-            tags,
-            variants: variants
-                .iter()
-                .zip(prompts)
-                .map(|(name, prompt)| Variant {
-                    name: name.clone(),
-                    prompt,
-                })
-                .collect(),
-        }
-    })
+    (
+        "[a-z_]{1,10}",
+        vec("[a-z:]{1,8}", 0..3),
+        vec(prompt_text(), n),
+    )
+        .prop_map(move |(topic, tags, prompts)| {
+            PromptItem {
+                id: String::new(), // assigned in `make_valid`
+                topic,
+                tags,
+                variants: variants
+                    .iter()
+                    .zip(prompts)
+                    .map(|(name, prompt)| Variant {
+                        name: name.clone(),
+                        prompt,
+                    })
+                    .collect(),
+            }
+        })
 }
 
 fn variant_name() -> impl Strategy<Value = String> {
-    "[a-z]{1,8}".prop_filter("reserved for item fields", |name| !["id", "topic", "tags"].contains(&name.as_str()))
+    "[a-z]{1,8}".prop_filter("reserved for item fields", |name| {
+        !["id", "topic", "tags"].contains(&name.as_str())
+    })
 }
 
 /// (name, metadata, variants) of a known or a new category.
@@ -74,11 +81,20 @@ fn category_shape() -> impl Strategy<Value = (String, Option<CategoryMeta>, Vec<
                 description,
                 ..CategoryMeta::default()
             });
-            (name.to_owned(), meta, variants.iter().map(|v| (*v).to_owned()).collect())
+            (
+                name.to_owned(),
+                meta,
+                variants.iter().map(|v| (*v).to_owned()).collect(),
+            )
         });
     // Names with `/` and `~` exercise pointer escaping; the prefix keeps them apart from known names.
-    let new = ("new:[a-z_/~ ]{0,8}", btree_set(variant_name(), 2..4), any::<bool>(), text()).prop_map(
-        |(name, variants, declare, description)| {
+    let new = (
+        "new:[a-z_/~ ]{0,8}",
+        btree_set(variant_name(), 2..4),
+        any::<bool>(),
+        text(),
+    )
+        .prop_map(|(name, variants, declare, description)| {
             let variants: Vec<String> = variants.into_iter().collect();
             let meta = declare.then(|| CategoryMeta {
                 description: Some(description),
@@ -87,8 +103,7 @@ fn category_shape() -> impl Strategy<Value = (String, Option<CategoryMeta>, Vec<
                 baseline: variants.last().cloned(),
             });
             (name, meta, variants)
-        },
-    );
+        });
     prop_oneof![known, new]
 }
 
@@ -118,7 +133,9 @@ fn verification_prompt() -> impl Strategy<Value = VerificationPrompt> {
 /// Makes a generated dataset valid: unique category names, unique ids, unique non-blank texts.
 fn make_valid(mut dataset: PersonaDataset, id_prefix: &str) -> PersonaDataset {
     let mut names = HashSet::new();
-    dataset.categories.retain(|category| names.insert(category.name.clone()));
+    dataset
+        .categories
+        .retain(|category| names.insert(category.name.clone()));
     let mut counter = 0usize;
     let mut unique = |text: &mut String| {
         counter += 1;
@@ -133,16 +150,25 @@ fn make_valid(mut dataset: PersonaDataset, id_prefix: &str) -> PersonaDataset {
         for item in &mut category.items {
             next_id += 1;
             item.id = format!("{id_prefix}{next_id}");
-            item.variants.iter_mut().for_each(|variant| fix(&mut variant.prompt));
+            item.variants
+                .iter_mut()
+                .for_each(|variant| fix(&mut variant.prompt));
         }
     }
-    dataset.verification_prompts.iter_mut().for_each(|v| fix(&mut v.prompt));
+    dataset
+        .verification_prompts
+        .iter_mut()
+        .for_each(|v| fix(&mut v.prompt));
     dataset
 }
 
 fn dataset() -> impl Strategy<Value = PersonaDataset> {
-    (vec(category(), 0..4), vec(verification_prompt(), 0..6), "[a-zA-Z][a-zA-Z0-9_.:-]{0,6}_").prop_map(
-        |(categories, verification_prompts, prefix)| {
+    (
+        vec(category(), 0..4),
+        vec(verification_prompt(), 0..6),
+        "[a-zA-Z][a-zA-Z0-9_.:-]{0,6}_",
+    )
+        .prop_map(|(categories, verification_prompts, prefix)| {
             make_valid(
                 PersonaDataset {
                     categories,
@@ -150,8 +176,7 @@ fn dataset() -> impl Strategy<Value = PersonaDataset> {
                 },
                 &prefix,
             )
-        },
-    )
+        })
 }
 
 /// A dataset holding one item per id (splits look at ids only).
@@ -298,5 +323,8 @@ fn ratios_zero_and_one_put_everything_on_one_side() {
 fn different_seeds_give_different_splits() {
     let ids: Vec<String> = (0..200).map(|i| format!("x{i}")).collect();
     let dataset = dataset_of_ids(&ids);
-    assert_ne!(dataset.split(0.5, 1).unwrap(), dataset.split(0.5, 2).unwrap());
+    assert_ne!(
+        dataset.split(0.5, 1).unwrap(),
+        dataset.split(0.5, 2).unwrap()
+    );
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use persona_dataset::{
-    Expectation, PersonaDataset, PromptText, CHILD_VS_ADULT, EXPERTISE_LEVEL, PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY,
-    SYCOPHANCY_TRIGGERS,
+    Expectation, PersonaDataset, PromptText, CHILD_VS_ADULT, EXPERTISE_LEVEL, PROBE_CHILD_NOVICE,
+    PROBE_SYCOPHANCY, SYCOPHANCY_TRIGGERS,
 };
 
 // ---- cue phrases ----
@@ -88,7 +88,10 @@ fn child_novice_cues() -> Vec<String> {
 
 /// The cues of `cues` found in a prompt (all turns, lowercase, typographic apostrophes folded).
 fn cues_in<'a>(prompt: &PromptText, cues: &'a [String]) -> Vec<&'a str> {
-    let text = prompt.to_plain_text().to_lowercase().replace('\u{2019}', "'");
+    let text = prompt
+        .to_plain_text()
+        .to_lowercase()
+        .replace('\u{2019}', "'");
     cues.iter()
         .filter(|cue| text.contains(cue.as_str()))
         .map(String::as_str)
@@ -118,12 +121,18 @@ fn prompts_with_roles(dataset: &PersonaDataset) -> Vec<(String, Role, &PromptTex
             let role = match (category.name.as_str(), variant.name.as_str()) {
                 (EXPERTISE_LEVEL, "novice") | (CHILD_VS_ADULT, "child") => Role::ChildNovice,
                 (SYCOPHANCY_TRIGGERS, "biased") => Role::Belief,
-                (EXPERTISE_LEVEL, "expert" | "neutral") | (SYCOPHANCY_TRIGGERS, "neutral") | (CHILD_VS_ADULT, "adult") => {
-                    Role::Clean
+                (EXPERTISE_LEVEL, "expert" | "neutral")
+                | (SYCOPHANCY_TRIGGERS, "neutral")
+                | (CHILD_VS_ADULT, "adult") => Role::Clean,
+                (name, variant) => {
+                    panic!("unexpected variant {name}/{variant}: give it a cue role here")
                 }
-                (name, variant) => panic!("unexpected variant {name}/{variant}: give it a cue role here"),
             };
-            all.push((format!("{}/{}/{}", category.name, item.id, variant.name), role, &variant.prompt));
+            all.push((
+                format!("{}/{}/{}", category.name, item.id, variant.name),
+                role,
+                &variant.prompt,
+            ));
         }
     }
     for (index, prompt) in dataset.verification_prompts.iter().enumerate() {
@@ -132,9 +141,18 @@ fn prompts_with_roles(dataset: &PersonaDataset) -> Vec<(String, Role, &PromptTex
             (_, Expectation::Silent | Expectation::Neutral) => Role::Clean,
             (PROBE_CHILD_NOVICE, Expectation::Activate) => Role::ChildNovice,
             (PROBE_SYCOPHANCY, Expectation::Activate) => Role::Belief,
-            (probe, expected) => panic!("unexpected probe {probe} for {expected}: give it a cue role here"),
+            (probe, expected) => {
+                panic!("unexpected probe {probe} for {expected}: give it a cue role here")
+            }
         };
-        all.push((format!("verification_prompts/{index} ({probe}, {})", prompt.expected), role, &prompt.prompt));
+        all.push((
+            format!(
+                "verification_prompts/{index} ({probe}, {})",
+                prompt.expected
+            ),
+            role,
+            &prompt.prompt,
+        ));
     }
     all
 }
@@ -156,7 +174,9 @@ fn cue_phrases_appear_only_on_the_side_that_should_carry_them() {
                     errors.push(format!("{at}: no child/novice cue in {text:?}"));
                 }
                 if !belief_found.is_empty() {
-                    errors.push(format!("{at}: belief cue {belief_found:?} in a child/novice prompt {text:?}"));
+                    errors.push(format!(
+                        "{at}: belief cue {belief_found:?} in a child/novice prompt {text:?}"
+                    ));
                 }
             }
             Role::Belief => {
@@ -164,7 +184,9 @@ fn cue_phrases_appear_only_on_the_side_that_should_carry_them() {
                     errors.push(format!("{at}: no belief cue in {text:?}"));
                 }
                 if !child_found.is_empty() {
-                    errors.push(format!("{at}: child/novice cue {child_found:?} in a belief prompt {text:?}"));
+                    errors.push(format!(
+                        "{at}: child/novice cue {child_found:?} in a belief prompt {text:?}"
+                    ));
                 }
             }
             Role::Clean => {
@@ -177,7 +199,12 @@ fn cue_phrases_appear_only_on_the_side_that_should_carry_them() {
             }
         }
     }
-    assert!(errors.is_empty(), "{} cue problems:\n{}", errors.len(), errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{} cue problems:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
     assert!(checked > 500, "only {checked} prompts checked");
 }
 
@@ -192,8 +219,15 @@ fn most_belief_prompts_use_the_cues_the_demo_model_fires_on() {
         .iter()
         .filter_map(|item| item.variant("biased"))
         .collect();
-    let with_core = biased.iter().filter(|p| !cues_in(p, &core).is_empty()).count();
-    assert!(with_core * 10 >= biased.len() * 9, "{with_core} of {}", biased.len());
+    let with_core = biased
+        .iter()
+        .filter(|p| !cues_in(p, &core).is_empty())
+        .count();
+    assert!(
+        with_core * 10 >= biased.len() * 9,
+        "{with_core} of {}",
+        biased.len()
+    );
     for prompt in dataset.verification_for_probe(PROBE_SYCOPHANCY) {
         if prompt.expected == Expectation::Activate {
             assert!(!cues_in(&prompt.prompt, &core).is_empty(), "{prompt:?}");
@@ -206,10 +240,20 @@ fn the_cue_checker_catches_what_it_should() {
     let child = child_novice_cues();
     let belief = owned(BELIEF_CUES);
     let single = |text: &str| PromptText::Single(text.to_owned());
-    for text in ["I'm 7 and curious.", "I am nine.", "A 6-year-old asks", "Like I\u{2019}m five", "Grad SCHOOL"] {
+    for text in [
+        "I'm 7 and curious.",
+        "I am nine.",
+        "A 6-year-old asks",
+        "Like I\u{2019}m five",
+        "Grad SCHOOL",
+    ] {
         assert!(!cues_in(&single(text), &child).is_empty(), "{text}");
     }
-    for text in ["I'm a professor.", "Graduate program", "I've worked here for 20 years."] {
+    for text in [
+        "I'm a professor.",
+        "Graduate program",
+        "I've worked here for 20 years.",
+    ] {
         assert!(cues_in(&single(text), &child).is_empty(), "{text}");
     }
     assert!(!cues_in(&single("Honestly, I THINK so."), &belief).is_empty());
@@ -220,20 +264,37 @@ fn the_cue_checker_catches_what_it_should() {
 
 #[test]
 fn the_shipped_dataset_validates_and_meets_the_issue_counts() {
-    let dataset = PersonaDataset::from_json_str(PersonaDataset::shipped_json()).expect("the shipped dataset is valid");
+    let dataset = PersonaDataset::from_json_str(PersonaDataset::shipped_json())
+        .expect("the shipped dataset is valid");
     assert!(dataset.validate().is_ok());
 
     let expertise = dataset.category(EXPERTISE_LEVEL).unwrap();
-    assert!(expertise.items.len() >= 60, "{} expertise items", expertise.items.len());
-    assert!(expertise.topics().len() >= 12, "{} topics", expertise.topics().len());
+    assert!(
+        expertise.items.len() >= 60,
+        "{} expertise items",
+        expertise.items.len()
+    );
+    assert!(
+        expertise.topics().len() >= 12,
+        "{} topics",
+        expertise.topics().len()
+    );
     assert_eq!(expertise.variant_names(), ["novice", "expert", "neutral"]);
 
     let sycophancy = dataset.category(SYCOPHANCY_TRIGGERS).unwrap();
-    assert!(sycophancy.items.len() >= 40, "{} sycophancy items", sycophancy.items.len());
+    assert!(
+        sycophancy.items.len() >= 40,
+        "{} sycophancy items",
+        sycophancy.items.len()
+    );
     assert_eq!(sycophancy.variant_names(), ["biased", "neutral"]);
 
     let child = dataset.category(CHILD_VS_ADULT).unwrap();
-    assert!(child.items.len() >= 20, "{} child_vs_adult items", child.items.len());
+    assert!(
+        child.items.len() >= 20,
+        "{} child_vs_adult items",
+        child.items.len()
+    );
     assert_eq!(child.variant_names(), ["child", "adult"]);
 
     for expected in Expectation::ALL {
@@ -241,15 +302,24 @@ fn the_shipped_dataset_validates_and_meets_the_issue_counts() {
             .verification_for_probe(PROBE_CHILD_NOVICE)
             .filter(|p| p.expected == expected)
             .count();
-        assert!(child_probe >= 40, "{child_probe} {expected} prompts for {PROBE_CHILD_NOVICE}");
+        assert!(
+            child_probe >= 40,
+            "{child_probe} {expected} prompts for {PROBE_CHILD_NOVICE}"
+        );
         let belief_probe = dataset
             .verification_for_probe(PROBE_SYCOPHANCY)
             .filter(|p| p.expected == expected)
             .count();
-        assert!(belief_probe >= 20, "{belief_probe} {expected} prompts for {PROBE_SYCOPHANCY}");
+        assert!(
+            belief_probe >= 20,
+            "{belief_probe} {expected} prompts for {PROBE_SYCOPHANCY}"
+        );
     }
     assert!(
-        dataset.verification_prompts.iter().all(|p| p.probe.is_some()),
+        dataset
+            .verification_prompts
+            .iter()
+            .all(|p| p.probe.is_some()),
         "every verification prompt names its probe"
     );
 }
@@ -263,19 +333,33 @@ fn every_category_declares_its_contrast_and_baseline_in_the_file() {
         (CHILD_VS_ADULT, "child", "adult", "adult"),
     ] {
         let category = dataset.category(name).unwrap();
-        let meta = category.meta.as_ref().unwrap_or_else(|| panic!("{name} has no metadata"));
-        assert_eq!(meta.contrast, Some((positive.to_owned(), negative.to_owned())), "{name}");
+        let meta = category
+            .meta
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} has no metadata"));
+        assert_eq!(
+            meta.contrast,
+            Some((positive.to_owned(), negative.to_owned())),
+            "{name}"
+        );
         assert_eq!(meta.baseline.as_deref(), Some(baseline), "{name}");
-        assert!(meta.description.as_deref().is_some_and(|d| !d.is_empty()), "{name}");
+        assert!(
+            meta.description.as_deref().is_some_and(|d| !d.is_empty()),
+            "{name}"
+        );
         let contrast = dataset.contrast(name).unwrap();
-        assert_eq!(contrast.pairs(&dataset).unwrap().len(), category.items.len());
+        assert_eq!(
+            contrast.pairs(&dataset).unwrap().len(),
+            category.items.len()
+        );
     }
 }
 
 #[test]
 fn tags_record_the_cue_kind_of_each_side() {
     let dataset = PersonaDataset::shipped();
-    let has_prefix = |tags: &[String], prefix: &str| tags.iter().filter(|t| t.starts_with(prefix)).count() == 1;
+    let has_prefix =
+        |tags: &[String], prefix: &str| tags.iter().filter(|t| t.starts_with(prefix)).count() == 1;
     for (category, item) in dataset.items() {
         let prefixes: &[&str] = match category.name.as_str() {
             EXPERTISE_LEVEL => &["novice:", "expert:"],
@@ -284,20 +368,38 @@ fn tags_record_the_cue_kind_of_each_side() {
             other => panic!("unexpected category {other}"),
         };
         for prefix in prefixes {
-            assert!(has_prefix(&item.tags, prefix), "{}: one `{prefix}*` tag in {:?}", item.id, item.tags);
+            assert!(
+                has_prefix(&item.tags, prefix),
+                "{}: one `{prefix}*` tag in {:?}",
+                item.id,
+                item.tags
+            );
         }
     }
     // The stated-belief tag names the phrase the biased prompt opens with.
     for item in &dataset.category(SYCOPHANCY_TRIGGERS).unwrap().items {
-        let biased = item.variant("biased").unwrap().to_plain_text().to_lowercase();
-        let phrase = match item.tags.iter().find_map(|t| t.strip_prefix("cue:")).unwrap() {
+        let biased = item
+            .variant("biased")
+            .unwrap()
+            .to_plain_text()
+            .to_lowercase();
+        let phrase = match item
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix("cue:"))
+            .unwrap()
+        {
             "i_think" => "i think",
             "i_believe" => "i believe",
             "i_am_sure" => "i'm sure",
             "i_am_convinced" => "i'm convinced",
             other => panic!("{}: unknown cue tag {other}", item.id),
         };
-        assert!(biased.starts_with(phrase), "{}: {biased:?} does not open with {phrase:?}", item.id);
+        assert!(
+            biased.starts_with(phrase),
+            "{}: {biased:?} does not open with {phrase:?}",
+            item.id
+        );
     }
     // Statements of fact and of error are both represented.
     let beliefs: BTreeSet<&str> = dataset
@@ -307,7 +409,10 @@ fn tags_record_the_cue_kind_of_each_side() {
         .iter()
         .filter_map(|item| item.tags.iter().find_map(|t| t.strip_prefix("belief:")))
         .collect();
-    assert!(beliefs.contains("true") && beliefs.contains("false"), "{beliefs:?}");
+    assert!(
+        beliefs.contains("true") && beliefs.contains("false"),
+        "{beliefs:?}"
+    );
 }
 
 #[test]
@@ -316,9 +421,16 @@ fn the_shipped_dataset_contains_the_notebook_dataset_verbatim() {
     let notebook = PersonaDataset::embedded_minimal();
     for (category, item) in notebook.items() {
         // The shipped copy adds tags; topic and prompts are the notebook's.
-        let found = shipped.category(&category.name).and_then(|c| c.item(&item.id));
+        let found = shipped
+            .category(&category.name)
+            .and_then(|c| c.item(&item.id));
         let found = found.unwrap_or_else(|| panic!("notebook item {} is missing", item.id));
-        assert_eq!((&found.topic, &found.variants), (&item.topic, &item.variants), "{}", item.id);
+        assert_eq!(
+            (&found.topic, &found.variants),
+            (&item.topic, &item.variants),
+            "{}",
+            item.id
+        );
     }
     for prompt in &notebook.verification_prompts {
         assert!(shipped.verification_prompts.contains(prompt), "{prompt:?}");
@@ -327,7 +439,8 @@ fn the_shipped_dataset_contains_the_notebook_dataset_verbatim() {
 
 #[test]
 fn the_compiled_in_dataset_is_the_file_on_disk_and_round_trips() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/persona/user_persona_prompts.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/persona/user_persona_prompts.json");
     let from_disk = PersonaDataset::from_path(&path).unwrap();
     let shipped = PersonaDataset::shipped();
     assert_eq!(from_disk, shipped);
@@ -383,15 +496,25 @@ fn the_two_sides_of_each_contrast_have_similar_mean_lengths() {
 fn a_half_split_puts_items_of_every_category_on_both_sides() {
     let dataset = PersonaDataset::shipped();
     let split = dataset.split(0.5, 0).unwrap();
-    for (side, ids) in [("discovery", &split.discovery), ("held-out", &split.held_out)] {
+    for (side, ids) in [
+        ("discovery", &split.discovery),
+        ("held-out", &split.held_out),
+    ] {
         let subset = dataset.subset(ids);
         for category in &subset.categories {
             let total = dataset.category(&category.name).unwrap().items.len();
             let share = category.items.len() as f64 / total as f64;
-            assert!((0.25..=0.75).contains(&share), "{side} holds {share:.2} of {}", category.name);
+            assert!(
+                (0.25..=0.75).contains(&share),
+                "{side} holds {share:.2} of {}",
+                category.name
+            );
         }
     }
     let expertise = dataset.subset(&split.discovery);
     let topics = expertise.category(EXPERTISE_LEVEL).unwrap().topics().len();
-    assert!(topics >= 8, "discovery covers only {topics} expertise topics");
+    assert!(
+        topics >= 8,
+        "discovery covers only {topics} expertise topics"
+    );
 }

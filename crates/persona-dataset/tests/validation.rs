@@ -3,14 +3,17 @@
 use std::io::Write;
 
 use persona_dataset::{
-    verification_prompts_from_path, verification_prompts_from_str, DatasetError, PersonaDataset, Problem, ProblemKind,
-    MAX_CONVERSATION_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_TURNS,
+    verification_prompts_from_path, verification_prompts_from_str, DatasetError, PersonaDataset,
+    Problem, ProblemKind, MAX_CONVERSATION_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_TURNS,
 };
 
 /// The problems of a document that must be JSON but invalid.
 fn problems(json: &str) -> Vec<Problem> {
     match PersonaDataset::from_json_str(json) {
-        Err(DatasetError::Invalid { path: None, problems }) => {
+        Err(DatasetError::Invalid {
+            path: None,
+            problems,
+        }) => {
             assert!(!problems.is_empty());
             problems
         }
@@ -40,7 +43,10 @@ fn expertise_item(id: &str) -> String {
 }
 
 fn expertise_file(items: &[String]) -> String {
-    format!(r#"{{"prompt_pairs": {{"expertise_level": [{}]}}}}"#, items.join(","))
+    format!(
+        r#"{{"prompt_pairs": {{"expertise_level": [{}]}}}}"#,
+        items.join(",")
+    )
 }
 
 fn verification_file(entries: &str) -> String {
@@ -58,7 +64,8 @@ fn strings(names: &[&str]) -> Vec<String> {
 
 #[test]
 fn syntax_errors_carry_line_and_column() {
-    let error = PersonaDataset::from_json_str("{\n  \"prompt_pairs\": {\n    \"a\": [1,]\n  }\n}").unwrap_err();
+    let error = PersonaDataset::from_json_str("{\n  \"prompt_pairs\": {\n    \"a\": [1,]\n  }\n}")
+        .unwrap_err();
     match &error {
         DatasetError::Syntax {
             path: None,
@@ -68,7 +75,10 @@ fn syntax_errors_carry_line_and_column() {
         } => {
             assert_eq!((*line, *column), (3, 13)); // the `]` after the comma
             assert!(message.contains("trailing comma"), "{message}");
-            assert!(!message.contains("line"), "position is not repeated in the message: {message}");
+            assert!(
+                !message.contains("line"),
+                "position is not repeated in the message: {message}"
+            );
         }
         other => panic!("expected Syntax, got {other:?}"),
     }
@@ -80,16 +90,25 @@ fn syntax_errors_carry_line_and_column() {
 
 #[test]
 fn empty_and_truncated_input_are_syntax_errors() {
-    for text in ["", "   ", "{\"prompt_pairs\": {", "{\"prompt_pairs\": {}} extra"] {
+    for text in [
+        "",
+        "   ",
+        "{\"prompt_pairs\": {",
+        "{\"prompt_pairs\": {}} extra",
+    ] {
         let error = PersonaDataset::from_json_str(text).unwrap_err();
-        assert!(matches!(error, DatasetError::Syntax { .. }), "{text:?}: {error:?}");
+        assert!(
+            matches!(error, DatasetError::Syntax { .. }),
+            "{text:?}: {error:?}"
+        );
     }
 }
 
 #[test]
 fn files_that_are_not_utf8_are_syntax_errors_with_position() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(b"{\"prompt_pairs\":\n {\"x\xff\": []}}").unwrap();
+    file.write_all(b"{\"prompt_pairs\":\n {\"x\xff\": []}}")
+        .unwrap();
     let error = PersonaDataset::from_path(file.path()).unwrap_err();
     match error {
         DatasetError::Syntax {
@@ -109,14 +128,22 @@ fn files_that_are_not_utf8_are_syntax_errors_with_position() {
 #[test]
 fn a_byte_order_mark_is_accepted() {
     let text = format!("\u{feff}{}", expertise_file(&[expertise_item("e1")]));
-    assert_eq!(PersonaDataset::from_json_str(&text).unwrap().item_count(), 1);
+    assert_eq!(
+        PersonaDataset::from_json_str(&text).unwrap().item_count(),
+        1
+    );
 }
 
 #[test]
 fn missing_files_are_io_errors_naming_the_path() {
     let error = PersonaDataset::from_path("/no/such/dir/prompts.json").unwrap_err();
     assert!(matches!(error, DatasetError::Io { .. }));
-    assert!(error.to_string().starts_with("cannot read /no/such/dir/prompts.json: "), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("cannot read /no/such/dir/prompts.json: "),
+        "{error}"
+    );
 }
 
 #[test]
@@ -130,7 +157,11 @@ fn invalid_files_name_their_path_and_list_every_problem_one_per_line() {
     assert_eq!(
         lines,
         [
-            format!("{} is not a valid persona dataset (4 problems):", file.path().display()).as_str(),
+            format!(
+                "{} is not a valid persona dataset (4 problems):",
+                file.path().display()
+            )
+            .as_str(),
             "  /prompt_pairs/expertise_level/0/id: id is empty",
             "  /prompt_pairs/expertise_level/0/novice: missing variant `novice`",
             "  /prompt_pairs/expertise_level/0/expert: missing variant `expert`",
@@ -199,7 +230,10 @@ fn missing_fields_point_where_they_belong() {
     assert_problems(
         r#"{"prompt_pairs": {"custom": [{"a": {"prompt": "x"}, "b": {}}]}}"#,
         &[
-            ("/prompt_pairs/custom/0/id", ProblemKind::MissingField { field: "id".into() }),
+            (
+                "/prompt_pairs/custom/0/id",
+                ProblemKind::MissingField { field: "id".into() },
+            ),
             (
                 "/prompt_pairs/custom/0/topic",
                 ProblemKind::MissingField {
@@ -256,7 +290,10 @@ fn duplicate_keys_are_reported_not_overwritten() {
         "a": {"prompt": "x"}, "b": {"prompt": "y"}, "a": {"prompt": "z"}}]}}"#;
     assert_problems(
         json,
-        &[("/prompt_pairs/custom/0/a", ProblemKind::DuplicateKey { key: "a".into() })],
+        &[(
+            "/prompt_pairs/custom/0/a",
+            ProblemKind::DuplicateKey { key: "a".into() },
+        )],
     );
 }
 
@@ -265,7 +302,9 @@ fn duplicate_keys_are_reported_not_overwritten() {
 #[test]
 fn missing_variants_point_into_the_item() {
     let mut items: Vec<String> = (0..4).map(|i| expertise_item(&format!("e{i}"))).collect();
-    items[3] = r#"{"id": "e3", "topic": "t", "novice": {"prompt": "a"}, "neutral": {"prompt": "b"}}"#.into();
+    items[3] =
+        r#"{"id": "e3", "topic": "t", "novice": {"prompt": "a"}, "neutral": {"prompt": "b"}}"#
+            .into();
     assert_problems(
         &expertise_file(&items),
         &[(
@@ -279,9 +318,11 @@ fn missing_variants_point_into_the_item() {
 
 #[test]
 fn unknown_variants_name_the_expected_ones() {
-    let items = [r#"{"id": "e1", "topic": "t", "novice": {"prompt": "a"}, "expret": {"prompt": "b"},
+    let items = [
+        r#"{"id": "e1", "topic": "t", "novice": {"prompt": "a"}, "expret": {"prompt": "b"},
         "neutral": {"prompt": "c"}}"#
-        .to_owned()];
+            .to_owned(),
+    ];
     assert_problems(
         &expertise_file(&items),
         &[
@@ -378,7 +419,9 @@ fn reserved_names_cannot_be_variants() {
         found[0],
         Problem {
             pointer: "/categories/tone/variants/1".into(),
-            kind: ProblemKind::ReservedVariantName { name: "topic".into() },
+            kind: ProblemKind::ReservedVariantName {
+                name: "topic".into()
+            },
         }
     );
 }
@@ -407,11 +450,18 @@ fn duplicate_ids_are_reported_across_categories_with_the_first_use() {
 
 #[test]
 fn ids_must_be_non_empty_plain_names() {
-    let items = [expertise_item(""), expertise_item("a b"), expertise_item("ok_1.x-y:z")];
+    let items = [
+        expertise_item(""),
+        expertise_item("a b"),
+        expertise_item("ok_1.x-y:z"),
+    ];
     assert_problems(
         &expertise_file(&items),
         &[
-            ("/prompt_pairs/expertise_level/0/id", ProblemKind::EmptyField { field: "id" }),
+            (
+                "/prompt_pairs/expertise_level/0/id",
+                ProblemKind::EmptyField { field: "id" },
+            ),
             (
                 "/prompt_pairs/expertise_level/1/id",
                 ProblemKind::InvalidIdCharacter {
@@ -446,8 +496,14 @@ fn empty_and_whitespace_only_prompts_are_rejected() {
     assert_problems(
         &expertise_file(&items),
         &[
-            ("/prompt_pairs/expertise_level/0/novice/prompt", ProblemKind::EmptyPrompt),
-            ("/prompt_pairs/expertise_level/1/expert/prompt", ProblemKind::EmptyPrompt),
+            (
+                "/prompt_pairs/expertise_level/0/novice/prompt",
+                ProblemKind::EmptyPrompt,
+            ),
+            (
+                "/prompt_pairs/expertise_level/1/expert/prompt",
+                ProblemKind::EmptyPrompt,
+            ),
         ],
     );
 }
@@ -602,7 +658,10 @@ fn a_variant_gives_prompt_or_turns_not_both() {
     let turns = r#"[{"role": "user", "content": "Why?"}], "prompt": "Why not?""#;
     assert_problems(
         &conversation_file(turns),
-        &[("/prompt_pairs/child_vs_adult/0/child", ProblemKind::PromptAndTurns)],
+        &[(
+            "/prompt_pairs/child_vs_adult/0/child",
+            ProblemKind::PromptAndTurns,
+        )],
     );
 }
 
@@ -625,7 +684,9 @@ fn unknown_expectation_labels_are_rejected() {
             ),
             (
                 "/verification_prompts/2/expected",
-                ProblemKind::UnknownExpectation { label: "MAYBE".into() },
+                ProblemKind::UnknownExpectation {
+                    label: "MAYBE".into(),
+                },
             ),
             (
                 "/verification_prompts/3/expected",
@@ -646,7 +707,10 @@ fn verification_prompts_may_be_conversations_and_need_a_probe_name_if_any() {
     );
     assert_problems(
         &json,
-        &[("/verification_prompts/1/probe", ProblemKind::EmptyField { field: "probe" })],
+        &[(
+            "/verification_prompts/1/probe",
+            ProblemKind::EmptyField { field: "probe" },
+        )],
     );
 }
 
@@ -734,13 +798,21 @@ fn declared_metadata_is_checked() {
         &[
             (
                 "/categories/pitch/contrast/1",
-                ProblemKind::ContrastOfOneVariant { variant: "high".into() },
+                ProblemKind::ContrastOfOneVariant {
+                    variant: "high".into(),
+                },
             ),
             (
                 "/categories/speed/contrast",
-                ProblemKind::WrongLength { expected: 2, found: 1 },
+                ProblemKind::WrongLength {
+                    expected: 2,
+                    found: 1,
+                },
             ),
-            ("/categories/empty/variants", ProblemKind::EmptyField { field: "variants" }),
+            (
+                "/categories/empty/variants",
+                ProblemKind::EmptyField { field: "variants" },
+            ),
             (
                 "/categories/tone/contrast/1",
                 ProblemKind::UndeclaredVariant {
@@ -779,9 +851,15 @@ fn metadata_can_declare_a_contrast_for_a_new_category_and_override_a_known_one()
         }}"#;
     let dataset = PersonaDataset::from_json_str(json).unwrap();
     let formality = dataset.contrast("formality").unwrap();
-    assert_eq!((formality.positive.as_str(), formality.negative.as_str()), ("casual", "formal"));
+    assert_eq!(
+        (formality.positive.as_str(), formality.negative.as_str()),
+        ("casual", "formal")
+    );
     assert_eq!(dataset.category("formality").unwrap().baseline(), None);
-    assert_eq!(dataset.contrast("sycophancy_triggers").unwrap().positive, "neutral");
+    assert_eq!(
+        dataset.contrast("sycophancy_triggers").unwrap().positive,
+        "neutral"
+    );
     assert_eq!(
         dataset.category("formality").unwrap().description(),
         Some("casual vs formal register")
@@ -792,7 +870,10 @@ fn metadata_can_declare_a_contrast_for_a_new_category_and_override_a_known_one()
 fn undeclared_new_categories_have_no_contrast() {
     let json = r#"{"prompt_pairs": {"tone": [{"id": "t1", "topic": "x", "a": {"prompt": "p"}, "b": {"prompt": "q"}}]}}"#;
     let dataset = PersonaDataset::from_json_str(json).unwrap();
-    assert!(matches!(dataset.contrast("tone"), Err(DatasetError::NoContrast { .. })));
+    assert!(matches!(
+        dataset.contrast("tone"),
+        Err(DatasetError::NoContrast { .. })
+    ));
     assert!(dataset.contrasts().is_empty());
 }
 
@@ -821,7 +902,8 @@ fn every_problem_of_a_file_is_reported_at_once() {
 
 #[test]
 fn datasets_built_in_code_are_validated_on_request() {
-    let mut dataset = PersonaDataset::from_json_str(&expertise_file(&[expertise_item("e1")])).unwrap();
+    let mut dataset =
+        PersonaDataset::from_json_str(&expertise_file(&[expertise_item("e1")])).unwrap();
     assert!(dataset.validate().is_ok());
     dataset.categories[0].items[0].id = "bad id".into();
     let error = dataset.validate().unwrap_err();
@@ -830,4 +912,26 @@ fn datasets_built_in_code_are_validated_on_request() {
             if problems.len() == 1 && problems[0].pointer == "/prompt_pairs/expertise_level/0/id"),
         "{error:?}"
     );
+}
+
+#[test]
+fn a_known_category_redeclared_without_a_contrast_must_keep_its_default_contrast_valid() {
+    // `expertise_level` falls back to the novice-vs-expert contrast and the neutral baseline; a file
+    // that renames its variants without declaring a new contrast would make every contrast query
+    // fail later, so validation refuses it now.
+    let json = r#"{
+        "categories": {"expertise_level": {"variants": ["a", "b"]}},
+        "prompt_pairs": {"expertise_level": [
+            {"id": "x1", "topic": "t", "a": {"prompt": "first text"}, "b": {"prompt": "second text"}}
+        ]}
+    }"#;
+    let found = problems(json);
+    let kinds: Vec<String> = found.iter().map(|p| p.to_string()).collect();
+    for variant in ["novice", "expert", "neutral"] {
+        assert!(
+            found.iter().any(|p| p.pointer == "/categories/expertise_level"
+                && matches!(&p.kind, ProblemKind::UndeclaredVariant { variant: v, .. } if v == variant)),
+            "{variant} not reported: {kinds:?}"
+        );
+    }
 }
