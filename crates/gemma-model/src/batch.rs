@@ -33,10 +33,14 @@ impl TokenBatch {
     /// Errors on an empty batch or an empty sequence.
     pub fn new(sequences: &[Vec<u32>], pad_id: u32, side: PaddingSide) -> Result<Self> {
         if sequences.is_empty() {
-            return Err(GemmaError::InvalidInput { reason: "the batch has no sequences".into() });
+            return Err(GemmaError::InvalidInput {
+                reason: "the batch has no sequences".into(),
+            });
         }
         if let Some(i) = sequences.iter().position(Vec::is_empty) {
-            return Err(GemmaError::InvalidInput { reason: format!("sequence {i} of the batch has no tokens") });
+            return Err(GemmaError::InvalidInput {
+                reason: format!("sequence {i} of the batch has no tokens"),
+            });
         }
         let seq_len = sequences.iter().map(Vec::len).max().unwrap_or(0);
         let batch = sequences.len();
@@ -49,9 +53,16 @@ impl TokenBatch {
             };
             let row = b * seq_len + offset;
             ids[row..row + seq.len()].copy_from_slice(seq);
-            mask[row..row + seq.len()].iter_mut().for_each(|m| *m = true);
+            mask[row..row + seq.len()]
+                .iter_mut()
+                .for_each(|m| *m = true);
         }
-        Ok(TokenBatch { ids, mask, batch, seq_len })
+        Ok(TokenBatch {
+            ids,
+            mask,
+            batch,
+            seq_len,
+        })
     }
 
     /// A batch of one unpadded sequence.
@@ -104,17 +115,26 @@ impl TokenBatch {
     /// The real tokens of sequence `b`, without padding.
     pub fn sequence(&self, b: usize) -> Vec<u32> {
         let row = b * self.seq_len..(b + 1) * self.seq_len;
-        self.ids[row.clone()].iter().zip(&self.mask[row]).filter(|(_, m)| **m).map(|(id, _)| *id).collect()
+        self.ids[row.clone()]
+            .iter()
+            .zip(&self.mask[row])
+            .filter(|(_, m)| **m)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Token ids as an `[batch, seq_len]` i64 array (the layout of `input_ids` files).
     pub fn ids_array(&self) -> Array2<i64> {
-        Array2::from_shape_fn((self.batch, self.seq_len), |(b, t)| self.ids[b * self.seq_len + t] as i64)
+        Array2::from_shape_fn((self.batch, self.seq_len), |(b, t)| {
+            self.ids[b * self.seq_len + t] as i64
+        })
     }
 
     /// Attention mask as an `[batch, seq_len]` i64 array of 0/1.
     pub fn mask_array(&self) -> Array2<i64> {
-        Array2::from_shape_fn((self.batch, self.seq_len), |(b, t)| self.mask[b * self.seq_len + t] as i64)
+        Array2::from_shape_fn((self.batch, self.seq_len), |(b, t)| {
+            self.mask[b * self.seq_len + t] as i64
+        })
     }
 }
 

@@ -141,7 +141,13 @@ impl Gemma2Config {
 /// The layer pattern of configs without `layer_types`: even layers local, odd layers global.
 fn default_layer_types(n_layers: usize) -> Vec<AttentionKind> {
     (0..n_layers)
-        .map(|l| if l % 2 == 0 { AttentionKind::Sliding } else { AttentionKind::Full })
+        .map(|l| {
+            if l % 2 == 0 {
+                AttentionKind::Sliding
+            } else {
+                AttentionKind::Full
+            }
+        })
         .collect()
 }
 
@@ -170,10 +176,23 @@ impl ConfigReader {
         }
         self.check_activation()?;
         if self.value.get("attention_bias").and_then(Value::as_bool) == Some(true) {
-            return Err(self.invalid("attention_bias", true, "Gemma-2 has no attention biases".into()));
+            return Err(self.invalid(
+                "attention_bias",
+                true,
+                "Gemma-2 has no attention biases".into(),
+            ));
         }
-        if self.value.get("use_bidirectional_attention").and_then(Value::as_bool) == Some(true) {
-            return Err(self.invalid("use_bidirectional_attention", true, "only causal attention is implemented".into()));
+        if self
+            .value
+            .get("use_bidirectional_attention")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
+            return Err(self.invalid(
+                "use_bidirectional_attention",
+                true,
+                "only causal attention is implemented".into(),
+            ));
         }
         let config = Gemma2Config {
             vocab_size: self.usize("vocab_size")?,
@@ -184,19 +203,28 @@ impl ConfigReader {
             num_key_value_heads,
             head_dim,
             query_pre_attn_scalar: self.positive_f64("query_pre_attn_scalar")?,
-            rms_norm_eps: self.optional_f64("rms_norm_eps")?.unwrap_or_else(default_rms_norm_eps),
+            rms_norm_eps: self
+                .optional_f64("rms_norm_eps")?
+                .unwrap_or_else(default_rms_norm_eps),
             rope_theta: self.rope_theta()?,
             attn_logit_softcapping: self.softcap("attn_logit_softcapping")?,
             final_logit_softcapping: self.softcap("final_logit_softcapping")?,
             sliding_window: self.sliding_window()?,
             layer_types: self.layer_types(num_hidden_layers)?,
-            tie_word_embeddings: self.value.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(true),
+            tie_word_embeddings: self
+                .value
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
             bos_token_id: self.token_id("bos_token_id", 2)?,
             eos_token_ids: self.eos_token_ids()?,
             pad_token_id: self.token_id("pad_token_id", 0)?,
-            torch_dtype: ["torch_dtype", "dtype"]
-                .iter()
-                .find_map(|k| self.value.get(*k).and_then(Value::as_str).map(str::to_string)),
+            torch_dtype: ["torch_dtype", "dtype"].iter().find_map(|k| {
+                self.value
+                    .get(*k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            }),
         };
         for (field, v) in [
             ("vocab_size", config.vocab_size),
@@ -218,7 +246,10 @@ impl ConfigReader {
         match model_type {
             Some("gemma2") => {}
             Some(other) => {
-                return Err(GemmaError::UnsupportedArchitecture { path: self.path.clone(), found: other.into() })
+                return Err(GemmaError::UnsupportedArchitecture {
+                    path: self.path.clone(),
+                    found: other.into(),
+                })
             }
             None => return Err(self.missing("model_type")),
         }
@@ -226,7 +257,10 @@ impl ConfigReader {
             for arch in archs {
                 let name = arch.as_str().unwrap_or_default();
                 if !name.starts_with("Gemma2") {
-                    return Err(GemmaError::UnsupportedArchitecture { path: self.path.clone(), found: name.into() });
+                    return Err(GemmaError::UnsupportedArchitecture {
+                        path: self.path.clone(),
+                        found: name.into(),
+                    });
                 }
             }
         }
@@ -235,14 +269,20 @@ impl ConfigReader {
 
     fn check_activation(&self) -> Result<()> {
         // transformers 4.4x writes both keys; `hidden_activation` wins, as in HF.
-        let key = if self.value.get("hidden_activation").is_some_and(|v| !v.is_null()) {
+        let key = if self
+            .value
+            .get("hidden_activation")
+            .is_some_and(|v| !v.is_null())
+        {
             "hidden_activation"
         } else {
             "hidden_act"
         };
         match self.value.get(key).and_then(Value::as_str) {
             Some("gelu_pytorch_tanh") | Some("gelu_tanh") | None => Ok(()),
-            Some(other) => Err(self.invalid(key, other, "only gelu_pytorch_tanh is implemented".into())),
+            Some(other) => {
+                Err(self.invalid(key, other, "only gelu_pytorch_tanh is implemented".into()))
+            }
         }
     }
 
@@ -250,17 +290,29 @@ impl ConfigReader {
         if let Some(params) = self.value.get("rope_parameters").filter(|v| !v.is_null()) {
             if let Some(kind) = params.get("rope_type").and_then(Value::as_str) {
                 if kind != "default" {
-                    return Err(self.invalid("rope_parameters.rope_type", kind, "only default RoPE is implemented".into()));
+                    return Err(self.invalid(
+                        "rope_parameters.rope_type",
+                        kind,
+                        "only default RoPE is implemented".into(),
+                    ));
                 }
             }
             return match params.get("rope_theta").and_then(Value::as_f64) {
                 Some(theta) if theta > 0.0 => Ok(theta),
-                Some(theta) => Err(self.invalid("rope_parameters.rope_theta", theta, "must be positive".into())),
+                Some(theta) => Err(self.invalid(
+                    "rope_parameters.rope_theta",
+                    theta,
+                    "must be positive".into(),
+                )),
                 None => Err(self.missing("rope_parameters.rope_theta")),
             };
         }
         if let Some(scaling) = self.value.get("rope_scaling").filter(|v| !v.is_null()) {
-            return Err(self.invalid("rope_scaling", scaling, "RoPE scaling is not implemented".into()));
+            return Err(self.invalid(
+                "rope_scaling",
+                scaling,
+                "RoPE scaling is not implemented".into(),
+            ));
         }
         match self.optional_f64("rope_theta")? {
             Some(theta) if theta > 0.0 => Ok(theta),
@@ -272,7 +324,11 @@ impl ConfigReader {
     fn softcap(&self, field: &str) -> Result<Option<f64>> {
         match self.value.get(field) {
             // Missing: HF's defaults (50 for attention, 30 for the logits).
-            None => Ok(Some(if field == "attn_logit_softcapping" { 50.0 } else { 30.0 })),
+            None => Ok(Some(if field == "attn_logit_softcapping" {
+                50.0
+            } else {
+                30.0
+            })),
             Some(Value::Null) => Ok(None),
             Some(v) => match v.as_f64() {
                 Some(cap) if cap > 0.0 => Ok(Some(cap)),
@@ -286,7 +342,11 @@ impl ConfigReader {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_u64() {
                 Some(w) if w > 0 => Ok(Some(w as usize)),
-                _ => Err(self.invalid("sliding_window", v, "must be a positive integer or null".into())),
+                _ => Err(self.invalid(
+                    "sliding_window",
+                    v,
+                    "must be a positive integer or null".into(),
+                )),
             },
         }
     }
@@ -357,7 +417,10 @@ impl ConfigReader {
     fn optional_f64(&self, field: &str) -> Result<Option<f64>> {
         match self.value.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.invalid(field, v, "must be a number".into())),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.invalid(field, v, "must be a number".into())),
         }
     }
 
@@ -370,11 +433,19 @@ impl ConfigReader {
     }
 
     fn missing(&self, field: &str) -> GemmaError {
-        GemmaError::MissingConfigField { path: self.path.clone(), field: field.into() }
+        GemmaError::MissingConfigField {
+            path: self.path.clone(),
+            field: field.into(),
+        }
     }
 
     fn invalid(&self, field: &str, value: impl ToString, reason: String) -> GemmaError {
-        GemmaError::InvalidConfigField { path: self.path.clone(), field: field.into(), value: value.to_string(), reason }
+        GemmaError::InvalidConfigField {
+            path: self.path.clone(),
+            field: field.into(),
+            value: value.to_string(),
+            reason,
+        }
     }
 }
 
@@ -419,14 +490,20 @@ mod tests {
             .replace(r#""num_hidden_layers": 26"#, r#""num_hidden_layers": 2"#);
         let c = Gemma2Config::from_json_str(&text, "config.json").unwrap();
         assert_eq!(c.rope_theta, 20000.0);
-        assert_eq!(c.layer_types, vec![AttentionKind::Full, AttentionKind::Sliding]);
+        assert_eq!(
+            c.layer_types,
+            vec![AttentionKind::Full, AttentionKind::Sliding]
+        );
     }
 
     #[test]
     fn missing_field_is_named() {
         let text = OLD_DIALECT.replace(r#""head_dim": 256,"#, "");
         let err = Gemma2Config::from_json_str(&text, "/m/config.json").unwrap_err();
-        assert!(matches!(&err, GemmaError::MissingConfigField { field, .. } if field == "head_dim"), "{err}");
+        assert!(
+            matches!(&err, GemmaError::MissingConfigField { field, .. } if field == "head_dim"),
+            "{err}"
+        );
         assert!(err.to_string().contains("/m/config.json"));
     }
 
@@ -441,7 +518,9 @@ mod tests {
     fn other_architectures_are_refused() {
         let text = OLD_DIALECT.replace(r#""model_type": "gemma2""#, r#""model_type": "llama""#);
         let err = Gemma2Config::from_json_str(&text, "config.json").unwrap_err();
-        assert!(matches!(err, GemmaError::UnsupportedArchitecture { ref found, .. } if found == "llama"));
+        assert!(
+            matches!(err, GemmaError::UnsupportedArchitecture { ref found, .. } if found == "llama")
+        );
         let text = OLD_DIALECT.replace("Gemma2ForCausalLM", "GemmaForCausalLM");
         assert!(Gemma2Config::from_json_str(&text, "config.json").is_err());
     }
@@ -449,13 +528,30 @@ mod tests {
     #[test]
     fn invalid_values_are_refused() {
         let bad = [
-            (r#""num_key_value_heads": 4"#, r#""num_key_value_heads": 3"#, "num_key_value_heads"),
-            (r#""hidden_activation": "gelu_pytorch_tanh""#, r#""hidden_activation": "relu""#, "hidden_activation"),
-            (r#""hidden_size": 2304"#, r#""hidden_size": "big""#, "hidden_size"),
-            (r#""sliding_window": 4096"#, r#""sliding_window": -1"#, "sliding_window"),
+            (
+                r#""num_key_value_heads": 4"#,
+                r#""num_key_value_heads": 3"#,
+                "num_key_value_heads",
+            ),
+            (
+                r#""hidden_activation": "gelu_pytorch_tanh""#,
+                r#""hidden_activation": "relu""#,
+                "hidden_activation",
+            ),
+            (
+                r#""hidden_size": 2304"#,
+                r#""hidden_size": "big""#,
+                "hidden_size",
+            ),
+            (
+                r#""sliding_window": 4096"#,
+                r#""sliding_window": -1"#,
+                "sliding_window",
+            ),
         ];
         for (from, to, field) in bad {
-            let err = Gemma2Config::from_json_str(&OLD_DIALECT.replace(from, to), "config.json").unwrap_err();
+            let err = Gemma2Config::from_json_str(&OLD_DIALECT.replace(from, to), "config.json")
+                .unwrap_err();
             assert!(err.to_string().contains(field), "{field}: {err}");
         }
     }
@@ -468,7 +564,10 @@ mod tests {
 
     #[test]
     fn null_softcaps_disable_them() {
-        let text = OLD_DIALECT.replace(r#""attn_logit_softcapping": 50.0"#, r#""attn_logit_softcapping": null"#);
+        let text = OLD_DIALECT.replace(
+            r#""attn_logit_softcapping": 50.0"#,
+            r#""attn_logit_softcapping": null"#,
+        );
         let c = Gemma2Config::from_json_str(&text, "config.json").unwrap();
         assert_eq!(c.attn_logit_softcapping, None);
         assert_eq!(c.final_logit_softcapping, Some(30.0));

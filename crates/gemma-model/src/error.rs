@@ -148,7 +148,9 @@ pub enum GemmaError {
         reason: String,
     },
     /// An intervention returned an activation of the wrong shape.
-    #[error("intervention on `{hook}` changed the activation shape from {expected:?} to {actual:?}")]
+    #[error(
+        "intervention on `{hook}` changed the activation shape from {expected:?} to {actual:?}"
+    )]
     InterventionShape {
         /// The hook.
         hook: String,
@@ -176,7 +178,10 @@ pub type Result<T, E = GemmaError> = std::result::Result<T, E>;
 impl GemmaError {
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        GemmaError::Io { path: path.into(), source }
+        GemmaError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Wraps a serde_json error with the path it concerns.

@@ -47,7 +47,10 @@ impl HookPoint {
         match self {
             HookPoint::Embed => 0,
             HookPoint::ResidPre(l) => l,
-            HookPoint::AttnOut(l) | HookPoint::ResidMid(l) | HookPoint::MlpOut(l) | HookPoint::ResidPost(l) => l + 1,
+            HookPoint::AttnOut(l)
+            | HookPoint::ResidMid(l)
+            | HookPoint::MlpOut(l)
+            | HookPoint::ResidPost(l) => l + 1,
         }
     }
 
@@ -84,7 +87,9 @@ impl FromStr for HookPoint {
     type Err = GemmaError;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        let unknown = || GemmaError::UnknownHook { name: name.to_string() };
+        let unknown = || GemmaError::UnknownHook {
+            name: name.to_string(),
+        };
         if name == "hook_embed" {
             return Ok(HookPoint::Embed);
         }
@@ -120,7 +125,9 @@ pub struct Intervention {
 
 impl fmt::Debug for Intervention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Intervention").field("hook", &self.hook).finish_non_exhaustive()
+        f.debug_struct("Intervention")
+            .field("hook", &self.hook)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +147,10 @@ pub struct RunRequest {
 impl RunRequest {
     /// A request that captures the given hooks.
     pub fn capture(hooks: impl IntoIterator<Item = HookPoint>) -> Self {
-        RunRequest { capture: hooks.into_iter().collect(), ..Default::default() }
+        RunRequest {
+            capture: hooks.into_iter().collect(),
+            ..Default::default()
+        }
     }
 
     /// Also return logits.
@@ -150,8 +160,15 @@ impl RunRequest {
     }
 
     /// Adds an intervention at `hook`.
-    pub fn with_intervention(mut self, hook: HookPoint, edit: impl Fn(&mut Array3<f32>) + Send + Sync + 'static) -> Self {
-        self.interventions.push(Intervention { hook, edit: Arc::new(edit) });
+    pub fn with_intervention(
+        mut self,
+        hook: HookPoint,
+        edit: impl Fn(&mut Array3<f32>) + Send + Sync + 'static,
+    ) -> Self {
+        self.interventions.push(Intervention {
+            hook,
+            edit: Arc::new(edit),
+        });
         self
     }
 
@@ -179,12 +196,23 @@ mod tests {
         for hook in HookPoint::all(3) {
             assert_eq!(hook.to_string().parse::<HookPoint>().unwrap(), hook);
         }
-        assert_eq!("blocks.13.hook_resid_post".parse::<HookPoint>().unwrap(), HookPoint::ResidPost(13));
+        assert_eq!(
+            "blocks.13.hook_resid_post".parse::<HookPoint>().unwrap(),
+            HookPoint::ResidPost(13)
+        );
     }
 
     #[test]
     fn bad_names_are_errors() {
-        for bad in ["", "hook_resid_post", "blocks.x.hook_resid_post", "blocks.1.hook_q", "blocks.-1.hook_mlp_out", "blocks..hook_attn_out", "blocks.1"] {
+        for bad in [
+            "",
+            "hook_resid_post",
+            "blocks.x.hook_resid_post",
+            "blocks.1.hook_q",
+            "blocks.-1.hook_mlp_out",
+            "blocks..hook_attn_out",
+            "blocks.1",
+        ] {
             assert!(bad.parse::<HookPoint>().is_err(), "{bad}");
         }
     }
@@ -193,7 +221,10 @@ mod tests {
     fn depth_of_a_request() {
         let r = RunRequest::capture([HookPoint::ResidPost(13), HookPoint::Embed]);
         assert_eq!(r.layers_needed(26), 14);
-        assert_eq!(RunRequest::capture([HookPoint::ResidPre(5)]).layers_needed(26), 5);
+        assert_eq!(
+            RunRequest::capture([HookPoint::ResidPre(5)]).layers_needed(26),
+            5
+        );
         assert_eq!(RunRequest::default().with_logits().layers_needed(26), 26);
     }
 

@@ -50,7 +50,9 @@ impl std::str::FromStr for ComputeDtype {
         match s {
             "f32" | "float32" => Ok(ComputeDtype::F32),
             "bf16" | "bfloat16" => Ok(ComputeDtype::Bf16),
-            _ => Err(GemmaError::InvalidInput { reason: format!("unknown dtype `{s}`: expected f32 or bf16") }),
+            _ => Err(GemmaError::InvalidInput {
+                reason: format!("unknown dtype `{s}`: expected f32 or bf16"),
+            }),
         }
     }
 }
@@ -87,7 +89,11 @@ impl LoadOptions {
     /// Options that load just what `hooks` need (no unembedding, layers up to the deepest hook).
     pub fn for_hooks(hooks: &[HookPoint]) -> Self {
         let depth = hooks.iter().map(|h| h.layers_needed()).max().unwrap_or(0);
-        LoadOptions { stop_at_layer: depth.checked_sub(1), unembedding: false, ..Default::default() }
+        LoadOptions {
+            stop_at_layer: depth.checked_sub(1),
+            unembedding: false,
+            ..Default::default()
+        }
     }
 
     /// The same options on `backend`.
@@ -97,7 +103,9 @@ impl LoadOptions {
     }
 
     fn n_layers(&self, config: &Gemma2Config) -> usize {
-        self.stop_at_layer.map_or(config.num_hidden_layers, |l| (l + 1).min(config.num_hidden_layers))
+        self.stop_at_layer.map_or(config.num_hidden_layers, |l| {
+            (l + 1).min(config.num_hidden_layers)
+        })
     }
 
     fn check(&self, config: &Gemma2Config) -> Result<()> {
@@ -111,7 +119,10 @@ impl LoadOptions {
             }
         }
         if self.dtype == ComputeDtype::Bf16 {
-            return Err(GemmaError::UnsupportedDtype { dtype: "bf16".into(), backend: self.backend.to_string() });
+            return Err(GemmaError::UnsupportedDtype {
+                dtype: "bf16".into(),
+                backend: self.backend.to_string(),
+            });
         }
         self.backend.ensure_available()?;
         Ok(())
@@ -137,20 +148,32 @@ pub fn load_model(source: &ModelSource, options: &LoadOptions) -> Result<LoadedM
     let config = Gemma2Config::from_file(resolved.config_path())?;
     options.check(&config)?;
     let tokenizer_path = resolved.tokenizer_path();
-    let tokenizer = if tokenizer_path.exists() { Some(GemmaTokenizer::from_file(&tokenizer_path)?) } else { None };
+    let tokenizer = if tokenizer_path.exists() {
+        Some(GemmaTokenizer::from_file(&tokenizer_path)?)
+    } else {
+        None
+    };
     if let Some(tok) = &tokenizer {
         if tok.vocab_size() > config.vocab_size {
             return Err(GemmaError::InvalidConfigField {
                 path: resolved.config_path(),
                 field: "vocab_size".into(),
                 value: config.vocab_size.to_string(),
-                reason: format!("the tokenizer {} has {} tokens", tokenizer_path.display(), tok.vocab_size()),
+                reason: format!(
+                    "the tokenizer {} has {} tokens",
+                    tokenizer_path.display(),
+                    tok.vocab_size()
+                ),
             });
         }
     }
     let files = WeightFiles::open_dir(&resolved.dir)?;
     let model = load_checkpoint(&source.to_string(), &config, &files, options)?;
-    Ok(LoadedModel { model, tokenizer, revision: resolved.revision })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        revision: resolved.revision,
+    })
 }
 
 /// Loads a model directory (shortcut for [`load_model`] with a local source).
@@ -159,7 +182,11 @@ pub fn load_dir(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedMo
 }
 
 /// Builds a model with random weights in `config`'s shapes (for benchmarks; nothing is read).
-pub fn random_model(config: &Gemma2Config, options: &LoadOptions, seed: u64) -> Result<Box<dyn LanguageModel>> {
+pub fn random_model(
+    config: &Gemma2Config,
+    options: &LoadOptions,
+    seed: u64,
+) -> Result<Box<dyn LanguageModel>> {
     options.check(config)?;
     let n_layers = options.n_layers(config);
     struct Random<'a> {
@@ -172,15 +199,36 @@ pub fn random_model(config: &Gemma2Config, options: &LoadOptions, seed: u64) -> 
     impl BackendVisitor for Random<'_> {
         type Output = Box<dyn LanguageModel>;
         fn visit<B: Backend>(self, device: B::Device) -> Self::Output {
-            let model = Gemma2::<B>::random(self.config, self.n_layers, self.unembedding, self.seed, &device);
-            Box::new(BurnModel { name: "random".into(), backend: self.kind, model })
+            let model = Gemma2::<B>::random(
+                self.config,
+                self.n_layers,
+                self.unembedding,
+                self.seed,
+                &device,
+            );
+            Box::new(BurnModel {
+                name: "random".into(),
+                backend: self.kind,
+                model,
+            })
         }
     }
-    let visitor = Random { config, n_layers, unembedding: options.unembedding, seed, kind: options.backend };
+    let visitor = Random {
+        config,
+        n_layers,
+        unembedding: options.unembedding,
+        seed,
+        kind: options.backend,
+    };
     Ok(dispatch(options.backend, visitor)?)
 }
 
-fn load_checkpoint(name: &str, config: &Gemma2Config, files: &WeightFiles, options: &LoadOptions) -> Result<Box<dyn LanguageModel>> {
+fn load_checkpoint(
+    name: &str,
+    config: &Gemma2Config,
+    files: &WeightFiles,
+    options: &LoadOptions,
+) -> Result<Box<dyn LanguageModel>> {
     struct Load<'a> {
         name: &'a str,
         config: &'a Gemma2Config,
@@ -194,11 +242,27 @@ fn load_checkpoint(name: &str, config: &Gemma2Config, files: &WeightFiles, optio
         fn visit<B: Backend>(self, device: B::Device) -> Self::Output {
             let start = Instant::now();
             let mut source = CheckpointSource::new(self.files);
-            let model = Gemma2::<B>::load(self.config, &mut source, self.n_layers, self.unembedding, &device, |done, total| {
-                tracing::debug!(done, total, "loading {}", self.name);
-            })?;
-            tracing::info!(model = self.name, layers = self.n_layers, seconds = start.elapsed().as_secs_f64(), "loaded");
-            Ok(Box::new(BurnModel { name: self.name.to_string(), backend: self.kind, model }))
+            let model = Gemma2::<B>::load(
+                self.config,
+                &mut source,
+                self.n_layers,
+                self.unembedding,
+                &device,
+                |done, total| {
+                    tracing::debug!(done, total, "loading {}", self.name);
+                },
+            )?;
+            tracing::info!(
+                model = self.name,
+                layers = self.n_layers,
+                seconds = start.elapsed().as_secs_f64(),
+                "loaded"
+            );
+            Ok(Box::new(BurnModel {
+                name: self.name.to_string(),
+                backend: self.kind,
+                model,
+            }))
         }
     }
     let visitor = Load {

@@ -53,7 +53,9 @@ pub use batch::{PaddingSide, TokenBatch};
 pub use config::{AttentionKind, Gemma2Config};
 pub use error::{GemmaError, Result};
 pub use hooks::{EditFn, HookPoint, Intervention, RunRequest};
-pub use language_model::{load_dir, load_model, random_model, ComputeDtype, LanguageModel, LoadOptions, LoadedModel};
+pub use language_model::{
+    load_dir, load_model, random_model, ComputeDtype, LanguageModel, LoadOptions, LoadedModel,
+};
 pub use model::RunOutput;
 pub use source::{ModelSource, ResolvedModel};
 pub use stereo_backend::hub::HubOptions;

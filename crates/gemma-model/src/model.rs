@@ -49,7 +49,9 @@ impl<B: Backend> Linear<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
-        x.reshape([b * t, d_in]).matmul(self.weight.clone()).reshape([b, t, d_out])
+        x.reshape([b * t, d_in])
+            .matmul(self.weight.clone())
+            .reshape([b, t, d_out])
     }
 }
 
@@ -88,7 +90,9 @@ impl<B: Backend> Attention<B> {
     fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, mask: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let heads = |proj: &Linear<B>, n: usize| {
-            proj.forward(x.clone()).reshape([b, t, n, self.head_dim]).swap_dims(1, 2)
+            proj.forward(x.clone())
+                .reshape([b, t, n, self.head_dim])
+                .swap_dims(1, 2)
         };
         let q = rope.apply(heads(&self.q_proj, self.n_heads));
         let k = self.repeat_kv(rope.apply(heads(&self.k_proj, self.n_kv_heads)));
@@ -99,7 +103,10 @@ impl<B: Backend> Attention<B> {
             scores = (scores / cap).tanh() * cap;
         }
         let probs = softmax(scores + mask, 3);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
+        let out = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([b, t, self.n_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
 
@@ -111,7 +118,9 @@ impl<B: Backend> Attention<B> {
             return x;
         }
         let [b, kv, t, hd] = x.dims();
-        x.unsqueeze_dim::<5>(2).expand([b, kv, groups, t, hd]).reshape([b, kv * groups, t, hd])
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, kv, groups, t, hd])
+            .reshape([b, kv * groups, t, hd])
     }
 }
 
@@ -124,10 +133,18 @@ struct Rope<B: Backend> {
 impl<B: Backend> Rope<B> {
     /// Angles `pos * inv_freq` in f32, `inv_freq[i] = 1 / theta^(2i / head_dim)`, duplicated
     /// over both halves, as HF computes them.
-    fn new(positions: &[u32], batch: usize, seq_len: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+    fn new(
+        positions: &[u32],
+        batch: usize,
+        seq_len: usize,
+        head_dim: usize,
+        theta: f64,
+        device: &B::Device,
+    ) -> Self {
         let half = head_dim / 2;
-        let inv_freq: Vec<f32> =
-            (0..half).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+            .collect();
         let mut cos = Vec::with_capacity(positions.len() * head_dim);
         let mut sin = Vec::with_capacity(positions.len() * head_dim);
         for &p in positions {
@@ -225,7 +242,11 @@ pub(crate) struct CheckpointSource<'a> {
 
 impl<'a> CheckpointSource<'a> {
     pub fn new(files: &'a WeightFiles) -> Self {
-        let prefix = if files.contains("model.embed_tokens.weight") { "model." } else { "" };
+        let prefix = if files.contains("model.embed_tokens.weight") {
+            "model."
+        } else {
+            ""
+        };
         CheckpointSource { files, prefix }
     }
 
@@ -255,16 +276,27 @@ impl<B: Backend> Gemma2<B> {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
         let c = config;
-        let (d, q, kv, ff) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim, c.intermediate_size);
+        let (d, q, kv, ff) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+            c.intermediate_size,
+        );
         let total = n_layers + 1 + unembedding as usize;
-        let embed_tokens = matrix(source.read("embed_tokens.weight", &[c.vocab_size, d])?, [c.vocab_size, d], device);
+        let embed_tokens = matrix(
+            source.read("embed_tokens.weight", &[c.vocab_size, d])?,
+            [c.vocab_size, d],
+            device,
+        );
         progress(1, total);
         let mut layers = Vec::with_capacity(n_layers);
         for l in 0..n_layers {
             let p = |name: &str| format!("layers.{l}.{name}");
             let mut linear = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear<B>> {
                 let w = source.read(&p(name), &[out_dim, in_dim])?;
-                Ok(Linear { weight: matrix(transpose(&w, out_dim, in_dim), [in_dim, out_dim], device) })
+                Ok(Linear {
+                    weight: matrix(transpose(&w, out_dim, in_dim), [in_dim, out_dim], device),
+                })
             };
             let self_attn = Attention {
                 q_proj: linear("self_attn.q_proj.weight", q, d)?,
@@ -299,7 +331,11 @@ impl<B: Backend> Gemma2<B> {
                 None
             } else {
                 let w = source.read("lm_head.weight", &[c.vocab_size, d])?;
-                Some(matrix(transpose(&w, c.vocab_size, d), [d, c.vocab_size], device))
+                Some(matrix(
+                    transpose(&w, c.vocab_size, d),
+                    [d, c.vocab_size],
+                    device,
+                ))
             };
             let u = Unembedding {
                 norm: norm(source, "norm.weight", c, device)?,
@@ -311,17 +347,41 @@ impl<B: Backend> Gemma2<B> {
         } else {
             None
         };
-        Ok(Gemma2 { config: c.clone(), embed_tokens, layers, unembedding, device: device.clone() })
+        Ok(Gemma2 {
+            config: c.clone(),
+            embed_tokens,
+            layers,
+            unembedding,
+            device: device.clone(),
+        })
     }
 
     /// Random weights in the config's shapes, generated on the device.
-    pub fn random(config: &Gemma2Config, n_layers: usize, unembedding: bool, seed: u64, device: &B::Device) -> Self {
+    pub fn random(
+        config: &Gemma2Config,
+        n_layers: usize,
+        unembedding: bool,
+        seed: u64,
+        device: &B::Device,
+    ) -> Self {
         B::seed(device, seed);
         let c = config;
-        let normal = |shape: [usize; 2]| Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 0.02), device);
-        let ones = |n: usize| RmsNorm { scale: Tensor::<B, 1>::ones([n], device), eps: c.rms_norm_eps };
-        let (d, q, kv, ff) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim, c.intermediate_size);
-        let linear = |i: usize, o: usize| Linear { weight: normal([i, o]) };
+        let normal = |shape: [usize; 2]| {
+            Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 0.02), device)
+        };
+        let ones = |n: usize| RmsNorm {
+            scale: Tensor::<B, 1>::ones([n], device),
+            eps: c.rms_norm_eps,
+        };
+        let (d, q, kv, ff) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+            c.intermediate_size,
+        );
+        let linear = |i: usize, o: usize| Linear {
+            weight: normal([i, o]),
+        };
         let layers = (0..n_layers)
             .map(|l| DecoderLayer {
                 self_attn: Attention {
@@ -335,7 +395,11 @@ impl<B: Backend> Gemma2<B> {
                     scale: c.attention_scale(),
                     softcap: c.attn_logit_softcapping.map(|x| x as f32),
                 },
-                mlp: Mlp { gate_proj: linear(d, ff), up_proj: linear(d, ff), down_proj: linear(ff, d) },
+                mlp: Mlp {
+                    gate_proj: linear(d, ff),
+                    up_proj: linear(d, ff),
+                    down_proj: linear(ff, d),
+                },
                 input_layernorm: ones(d),
                 post_attention_layernorm: ones(d),
                 pre_feedforward_layernorm: ones(d),
@@ -348,7 +412,13 @@ impl<B: Backend> Gemma2<B> {
             lm_head: None,
             softcap: c.final_logit_softcapping.map(|x| x as f32),
         });
-        Gemma2 { config: c.clone(), embed_tokens: normal([c.vocab_size, d]), layers, unembedding, device: device.clone() }
+        Gemma2 {
+            config: c.clone(),
+            embed_tokens: normal([c.vocab_size, d]),
+            layers,
+            unembedding,
+            device: device.clone(),
+        }
     }
 
     pub fn config(&self) -> &Gemma2Config {
@@ -373,12 +443,23 @@ impl<B: Backend> Gemma2<B> {
 
         let ids: Vec<i64> = batch.ids().iter().map(|&x| x as i64).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
-        let mut h = self.embed_tokens.clone().select(0, ids).reshape([b, t, d]) * self.config.embedding_scale();
+        let mut h = self.embed_tokens.clone().select(0, ids).reshape([b, t, d])
+            * self.config.embedding_scale();
         h = hooks.visit(HookPoint::Embed, h)?;
 
-        let rope = Rope::new(&batch.positions(), b, t, self.config.head_dim, self.config.rope_theta, &self.device);
+        let rope = Rope::new(
+            &batch.positions(),
+            b,
+            t,
+            self.config.head_dim,
+            self.config.rope_theta,
+            &self.device,
+        );
         let full_mask = additive_mask::<B>(batch, None, &self.device);
-        let sliding_mask = self.config.sliding_window.map(|w| additive_mask::<B>(batch, Some(w), &self.device));
+        let sliding_mask = self
+            .config
+            .sliding_window
+            .map(|w| additive_mask::<B>(batch, Some(w), &self.device));
 
         h = hooks.visit(HookPoint::ResidPre(0), h)?;
         for (l, layer) in self.layers.iter().enumerate().take(n_layers) {
@@ -386,11 +467,22 @@ impl<B: Backend> Gemma2<B> {
                 (AttentionKind::Sliding, Some(m)) => m.clone(),
                 _ => full_mask.clone(),
             };
-            let attn = layer.self_attn.forward(layer.input_layernorm.forward(h.clone()), &rope, mask);
-            let attn_out = hooks.visit(HookPoint::AttnOut(l), layer.post_attention_layernorm.forward(attn))?;
+            let attn =
+                layer
+                    .self_attn
+                    .forward(layer.input_layernorm.forward(h.clone()), &rope, mask);
+            let attn_out = hooks.visit(
+                HookPoint::AttnOut(l),
+                layer.post_attention_layernorm.forward(attn),
+            )?;
             h = hooks.visit(HookPoint::ResidMid(l), h + attn_out)?;
-            let mlp = layer.mlp.forward(layer.pre_feedforward_layernorm.forward(h.clone()));
-            let mlp_out = hooks.visit(HookPoint::MlpOut(l), layer.post_feedforward_layernorm.forward(mlp))?;
+            let mlp = layer
+                .mlp
+                .forward(layer.pre_feedforward_layernorm.forward(h.clone()));
+            let mlp_out = hooks.visit(
+                HookPoint::MlpOut(l),
+                layer.post_feedforward_layernorm.forward(mlp),
+            )?;
             h = hooks.visit(HookPoint::ResidPost(l), h + mlp_out)?;
             // blocks.{l+1}.hook_resid_pre is the same tensor, visited even when layer l+1 does not run.
             if l + 1 < self.config.num_hidden_layers {
@@ -398,15 +490,25 @@ impl<B: Backend> Gemma2<B> {
             }
         }
 
-        let logits = if request.logits { Some(self.logits(h, batch)?) } else { None };
-        Ok(RunOutput { activations: hooks.captured, logits })
+        let logits = if request.logits {
+            Some(self.logits(h, batch)?)
+        } else {
+            None
+        };
+        Ok(RunOutput {
+            activations: hooks.captured,
+            logits,
+        })
     }
 
     fn logits(&self, h: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32>> {
-        let u = self.unembedding.as_ref().ok_or_else(|| GemmaError::NotLoaded {
-            what: "logits".into(),
-            loaded: "no unembedding".into(),
-        })?;
+        let u = self
+            .unembedding
+            .as_ref()
+            .ok_or_else(|| GemmaError::NotLoaded {
+                what: "logits".into(),
+                loaded: "no unembedding".into(),
+            })?;
         let [b, t, d] = h.dims();
         let h = u.norm.forward(h).reshape([b * t, d]);
         let head = match &u.lm_head {
@@ -423,10 +525,18 @@ impl<B: Backend> Gemma2<B> {
 
     fn check_request(&self, batch: &TokenBatch, request: &RunRequest) -> Result<()> {
         let n_layers = self.config.num_hidden_layers;
-        for hook in request.capture.iter().chain(request.interventions.iter().map(|i| &i.hook)) {
+        for hook in request
+            .capture
+            .iter()
+            .chain(request.interventions.iter().map(|i| &i.hook))
+        {
             if let Some(layer) = hook.layer() {
                 if layer >= n_layers {
-                    return Err(GemmaError::HookOutOfRange { hook: hook.to_string(), layer, n_layers });
+                    return Err(GemmaError::HookOutOfRange {
+                        hook: hook.to_string(),
+                        layer,
+                        n_layers,
+                    });
                 }
             }
         }
@@ -438,11 +548,21 @@ impl<B: Backend> Gemma2<B> {
             });
         }
         if request.logits && self.unembedding.is_none() {
-            return Err(GemmaError::NotLoaded { what: "logits".into(), loaded: "no unembedding".into() });
+            return Err(GemmaError::NotLoaded {
+                what: "logits".into(),
+                loaded: "no unembedding".into(),
+            });
         }
-        if let Some(bad) = batch.ids().iter().find(|&&id| id as usize >= self.config.vocab_size) {
+        if let Some(bad) = batch
+            .ids()
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
             return Err(GemmaError::InvalidInput {
-                reason: format!("token id {bad} is outside the vocabulary of {} tokens", self.config.vocab_size),
+                reason: format!(
+                    "token id {bad} is outside the vocabulary of {} tokens",
+                    self.config.vocab_size
+                ),
             });
         }
         Ok(())
@@ -458,12 +578,21 @@ struct HookState<'a> {
 
 impl<'a> HookState<'a> {
     fn new(request: &'a RunRequest, batch: &'a TokenBatch) -> Self {
-        HookState { request, batch, captured: BTreeMap::new() }
+        HookState {
+            request,
+            batch,
+            captured: BTreeMap::new(),
+        }
     }
 
     /// Applies the interventions registered at `hook`, then captures the result if asked.
     fn visit<B: Backend>(&mut self, hook: HookPoint, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
-        let edits: Vec<_> = self.request.interventions.iter().filter(|i| i.hook == hook).collect();
+        let edits: Vec<_> = self
+            .request
+            .interventions
+            .iter()
+            .filter(|i| i.hook == hook)
+            .collect();
         let capture = self.request.capture.contains(&hook);
         if edits.is_empty() && !capture {
             return Ok(x);
@@ -497,19 +626,28 @@ impl<'a> HookState<'a> {
 /// Copies a `[batch, pos, d]` tensor to the host, unchanged.
 fn raw_to_host<B: Backend>(x: Tensor<B, 3>) -> Array3<f32> {
     let [b, t, d] = x.dims();
-    let values: Vec<f32> = x.into_data().convert::<f32>().into_vec().unwrap_or_default();
+    let values: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap_or_default();
     Array3::from_shape_vec((b, t, d), values).unwrap_or_else(|_| Array3::zeros((b, t, d)))
 }
 
 /// Copies a `[batch, pos, d]` tensor to the host and zeroes the padding positions.
 fn to_host<B: Backend>(x: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32>> {
     let [b, t, d] = x.dims();
-    let values: Vec<f32> = x.into_data().convert::<f32>().into_vec().map_err(|e| GemmaError::InvalidInput {
-        reason: format!("backend returned unreadable data: {e:?}"),
-    })?;
-    let mut out = Array3::from_shape_vec((b, t, d), values).map_err(|e| GemmaError::InvalidInput {
-        reason: format!("backend returned a tensor of the wrong size: {e}"),
-    })?;
+    let values: Vec<f32> =
+        x.into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| GemmaError::InvalidInput {
+                reason: format!("backend returned unreadable data: {e:?}"),
+            })?;
+    let mut out =
+        Array3::from_shape_vec((b, t, d), values).map_err(|e| GemmaError::InvalidInput {
+            reason: format!("backend returned a tensor of the wrong size: {e}"),
+        })?;
     for (i, real) in batch.mask().iter().enumerate() {
         if !real {
             out.slice_mut(ndarray::s![i / t, i % t, ..]).fill(0.0);
@@ -521,7 +659,11 @@ fn to_host<B: Backend>(x: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32
 /// Additive attention mask `[batch, 1, pos, pos]`: 0 where query `i` may attend key `j`
 /// (`j` real, `j <= i`, and `i - j < window` for sliding layers), `f32::MIN` elsewhere, as HF.
 /// A padding query attends itself only, so that no row is fully masked.
-fn additive_mask<B: Backend>(batch: &TokenBatch, window: Option<usize>, device: &B::Device) -> Tensor<B, 4> {
+fn additive_mask<B: Backend>(
+    batch: &TokenBatch,
+    window: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 4> {
     let (b, t) = (batch.batch_size(), batch.seq_len());
     let mask = batch.mask();
     let mut values = vec![f32::MIN; b * t * t];
@@ -563,10 +705,18 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-fn norm<B: Backend>(source: &mut dyn ParameterSource, key: &str, c: &Gemma2Config, device: &B::Device) -> Result<RmsNorm<B>> {
+fn norm<B: Backend>(
+    source: &mut dyn ParameterSource,
+    key: &str,
+    c: &Gemma2Config,
+    device: &B::Device,
+) -> Result<RmsNorm<B>> {
     let w = source.read(key, &[c.hidden_size])?;
     let scale: Vec<f32> = w.iter().map(|x| 1.0 + x).collect();
-    Ok(RmsNorm { scale: Tensor::from_data(TensorData::new(scale, [c.hidden_size]), device), eps: c.rms_norm_eps })
+    Ok(RmsNorm {
+        scale: Tensor::from_data(TensorData::new(scale, [c.hidden_size]), device),
+        eps: c.rms_norm_eps,
+    })
 }
 
 #[cfg(test)]

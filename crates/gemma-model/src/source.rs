@@ -32,7 +32,10 @@ impl ModelSource {
             return Ok(ModelSource::Local(path.to_path_buf()));
         }
         if is_repo_id(s) {
-            return Ok(ModelSource::Hub { repo: s.to_string(), revision: None });
+            return Ok(ModelSource::Hub {
+                repo: s.to_string(),
+                revision: None,
+            });
         }
         Err(GemmaError::Hub(HubError::BadId { id: s.into() }))
     }
@@ -53,9 +56,15 @@ impl ModelSource {
         match self {
             ModelSource::Local(dir) => {
                 if !dir.is_dir() {
-                    return Err(GemmaError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory")));
+                    return Err(GemmaError::io(
+                        dir,
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+                    ));
                 }
-                Ok(ResolvedModel { dir: dir.clone(), revision: None })
+                Ok(ResolvedModel {
+                    dir: dir.clone(),
+                    revision: None,
+                })
             }
             ModelSource::Hub { repo, revision } => {
                 let repo = HubRepo::model(repo, revision.as_deref(), hub.clone())?;
@@ -74,7 +83,10 @@ impl ModelSource {
                 // The tokenizer is optional for activation-only uses of random or converted checkpoints.
                 let _ = repo.get("tokenizer.json");
                 let commit = dir.file_name().map(|c| c.to_string_lossy().into_owned());
-                Ok(ResolvedModel { dir, revision: commit })
+                Ok(ResolvedModel {
+                    dir,
+                    revision: commit,
+                })
             }
         }
     }
@@ -84,8 +96,14 @@ impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModelSource::Local(p) => write!(f, "{}", p.display()),
-            ModelSource::Hub { repo, revision: None } => write!(f, "{repo}"),
-            ModelSource::Hub { repo, revision: Some(r) } => write!(f, "{repo}@{r}"),
+            ModelSource::Hub {
+                repo,
+                revision: None,
+            } => write!(f, "{repo}"),
+            ModelSource::Hub {
+                repo,
+                revision: Some(r),
+            } => write!(f, "{repo}@{r}"),
         }
     }
 }

@@ -33,12 +33,18 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A user turn.
     pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage { role: Role::User, content: content.into() }
+        ChatMessage {
+            role: Role::User,
+            content: content.into(),
+        }
     }
 
     /// A model turn.
     pub fn model(content: impl Into<String>) -> Self {
-        ChatMessage { role: Role::Model, content: content.into() }
+        ChatMessage {
+            role: Role::Model,
+            content: content.into(),
+        }
     }
 }
 
@@ -46,16 +52,24 @@ impl ChatMessage {
 /// `<bos><start_of_turn>user\n{content.strip()}<end_of_turn>\n...<start_of_turn>model\n`.
 ///
 /// Roles must alternate starting with the user; there is no system role.
-pub fn render_chat_template(messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+pub fn render_chat_template(
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> Result<String> {
     if messages.is_empty() {
-        return Err(GemmaError::ChatTemplate { reason: "the conversation has no messages".into() });
+        return Err(GemmaError::ChatTemplate {
+            reason: "the conversation has no messages".into(),
+        });
     }
     let mut out = String::from("<bos>");
     for (i, m) in messages.iter().enumerate() {
         let expected = if i % 2 == 0 { Role::User } else { Role::Model };
         if m.role != expected {
             return Err(GemmaError::ChatTemplate {
-                reason: format!("roles must alternate user/model/user/..., but message {i} is from {:?}", m.role),
+                reason: format!(
+                    "roles must alternate user/model/user/..., but message {i} is from {:?}",
+                    m.role
+                ),
             });
         }
         let role = match m.role {
@@ -89,7 +103,10 @@ pub struct GemmaTokenizer {
 
 impl std::fmt::Debug for GemmaTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GemmaTokenizer").field("path", &self.path).field("bos_id", &self.bos_id).finish()
+        f.debug_struct("GemmaTokenizer")
+            .field("path", &self.path)
+            .field("bos_id", &self.bos_id)
+            .finish()
     }
 }
 
@@ -98,15 +115,26 @@ impl GemmaTokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if !path.exists() {
-            return Err(GemmaError::io(&path, std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer file not found")));
+            return Err(GemmaError::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer file not found"),
+            ));
         }
-        let inner = Tokenizer::from_file(&path)
-            .map_err(|e| GemmaError::Tokenizer { path: path.clone(), reason: e.to_string() })?;
-        let bos_id = inner.token_to_id("<bos>").ok_or_else(|| GemmaError::Tokenizer {
+        let inner = Tokenizer::from_file(&path).map_err(|e| GemmaError::Tokenizer {
             path: path.clone(),
-            reason: "the vocabulary has no `<bos>` token".into(),
+            reason: e.to_string(),
         })?;
-        Ok(GemmaTokenizer { inner, bos_id, path })
+        let bos_id = inner
+            .token_to_id("<bos>")
+            .ok_or_else(|| GemmaError::Tokenizer {
+                path: path.clone(),
+                reason: "the vocabulary has no `<bos>` token".into(),
+            })?;
+        Ok(GemmaTokenizer {
+            inner,
+            bos_id,
+            path,
+        })
     }
 
     /// The file this tokenizer was loaded from.
@@ -134,7 +162,10 @@ impl GemmaTokenizer {
         let enc = self
             .inner
             .encode(text, false)
-            .map_err(|e| GemmaError::Tokenizer { path: self.path.clone(), reason: e.to_string() })?;
+            .map_err(|e| GemmaError::Tokenizer {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -148,20 +179,33 @@ impl GemmaTokenizer {
     }
 
     /// Renders `messages` with the chat template and encodes them (one `<bos>`).
-    pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>> {
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
         self.encode(&render_chat_template(messages, add_generation_prompt)?)
     }
 
     /// The token strings of `ids` (`▁` marks a leading space, as in the vocabulary).
     pub fn tokens(&self, ids: &[u32]) -> Vec<String> {
-        ids.iter().map(|&id| self.inner.id_to_token(id).unwrap_or_else(|| format!("<id {id}>"))).collect()
+        ids.iter()
+            .map(|&id| {
+                self.inner
+                    .id_to_token(id)
+                    .unwrap_or_else(|| format!("<id {id}>"))
+            })
+            .collect()
     }
 
     /// Decodes `ids` to text (special tokens kept).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, false)
-            .map_err(|e| GemmaError::Tokenizer { path: self.path.clone(), reason: e.to_string() })
+            .map_err(|e| GemmaError::Tokenizer {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// Whether two tokenizers map every text to the same ids (same vocabulary, merges, normaliser
@@ -178,12 +222,19 @@ mod tests {
     #[test]
     fn template_single_turn() {
         let s = render_chat_template(&[ChatMessage::user("  Hi there \n")], true).unwrap();
-        assert_eq!(s, "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n");
+        assert_eq!(
+            s,
+            "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n"
+        );
     }
 
     #[test]
     fn template_multi_turn_without_generation_prompt() {
-        let msgs = [ChatMessage::user("a"), ChatMessage::model("b"), ChatMessage::user("c")];
+        let msgs = [
+            ChatMessage::user("a"),
+            ChatMessage::model("b"),
+            ChatMessage::user("c"),
+        ];
         let s = render_chat_template(&msgs, false).unwrap();
         assert_eq!(s, "<bos><start_of_turn>user\na<end_of_turn>\n<start_of_turn>model\nb<end_of_turn>\n<start_of_turn>user\nc<end_of_turn>\n");
     }
@@ -192,13 +243,18 @@ mod tests {
     fn template_refuses_bad_conversations() {
         assert!(render_chat_template(&[], true).is_err());
         assert!(render_chat_template(&[ChatMessage::model("x")], true).is_err());
-        assert!(render_chat_template(&[ChatMessage::user("x"), ChatMessage::user("y")], true).is_err());
+        assert!(
+            render_chat_template(&[ChatMessage::user("x"), ChatMessage::user("y")], true).is_err()
+        );
     }
 
     #[test]
     fn roles_deserialise_with_the_hf_alias() {
-        let m: ChatMessage = serde_json::from_str(r#"{"role": "assistant", "content": "x"}"#).unwrap();
+        let m: ChatMessage =
+            serde_json::from_str(r#"{"role": "assistant", "content": "x"}"#).unwrap();
         assert_eq!(m.role, Role::Model);
-        assert!(serde_json::from_str::<ChatMessage>(r#"{"role": "system", "content": "x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ChatMessage>(r#"{"role": "system", "content": "x"}"#).is_err()
+        );
     }
 }

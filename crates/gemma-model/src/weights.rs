@@ -35,7 +35,10 @@ struct Shard {
 
 impl Shard {
     fn open(path: &Path) -> Result<Self> {
-        let corrupt = |reason: String| GemmaError::CorruptWeights { path: path.to_path_buf(), reason };
+        let corrupt = |reason: String| GemmaError::CorruptWeights {
+            path: path.to_path_buf(),
+            reason,
+        };
         let mut file = File::open(path).map_err(|e| GemmaError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| GemmaError::io(path, e))?.len();
         let mut len_bytes = [0u8; 8];
@@ -43,17 +46,24 @@ impl Shard {
             .map_err(|_| corrupt(format!("file is {file_len} bytes, too short for a header")))?;
         let header_len = u64::from_le_bytes(len_bytes);
         if header_len > 100 << 20 || 8 + header_len > file_len {
-            return Err(corrupt(format!("header length {header_len} does not fit in a file of {file_len} bytes")));
+            return Err(corrupt(format!(
+                "header length {header_len} does not fit in a file of {file_len} bytes"
+            )));
         }
         let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header).map_err(|e| GemmaError::io(path, e))?;
-        let header = std::str::from_utf8(&header).map_err(|e| corrupt(format!("header is not UTF-8: {e}")))?;
-        let metadata: Metadata =
-            serde_json::from_str(header).map_err(|e| corrupt(format!("header is not a valid safetensors header: {e}")))?;
+        file.read_exact(&mut header)
+            .map_err(|e| GemmaError::io(path, e))?;
+        let header = std::str::from_utf8(&header)
+            .map_err(|e| corrupt(format!("header is not UTF-8: {e}")))?;
+        let metadata: Metadata = serde_json::from_str(header)
+            .map_err(|e| corrupt(format!("header is not a valid safetensors header: {e}")))?;
         let data_start = 8 + header_len;
         let data_len = file_len - data_start;
-        let tensors: HashMap<String, TensorInfo> =
-            metadata.tensors().into_iter().map(|(k, v)| (k, v.clone())).collect();
+        let tensors: HashMap<String, TensorInfo> = metadata
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
         for (key, info) in &tensors {
             let (begin, end) = info.data_offsets;
             if end as u64 > data_len {
@@ -71,15 +81,21 @@ impl Shard {
                 )));
             }
         }
-        Ok(Shard { path: path.to_path_buf(), data_start, tensors })
+        Ok(Shard {
+            path: path.to_path_buf(),
+            data_start,
+            tensors,
+        })
     }
 
     /// Reads tensor `key` (already validated) and widens it to f32.
     fn read_f32(&self, key: &str, info: &TensorInfo) -> Result<Vec<f32>> {
         let numel: usize = info.shape.iter().product();
         let mut file = File::open(&self.path).map_err(|e| GemmaError::io(&self.path, e))?;
-        file.seek(SeekFrom::Start(self.data_start + info.data_offsets.0 as u64))
-            .map_err(|e| GemmaError::io(&self.path, e))?;
+        file.seek(SeekFrom::Start(
+            self.data_start + info.data_offsets.0 as u64,
+        ))
+        .map_err(|e| GemmaError::io(&self.path, e))?;
         let mut out = vec![0f32; numel];
         let read_err = |e: std::io::Error| GemmaError::CorruptWeights {
             path: self.path.clone(),
@@ -90,7 +106,8 @@ impl Shard {
                 let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
                 file.read_exact(bytes).map_err(read_err)?;
                 if cfg!(target_endian = "big") {
-                    out.iter_mut().for_each(|x| *x = f32::from_bits(x.to_bits().swap_bytes()));
+                    out.iter_mut()
+                        .for_each(|x| *x = f32::from_bits(x.to_bits().swap_bytes()));
                 }
             }
             Dtype::BF16 | Dtype::F16 => {
@@ -118,7 +135,10 @@ impl Shard {
             }
         }
         if out.iter().any(|x| !x.is_finite()) {
-            return Err(GemmaError::NonFiniteWeights { path: self.path.clone(), key: key.into() });
+            return Err(GemmaError::NonFiniteWeights {
+                path: self.path.clone(),
+                key: key.into(),
+            });
         }
         Ok(out)
     }
@@ -146,7 +166,8 @@ impl WeightFiles {
         let index = dir.join(INDEX_FILE);
         if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| GemmaError::io(&index, e))?;
-            let parsed: ShardIndex = serde_json::from_str(&text).map_err(|e| GemmaError::json(&index, &e))?;
+            let parsed: ShardIndex =
+                serde_json::from_str(&text).map_err(|e| GemmaError::json(&index, &e))?;
             let mut files: Vec<&String> = parsed.weight_map.values().collect();
             files.sort();
             files.dedup();
@@ -155,7 +176,10 @@ impl WeightFiles {
                 if !p.exists() {
                     return Err(GemmaError::io(
                         p,
-                        std::io::Error::new(std::io::ErrorKind::NotFound, format!("shard listed in {INDEX_FILE} is missing")),
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("shard listed in {INDEX_FILE} is missing"),
+                        ),
                     ));
                 }
             }
@@ -198,14 +222,25 @@ impl WeightFiles {
                 if let Some(prev) = owner.insert(key.clone(), i) {
                     return Err(GemmaError::CorruptWeights {
                         path: path.clone(),
-                        reason: format!("tensor `{key}` is also in {}", shards_path(&shards, prev).display()),
+                        reason: format!(
+                            "tensor `{key}` is also in {}",
+                            shards_path(&shards, prev).display()
+                        ),
                     });
                 }
             }
             shards.push(shard);
         }
-        let location = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-        Ok(WeightFiles { shards, owner, location })
+        let location = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(WeightFiles {
+            shards,
+            owner,
+            location,
+        })
     }
 
     /// Whether the checkpoint holds `key`.
@@ -239,7 +274,10 @@ impl WeightFiles {
     }
 
     fn find(&self, key: &str) -> Result<(&Shard, &TensorInfo)> {
-        let missing = || GemmaError::MissingTensor { key: key.into(), location: self.location.clone() };
+        let missing = || GemmaError::MissingTensor {
+            key: key.into(),
+            location: self.location.clone(),
+        };
         let &i = self.owner.get(key).ok_or_else(missing)?;
         let shard = &self.shards[i];
         Ok((shard, shard.tensors.get(key).ok_or_else(missing)?))
@@ -271,8 +309,14 @@ mod tests {
     fn reads_f32_bf16_f16() {
         let dir = tempfile::tempdir().unwrap();
         let vals = [1.0f32, -2.5, 0.15625, 3.0e-3];
-        let bf: Vec<u8> = vals.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
-        let hf: Vec<u8> = vals.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect();
+        let bf: Vec<u8> = vals
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect();
+        let hf: Vec<u8> = vals
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect();
         write(
             &dir.path().join(SINGLE_FILE),
             &[
@@ -298,11 +342,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(
             &dir.path().join(SINGLE_FILE),
-            &[("w", Dtype::F32, vec![3], f32_bytes(&[1.0, 2.0, 3.0])), ("bad", Dtype::F32, vec![1], f32_bytes(&[f32::NAN]))],
+            &[
+                ("w", Dtype::F32, vec![3], f32_bytes(&[1.0, 2.0, 3.0])),
+                ("bad", Dtype::F32, vec![1], f32_bytes(&[f32::NAN])),
+            ],
         );
         let w = WeightFiles::open_dir(dir.path()).unwrap();
         let err = w.read("w", &[4]).unwrap_err();
-        assert!(matches!(&err, GemmaError::TensorShape { key, expected, actual, .. } if key == "w" && expected == &[4] && actual == &[3]), "{err}");
+        assert!(
+            matches!(&err, GemmaError::TensorShape { key, expected, actual, .. } if key == "w" && expected == &[4] && actual == &[3]),
+            "{err}"
+        );
         let err = w.read("nope", &[1]).unwrap_err();
         assert!(err.to_string().contains("`nope`"), "{err}");
         let err = w.read("bad", &[1]).unwrap_err();
@@ -320,16 +370,28 @@ mod tests {
         assert!(matches!(err, GemmaError::CorruptWeights { .. }), "{err}");
         assert!(err.to_string().contains("truncated"), "{err}");
         std::fs::write(&path, b"not a safetensors file at all").unwrap();
-        assert!(matches!(WeightFiles::open_dir(dir.path()).unwrap_err(), GemmaError::CorruptWeights { .. }));
+        assert!(matches!(
+            WeightFiles::open_dir(dir.path()).unwrap_err(),
+            GemmaError::CorruptWeights { .. }
+        ));
         std::fs::write(&path, b"abc").unwrap();
-        assert!(matches!(WeightFiles::open_dir(dir.path()).unwrap_err(), GemmaError::CorruptWeights { .. }));
+        assert!(matches!(
+            WeightFiles::open_dir(dir.path()).unwrap_err(),
+            GemmaError::CorruptWeights { .. }
+        ));
     }
 
     #[test]
     fn shards_through_the_index() {
         let dir = tempfile::tempdir().unwrap();
-        write(&dir.path().join("s1.safetensors"), &[("x", Dtype::F32, vec![1], f32_bytes(&[1.0]))]);
-        write(&dir.path().join("s2.safetensors"), &[("y", Dtype::F32, vec![1], f32_bytes(&[2.0]))]);
+        write(
+            &dir.path().join("s1.safetensors"),
+            &[("x", Dtype::F32, vec![1], f32_bytes(&[1.0]))],
+        );
+        write(
+            &dir.path().join("s2.safetensors"),
+            &[("y", Dtype::F32, vec![1], f32_bytes(&[2.0]))],
+        );
         let index = r#"{"metadata": {"total_size": 8}, "weight_map": {"x": "s1.safetensors", "y": "s2.safetensors"}}"#;
         std::fs::write(dir.path().join(INDEX_FILE), index).unwrap();
         let w = WeightFiles::open_dir(dir.path()).unwrap();
@@ -337,7 +399,10 @@ mod tests {
         // An index that lies about where a tensor is.
         let index = r#"{"weight_map": {"x": "s2.safetensors", "y": "s2.safetensors"}}"#;
         std::fs::write(dir.path().join(INDEX_FILE), index).unwrap();
-        assert!(matches!(WeightFiles::open_dir(dir.path()).unwrap_err(), GemmaError::CorruptWeights { .. }));
+        assert!(matches!(
+            WeightFiles::open_dir(dir.path()).unwrap_err(),
+            GemmaError::CorruptWeights { .. }
+        ));
         // A missing shard.
         let index = r#"{"weight_map": {"x": "s1.safetensors", "y": "s3.safetensors"}}"#;
         std::fs::write(dir.path().join(INDEX_FILE), index).unwrap();

@@ -3,47 +3,77 @@
 mod common;
 
 use common::*;
-use gemma_model::{load_dir, BackendKind, GemmaError, HookPoint, LoadOptions, PaddingSide, RunRequest, TokenBatch};
+use gemma_model::{
+    load_dir, BackendKind, GemmaError, HookPoint, LoadOptions, PaddingSide, RunRequest, TokenBatch,
+};
 
 fn prompts(model: &str) -> Vec<Vec<u32>> {
     let golden = read_tensors(&fixture(model).join("golden.safetensors"));
-    golden_meta(model).prompts.iter().map(|p| golden_ids(&golden, p.index)).collect()
+    golden_meta(model)
+        .prompts
+        .iter()
+        .map(|p| golden_ids(&golden, p.index))
+        .collect()
 }
 
 #[test]
 fn every_real_token_of_a_padded_batch_equals_its_prompt_alone() {
     for model in MODELS {
         for backend in [BackendKind::NdArray, BackendKind::Flex] {
-            let loaded = load_dir(fixture(model), &LoadOptions::default().with_backend(backend)).unwrap();
+            let loaded = load_dir(
+                fixture(model),
+                &LoadOptions::default().with_backend(backend),
+            )
+            .unwrap();
             let n_layers = loaded.model.config().num_hidden_layers;
             let hooks = HookPoint::all(n_layers);
             let request = RunRequest::capture(hooks.iter().copied()).with_logits();
             let seqs = prompts(model);
             let mut worst = 0f64;
             let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-            assert!(lengths.iter().min() != lengths.iter().max(), "fixtures need prompts of different lengths");
+            assert!(
+                lengths.iter().min() != lengths.iter().max(),
+                "fixtures need prompts of different lengths"
+            );
             for side in [PaddingSide::Right, PaddingSide::Left] {
                 let batch = TokenBatch::new(&seqs, 0, side).unwrap();
                 let together = loaded.model.run(&batch, &request).unwrap();
                 for (b, seq) in seqs.iter().enumerate() {
-                    let alone = loaded.model.run(&TokenBatch::single(seq.clone()).unwrap(), &request).unwrap();
+                    let alone = loaded
+                        .model
+                        .run(&TokenBatch::single(seq.clone()).unwrap(), &request)
+                        .unwrap();
                     let offset = match side {
                         PaddingSide::Right => 0,
                         PaddingSide::Left => batch.seq_len() - seq.len(),
                     };
-                    let mut check = |name: &str, padded: &ndarray::Array3<f32>, single: &ndarray::Array3<f32>| {
-                        let rows = padded.slice(ndarray::s![b, offset..offset + seq.len(), ..]);
-                        let want: Vec<f64> = single.iter().map(|x| *x as f64).collect();
-                        let got: Vec<f32> = rows.iter().copied().collect();
-                        let err = relative_error(&got, &want);
-                        // Equal up to float rounding (GEMM blocking differs with the batch shape).
-                        assert!(err < 2e-5, "{model} {backend} {side:?} prompt {b} {name}: {err:.2e}");
-                        worst = worst.max(err);
-                    };
+                    let mut check =
+                        |name: &str,
+                         padded: &ndarray::Array3<f32>,
+                         single: &ndarray::Array3<f32>| {
+                            let rows = padded.slice(ndarray::s![b, offset..offset + seq.len(), ..]);
+                            let want: Vec<f64> = single.iter().map(|x| *x as f64).collect();
+                            let got: Vec<f32> = rows.iter().copied().collect();
+                            let err = relative_error(&got, &want);
+                            // Equal up to float rounding (GEMM blocking differs with the batch shape).
+                            assert!(
+                                err < 2e-5,
+                                "{model} {backend} {side:?} prompt {b} {name}: {err:.2e}"
+                            );
+                            worst = worst.max(err);
+                        };
                     for hook in &hooks {
-                        check(&hook.to_string(), &together.activations[hook], &alone.activations[hook]);
+                        check(
+                            &hook.to_string(),
+                            &together.activations[hook],
+                            &alone.activations[hook],
+                        );
                     }
-                    check("logits", together.logits.as_ref().unwrap(), alone.logits.as_ref().unwrap());
+                    check(
+                        "logits",
+                        together.logits.as_ref().unwrap(),
+                        alone.logits.as_ref().unwrap(),
+                    );
                     // Padding positions are zero.
                     let pads = batch.seq_len() - seq.len();
                     let pad_range = match side {
@@ -51,10 +81,15 @@ fn every_real_token_of_a_padded_batch_equals_its_prompt_alone() {
                         PaddingSide::Left => 0..pads,
                     };
                     let last = &together.activations[&HookPoint::ResidPost(n_layers - 1)];
-                    assert!(last.slice(ndarray::s![b, pad_range, ..]).iter().all(|x| *x == 0.0));
+                    assert!(last
+                        .slice(ndarray::s![b, pad_range, ..])
+                        .iter()
+                        .all(|x| *x == 0.0));
                 }
             }
-            eprintln!("{model} on {backend}: padded vs alone, worst relative difference {worst:.2e}");
+            eprintln!(
+                "{model} on {backend}: padded vs alone, worst relative difference {worst:.2e}"
+            );
         }
     }
 }
@@ -68,15 +103,33 @@ fn stopping_at_a_layer_gives_the_same_activations_and_refuses_deeper_hooks() {
     assert_eq!(partial.model.loaded_layers(), 2);
     assert!(!partial.model.has_unembedding());
     let batch = TokenBatch::new(&prompts(model), 0, PaddingSide::Right).unwrap();
-    let a = full.model.run(&batch, &RunRequest::capture([hook])).unwrap();
-    let b = partial.model.run(&batch, &RunRequest::capture([hook])).unwrap();
+    let a = full
+        .model
+        .run(&batch, &RunRequest::capture([hook]))
+        .unwrap();
+    let b = partial
+        .model
+        .run(&batch, &RunRequest::capture([hook]))
+        .unwrap();
     assert_eq!(a.activations[&hook], b.activations[&hook]);
-    let err = partial.model.run(&batch, &RunRequest::capture([HookPoint::ResidPost(2)])).unwrap_err();
+    let err = partial
+        .model
+        .run(&batch, &RunRequest::capture([HookPoint::ResidPost(2)]))
+        .unwrap_err();
     assert!(matches!(err, GemmaError::NotLoaded { .. }), "{err}");
-    let err = partial.model.run(&batch, &RunRequest::default().with_logits()).unwrap_err();
+    let err = partial
+        .model
+        .run(&batch, &RunRequest::default().with_logits())
+        .unwrap_err();
     assert!(matches!(err, GemmaError::NotLoaded { .. }), "{err}");
-    let err = full.model.run(&batch, &RunRequest::capture([HookPoint::MlpOut(99)])).unwrap_err();
-    assert!(matches!(err, GemmaError::HookOutOfRange { layer: 99, .. }), "{err}");
+    let err = full
+        .model
+        .run(&batch, &RunRequest::capture([HookPoint::MlpOut(99)]))
+        .unwrap_err();
+    assert!(
+        matches!(err, GemmaError::HookOutOfRange { layer: 99, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -86,11 +139,17 @@ fn interventions_replace_activations_downstream() {
     let batch = TokenBatch::new(&prompts(model), 0, PaddingSide::Right).unwrap();
     let edit_at = HookPoint::ResidPost(1);
     let read_at = HookPoint::ResidPre(2);
-    let clean = loaded.model.run(&batch, &RunRequest::capture([edit_at, read_at])).unwrap();
+    let clean = loaded
+        .model
+        .run(&batch, &RunRequest::capture([edit_at, read_at]))
+        .unwrap();
     // Identity edit: nothing changes.
     let same = loaded
         .model
-        .run(&batch, &RunRequest::capture([read_at]).with_intervention(edit_at, |_x| {}))
+        .run(
+            &batch,
+            &RunRequest::capture([read_at]).with_intervention(edit_at, |_x| {}),
+        )
         .unwrap();
     assert_eq!(same.activations[&read_at], clean.activations[&read_at]);
     // Zero ablation at resid_post(1) is what layer 2 reads; later layers change.
@@ -98,18 +157,26 @@ fn interventions_replace_activations_downstream() {
         .model
         .run(
             &batch,
-            &RunRequest::capture([read_at, HookPoint::ResidPost(3)]).with_intervention(edit_at, |x| x.fill(0.0)),
+            &RunRequest::capture([read_at, HookPoint::ResidPost(3)])
+                .with_intervention(edit_at, |x| x.fill(0.0)),
         )
         .unwrap();
     assert!(ablated.activations[&read_at].iter().all(|x| *x == 0.0));
-    let full = loaded.model.run(&batch, &RunRequest::capture([HookPoint::ResidPost(3)])).unwrap();
-    assert_ne!(ablated.activations[&HookPoint::ResidPost(3)], full.activations[&HookPoint::ResidPost(3)]);
+    let full = loaded
+        .model
+        .run(&batch, &RunRequest::capture([HookPoint::ResidPost(3)]))
+        .unwrap();
+    assert_ne!(
+        ablated.activations[&HookPoint::ResidPost(3)],
+        full.activations[&HookPoint::ResidPost(3)]
+    );
     // Changing the shape is an error.
     let err = loaded
         .model
         .run(
             &batch,
-            &RunRequest::capture([read_at]).with_intervention(edit_at, |x| *x = ndarray::Array3::zeros((1, 1, 1))),
+            &RunRequest::capture([read_at])
+                .with_intervention(edit_at, |x| *x = ndarray::Array3::zeros((1, 1, 1))),
         )
         .unwrap_err();
     assert!(matches!(err, GemmaError::InterventionShape { .. }), "{err}");
@@ -121,7 +188,10 @@ fn out_of_vocabulary_ids_are_refused() {
     let vocab = loaded.model.config().vocab_size as u32;
     let err = loaded
         .model
-        .run(&TokenBatch::single(vec![2, vocab]).unwrap(), &RunRequest::capture([HookPoint::Embed]))
+        .run(
+            &TokenBatch::single(vec![2, vocab]).unwrap(),
+            &RunRequest::capture([HookPoint::Embed]),
+        )
         .unwrap_err();
     assert!(err.to_string().contains(&vocab.to_string()), "{err}");
 }

@@ -23,7 +23,10 @@ fn check_model(model_name: &str, backend: BackendKind) {
         assert_eq!(ids.len(), prompt.n_tokens);
         let out = loaded
             .model
-            .run(&TokenBatch::single(ids).unwrap(), &RunRequest::capture(hooks.iter().copied()).with_logits())
+            .run(
+                &TokenBatch::single(ids).unwrap(),
+                &RunRequest::capture(hooks.iter().copied()).with_logits(),
+            )
             .unwrap();
         let mut compare = |name: String, actual: &[f32]| {
             let expected = &golden[&format!("prompt.{i}.{name}")];
@@ -36,9 +39,15 @@ fn check_model(model_name: &str, backend: BackendKind) {
         for hook in &hooks {
             compare(hook.to_string(), out.activations[hook].as_slice().unwrap());
         }
-        compare("logits".into(), out.logits.as_ref().unwrap().as_slice().unwrap());
+        compare(
+            "logits".into(),
+            out.logits.as_ref().unwrap().as_slice().unwrap(),
+        );
     }
-    eprintln!("{model_name} on {backend}: worst relative error {:.2e} at {}", worst.0, worst.1);
+    eprintln!(
+        "{model_name} on {backend}: worst relative error {:.2e} at {}",
+        worst.0, worst.1
+    );
 }
 
 #[test]
@@ -65,11 +74,21 @@ fn tiny_gqa_bf16_shards_match_hf_on_flex() {
 #[test]
 fn golden_fixtures_exercise_both_softcaps() {
     for model in MODELS {
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture(model).join("golden.json")).unwrap()).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(model).join("golden.json")).unwrap(),
+        )
+        .unwrap();
         let attn = meta["max_abs_attn_score_precap"].as_f64().unwrap();
-        let logits = meta["frac_positions_logit_precap_over_cap"].as_f64().unwrap();
-        assert!(attn > 50.0, "{model}: attention soft-cap never bites (max {attn})");
-        assert!(logits > 0.1, "{model}: final soft-cap bites on only {logits} of positions");
+        let logits = meta["frac_positions_logit_precap_over_cap"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            attn > 50.0,
+            "{model}: attention soft-cap never bites (max {attn})"
+        );
+        assert!(
+            logits > 0.1,
+            "{model}: final soft-cap bites on only {logits} of positions"
+        );
     }
 }

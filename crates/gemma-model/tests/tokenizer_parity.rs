@@ -28,7 +28,9 @@ struct ChatCase {
 
 fn load() -> (GemmaTokenizer, Cases) {
     let tok = GemmaTokenizer::from_file(fixture("tokenizer/tokenizer.json")).unwrap();
-    let cases = serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer_cases.json")).unwrap()).unwrap();
+    let cases =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer_cases.json")).unwrap())
+            .unwrap();
     (tok, cases)
 }
 
@@ -37,7 +39,12 @@ fn encode_matches_hf() {
     let (tok, cases) = load();
     assert!(cases.encode.len() >= 10);
     for case in &cases.encode {
-        assert_eq!(tok.encode_raw(&case.text).unwrap(), case.ids_no_special, "raw ids of {:?}", case.text);
+        assert_eq!(
+            tok.encode_raw(&case.text).unwrap(),
+            case.ids_no_special,
+            "raw ids of {:?}",
+            case.text
+        );
         let ids = tok.encode(&case.text).unwrap();
         if case.ids_no_special.first() == Some(&tok.bos_id()) {
             // HF would prepend a second <bos>; we never do.
@@ -45,7 +52,10 @@ fn encode_matches_hf() {
         } else {
             assert_eq!(ids, case.ids, "ids of {:?}", case.text);
         }
-        assert_eq!(ids.iter().filter(|&&id| id == tok.bos_id()).count().min(1), 1);
+        assert_eq!(
+            ids.iter().filter(|&&id| id == tok.bos_id()).count().min(1),
+            1
+        );
         assert_eq!(ids[0], tok.bos_id());
     }
 }
@@ -57,7 +67,9 @@ fn chat_template_matches_hf() {
     for case in &cases.chat {
         let rendered = render_chat_template(&case.messages, case.add_generation_prompt).unwrap();
         assert_eq!(rendered, case.rendered);
-        let ids = tok.encode_chat(&case.messages, case.add_generation_prompt).unwrap();
+        let ids = tok
+            .encode_chat(&case.messages, case.add_generation_prompt)
+            .unwrap();
         assert_eq!(ids, case.ids, "{:?}", case.rendered);
         assert_ne!(ids.get(1), Some(&tok.bos_id()), "double BOS");
     }

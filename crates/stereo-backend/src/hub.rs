@@ -54,7 +54,9 @@ pub enum HubError {
         reason: String,
     },
     /// The repository id is malformed.
-    #[error("`{id}` is neither an existing local path nor a hub repository id of the form `org/name`")]
+    #[error(
+        "`{id}` is neither an existing local path nor a hub repository id of the form `org/name`"
+    )]
     BadId {
         /// What was given.
         id: String,
@@ -86,13 +88,30 @@ impl HubOptions {
             None => Cache::from_env(),
         };
         let token = var("HF_TOKEN").or_else(|| cache.token());
-        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        HubOptions { cache_dir: cache.path().clone(), token, offline, endpoint: var("HF_ENDPOINT"), progress: true }
+        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
+        HubOptions {
+            cache_dir: cache.path().clone(),
+            token,
+            offline,
+            endpoint: var("HF_ENDPOINT"),
+            progress: true,
+        }
     }
 
     /// Options that read only the given cache directory.
     pub fn offline_cache(cache_dir: impl Into<PathBuf>) -> Self {
-        HubOptions { cache_dir: cache_dir.into(), token: None, offline: true, endpoint: None, progress: false }
+        HubOptions {
+            cache_dir: cache_dir.into(),
+            token: None,
+            offline: true,
+            endpoint: None,
+            progress: false,
+        }
     }
 }
 
@@ -100,7 +119,12 @@ impl HubOptions {
 pub fn is_repo_id(id: &str) -> bool {
     let mut parts = id.split('/');
     let ok = |s: Option<&str>| {
-        s.is_some_and(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !s.starts_with('.'))
+        s.is_some_and(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !s.starts_with('.')
+        })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
@@ -119,7 +143,11 @@ impl HubRepo {
         if !is_repo_id(id) {
             return Err(HubError::BadId { id: id.into() });
         }
-        Ok(HubRepo { id: id.into(), revision: revision.unwrap_or("main").into(), options })
+        Ok(HubRepo {
+            id: id.into(),
+            revision: revision.unwrap_or("main").into(),
+            options,
+        })
     }
 
     /// The repository id.
@@ -161,8 +189,12 @@ impl HubRepo {
         if let Some(endpoint) = &self.options.endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }
-        let api = builder.build().map_err(|e| self.download_error(file, e.to_string()))?;
-        api.repo(self.repo()).get(file).map_err(|e| self.classify(file, e))
+        let api = builder
+            .build()
+            .map_err(|e| self.download_error(file, e.to_string()))?;
+        api.repo(self.repo())
+            .get(file)
+            .map_err(|e| self.classify(file, e))
     }
 
     /// The directory that holds the snapshot's files (the parent of a resolved file).
@@ -175,14 +207,23 @@ impl HubRepo {
         let text = err.to_string();
         let status = status_of(&err);
         match status {
-            Some(401) | Some(403) => HubError::Gated { repo: self.id.clone() },
-            Some(404) => HubError::NotFound { repo: self.id.clone(), file: file.into() },
+            Some(401) | Some(403) => HubError::Gated {
+                repo: self.id.clone(),
+            },
+            Some(404) => HubError::NotFound {
+                repo: self.id.clone(),
+                file: file.into(),
+            },
             _ => self.download_error(file, text),
         }
     }
 
     fn download_error(&self, file: &str, reason: String) -> HubError {
-        HubError::Download { repo: self.id.clone(), file: file.into(), reason }
+        HubError::Download {
+            repo: self.id.clone(),
+            file: file.into(),
+            reason,
+        }
     }
 }
 
@@ -199,7 +240,12 @@ fn status_of(err: &hf_hub::api::sync::ApiError) -> Option<u16> {
 
 /// Writes `files` into a hub-style cache under `cache_dir` for `repo` at commit `commit`, pointed to
 /// by `refs/main`. Used by tests and by tools that pre-seed a cache for offline machines.
-pub fn seed_cache(cache_dir: &Path, repo: &str, commit: &str, files: &[(&str, &Path)]) -> std::io::Result<PathBuf> {
+pub fn seed_cache(
+    cache_dir: &Path,
+    repo: &str,
+    commit: &str,
+    files: &[(&str, &Path)],
+) -> std::io::Result<PathBuf> {
     let folder = cache_dir.join(format!("models--{}", repo.replace('/', "--")));
     let snapshot = folder.join("snapshots").join(commit);
     std::fs::create_dir_all(&snapshot)?;
@@ -218,7 +264,9 @@ mod tests {
     #[test]
     fn repo_ids() {
         assert!(is_repo_id("google/gemma-2-2b"));
-        assert!(is_repo_id("science-of-finetuning/gemma-2-2b-crosscoder-l13-mu4.1e-02-lr1e-04"));
+        assert!(is_repo_id(
+            "science-of-finetuning/gemma-2-2b-crosscoder-l13-mu4.1e-02-lr1e-04"
+        ));
         for bad in ["gemma", "/abs/path", "a/b/c", "./x", "a/", "../x/y"] {
             assert!(!is_repo_id(bad), "{bad}");
         }
@@ -233,11 +281,17 @@ mod tests {
         seed_cache(&cache, "org/model", "abc123", &[("config.json", &src)]).unwrap();
         let repo = HubRepo::model("org/model", None, HubOptions::offline_cache(&cache)).unwrap();
         let got = repo.get("config.json").unwrap();
-        assert!(got.ends_with("models--org--model/snapshots/abc123/config.json"), "{got:?}");
+        assert!(
+            got.ends_with("models--org--model/snapshots/abc123/config.json"),
+            "{got:?}"
+        );
         let err = repo.get("model.safetensors").unwrap_err();
         assert!(matches!(err, HubError::NotCached { .. }));
         assert!(err.to_string().contains("model.safetensors"), "{err}");
         let other = HubRepo::model("org/other", None, HubOptions::offline_cache(&cache)).unwrap();
-        assert!(matches!(other.get("config.json"), Err(HubError::NotCached { .. })));
+        assert!(matches!(
+            other.get("config.json"),
+            Err(HubError::NotCached { .. })
+        ));
     }
 }

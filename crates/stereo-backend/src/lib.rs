@@ -136,7 +136,9 @@ impl FromStr for BackendKind {
             "ndarray" => Ok(BackendKind::NdArray),
             "flex" => Ok(BackendKind::Flex),
             "cuda" => Ok(BackendKind::Cuda),
-            _ => Err(BackendError::Unknown { name: s.to_string() }),
+            _ => Err(BackendError::Unknown {
+                name: s.to_string(),
+            }),
         }
     }
 }
@@ -153,7 +155,10 @@ pub trait BackendVisitor {
 ///
 /// Asking for CUDA where the feature is off, or where no driver/device is present, is an error,
 /// never a panic.
-pub fn dispatch<V: BackendVisitor>(kind: BackendKind, visitor: V) -> Result<V::Output, BackendError> {
+pub fn dispatch<V: BackendVisitor>(
+    kind: BackendKind,
+    visitor: V,
+) -> Result<V::Output, BackendError> {
     kind.ensure_available()?;
     match kind {
         BackendKind::NdArray => Ok(visitor.visit::<NdArrayBackend>(Default::default())),
@@ -167,12 +172,18 @@ pub fn dispatch<V: BackendVisitor>(kind: BackendKind, visitor: V) -> Result<V::O
 
 #[cfg(not(feature = "cuda"))]
 fn unreachable_without_cuda<T>() -> Result<T, BackendError> {
-    Err(BackendError::NotCompiled { name: "cuda", feature: "cuda" })
+    Err(BackendError::NotCompiled {
+        name: "cuda",
+        feature: "cuda",
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_check() -> Result<(), BackendError> {
-    Err(BackendError::NotCompiled { name: "cuda", feature: "cuda" })
+    Err(BackendError::NotCompiled {
+        name: "cuda",
+        feature: "cuda",
+    })
 }
 
 /// Loads the CUDA driver library and asks it for a device, the way cudarc will later.
@@ -185,7 +196,9 @@ fn cuda_check() -> Result<(), BackendError> {
     let lib = ["libcuda.so.1", "libcuda.so", "nvcuda.dll"]
         .iter()
         .find_map(|name| unsafe { Library::new(name) }.ok())
-        .ok_or_else(|| unavailable("the CUDA driver library (libcuda.so.1) was not found".into()))?;
+        .ok_or_else(|| {
+            unavailable("the CUDA driver library (libcuda.so.1) was not found".into())
+        })?;
     type CuInit = unsafe extern "C" fn(u32) -> i32;
     type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
     // SAFETY: symbol signatures are those of the CUDA driver API (cuInit, cuDeviceGetCount).
@@ -195,7 +208,9 @@ fn cuda_check() -> Result<(), BackendError> {
             .map_err(|e| unavailable(format!("cuInit not found: {e}")))?;
         let status = init(0);
         if status != 0 {
-            return Err(unavailable(format!("cuInit failed with CUDA error {status}")));
+            return Err(unavailable(format!(
+                "cuInit failed with CUDA error {status}"
+            )));
         }
         let count_fn: Symbol<CuDeviceGetCount> = lib
             .get(b"cuDeviceGetCount\0")
@@ -203,7 +218,9 @@ fn cuda_check() -> Result<(), BackendError> {
         let mut count = 0i32;
         let status = count_fn(&mut count);
         if status != 0 {
-            return Err(unavailable(format!("cuDeviceGetCount failed with CUDA error {status}")));
+            return Err(unavailable(format!(
+                "cuDeviceGetCount failed with CUDA error {status}"
+            )));
         }
         if count == 0 {
             return Err(unavailable("the driver reports no CUDA device".into()));

@@ -8,7 +8,9 @@ use ndarray::{ArrayD, IxDyn};
 
 /// `fixtures/gemma/<name>` of the workspace.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gemma").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/gemma")
+        .join(name)
 }
 
 /// The two golden models.
@@ -23,11 +25,20 @@ pub fn read_tensors(path: &Path) -> HashMap<String, ArrayD<f64>> {
         .map(|(name, view)| {
             let data = view.data();
             let values: Vec<f64> = match view.dtype() {
-                safetensors::Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                safetensors::Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                safetensors::Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
                 other => panic!("unexpected dtype {other:?} for {name}"),
             };
-            (name, ArrayD::from_shape_vec(IxDyn(view.shape()), values).unwrap())
+            (
+                name,
+                ArrayD::from_shape_vec(IxDyn(view.shape()), values).unwrap(),
+            )
         })
         .collect()
 }
@@ -36,7 +47,10 @@ pub fn read_tensors(path: &Path) -> HashMap<String, ArrayD<f64>> {
 pub fn relative_error(actual: &[f32], expected: &[f64]) -> f64 {
     assert_eq!(actual.len(), expected.len(), "length mismatch");
     let scale = expected.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-30);
-    let diff = actual.iter().zip(expected).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+    let diff = actual
+        .iter()
+        .zip(expected)
+        .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
     diff / scale
 }
 
@@ -61,7 +75,10 @@ pub fn golden_meta(model: &str) -> GoldenMeta {
 
 /// Token ids of prompt `i` from the golden file.
 pub fn golden_ids(golden: &HashMap<String, ArrayD<f64>>, i: usize) -> Vec<u32> {
-    golden[&format!("prompt.{i}.input_ids")].iter().map(|x| *x as u32).collect()
+    golden[&format!("prompt.{i}.input_ids")]
+        .iter()
+        .map(|x| *x as u32)
+        .collect()
 }
 
 /// Copies a fixture model directory into a temp dir (to corrupt it).
