@@ -1,0 +1,210 @@
+//! The crate's one error type. Every variant carries its evidence: the file, the shard, the field,
+//! the expected and the actual value.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a stereo run or with the activation store.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// An error of one of the two models (loading, tokenizing, running).
+    #[error("model {model} ({name}): {source}")]
+    Model {
+        /// 0 = base, 1 = chat.
+        model: usize,
+        /// The model's name.
+        name: String,
+        /// The underlying error.
+        source: Box<gemma_model::GemmaError>,
+    },
+    /// A tokenizer error.
+    #[error(transparent)]
+    Tokenizer(Box<gemma_model::GemmaError>),
+    /// The two models cannot be paired.
+    #[error("the base and chat models cannot be paired: {reason}")]
+    Mismatch {
+        /// What differs.
+        reason: String,
+    },
+    /// The input is unusable.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A line of a corpus file is unusable.
+    #[error("{path}:{line}: {reason}")]
+    CorpusLine {
+        /// The corpus file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
+    /// A corpus file as a whole is unusable (unknown extension, no document).
+    #[error("corpus {path}: {reason}")]
+    CorpusFormat {
+        /// The corpus file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The directory holds no `manifest.json`: it is not an activation store.
+    #[error("{dir} is not an activation store: it has no manifest.json")]
+    MissingManifest {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `manifest.json` is not valid JSON or lacks a field.
+    #[error("{path} is not a valid store manifest (line {line}, column {column}): {message}")]
+    ManifestJson {
+        /// The manifest file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// `manifest.json` parses but contradicts itself (totals that are not the sum of the shards,
+    /// a gap in the document ranges, an unknown format version).
+    #[error("{path}: field `{field}` is inconsistent: {reason}")]
+    ManifestInconsistent {
+        /// The manifest file.
+        path: PathBuf,
+        /// The field (dotted path, e.g. `shards[3].documents`).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A shard listed in the manifest does not exist.
+    #[error("shard {shard} is listed in the manifest but missing")]
+    MissingShard {
+        /// The shard file.
+        shard: PathBuf,
+    },
+    /// A shard's size differs from the manifest's (a truncated or overwritten file).
+    #[error(
+        "shard {shard} has {actual} bytes, the manifest says {expected} (truncated or replaced)"
+    )]
+    ShardSize {
+        /// The shard file.
+        shard: PathBuf,
+        /// Size recorded in the manifest.
+        expected: u64,
+        /// Size on disk.
+        actual: u64,
+    },
+    /// A shard's sha256 differs from the manifest's (a corrupted file).
+    #[error("shard {shard} is corrupt: sha256 {actual}, the manifest says {expected}")]
+    ChecksumMismatch {
+        /// The shard file.
+        shard: PathBuf,
+        /// Checksum recorded in the manifest.
+        expected: String,
+        /// Checksum of the file on disk.
+        actual: String,
+    },
+    /// A shard cannot be parsed or lacks a tensor of the store format.
+    #[error("shard {shard} is corrupt: {reason}")]
+    CorruptShard {
+        /// The shard file.
+        shard: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A shard's content disagrees with what the manifest says about it.
+    #[error("shard {shard} disagrees with the manifest on `{field}`: manifest {manifest}, shard {shard_value}")]
+    ShardMismatch {
+        /// The shard file.
+        shard: PathBuf,
+        /// What differs (`n_tokens`, `documents`, `d_model`, `dtype`, `statistics`, ...).
+        field: String,
+        /// The manifest's value.
+        manifest: String,
+        /// The shard's value.
+        shard_value: String,
+    },
+    /// The store was made with other models, another hook or another width than the consumer's.
+    #[error(
+        "the store {dir} is incompatible: it has {field} = {store}, but {expected} was expected"
+    )]
+    IncompatibleStore {
+        /// The store directory.
+        dir: PathBuf,
+        /// What differs (`models[0]`, `models[1]`, `hook`, `d_model`).
+        field: String,
+        /// The store's value.
+        store: String,
+        /// The consumer's value.
+        expected: String,
+    },
+    /// An existing store cannot be resumed with these settings (another corpus, models, hook...).
+    #[error("cannot resume the store {dir}: it was made with {field} = {store}, this run asks for {requested}")]
+    ResumeMismatch {
+        /// The store directory.
+        dir: PathBuf,
+        /// The setting that differs.
+        field: String,
+        /// The store's value.
+        store: String,
+        /// This run's value.
+        requested: String,
+    },
+    /// The run was stopped by its event callback; the store is left exactly as a kill at that
+    /// moment would leave it (readable, and resumable by the next run).
+    #[error("the caching run was interrupted {stage}")]
+    Interrupted {
+        /// Where it stopped, e.g. `after staging shard 3`.
+        stage: String,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
+impl From<gemma_model::GemmaError> for CacheError {
+    fn from(e: gemma_model::GemmaError) -> Self {
+        CacheError::Tokenizer(Box::new(e))
+    }
+}
+
+impl CacheError {
+    /// A [`CacheError::Model`] of model `model` (0 = base, 1 = chat).
+    pub(crate) fn model(
+        model: usize,
+        name: impl Into<String>,
+        source: gemma_model::GemmaError,
+    ) -> Self {
+        CacheError::Model {
+            model,
+            name: name.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CacheError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A [`CacheError::CorruptShard`].
+    pub(crate) fn corrupt(shard: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        CacheError::CorruptShard {
+            shard: shard.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! [`ActivationStore`]: a store opened for reading (memory-mapped shards), with seeded shuffled
+//! batches, a validation split, normalisation factors and compatibility checks.
+
+use std::path::{Path, PathBuf};
+
+use gemma_model::HookPoint;
+use ndarray::Array3;
+
+use crate::error::{CacheError, Result};
+use crate::manifest::Manifest;
+use crate::shard::{MappedShard, FLAG_BOS, FLAG_PAD};
+use crate::stats::ModelStatistics;
+use crate::stereo::TokenMeta;
+
+/// How [`ActivationStore::open_with`] checks the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Hash every shard and compare with the manifest's sha256 (default true). Without it, opening
+    /// still checks existence, sizes, tensor layout, document ranges and flag counts, which
+    /// catches truncation but not a flipped byte inside the activations.
+    pub verify_checksums: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            verify_checksums: true,
+        }
+    }
+}
+
+/// Which documents a batch iterator draws from. The split is by document (a hash of the document
+/// index, independent of the seed), so train and validation never share a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Split {
+    /// Documents outside the validation fraction.
+    #[default]
+    Train,
+    /// The `validation_fraction` of documents held out.
+    Validation,
+    /// Every document.
+    All,
+}
+
+/// What [`ActivationStore::batches`] returns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchOptions {
+    /// Rows per batch (default 4,096).
+    pub batch_size: usize,
+    /// Seed of the shuffle (default 0); use a different seed per epoch.
+    pub seed: u64,
+    /// Include `<bos>` rows (default false: the attention sink's norm is far larger than others').
+    pub include_bos: bool,
+    /// Include padding rows (default false).
+    pub include_pad: bool,
+    /// Train, validation or all documents (default train).
+    pub split: Split,
+    /// Fraction of documents in the validation split, in `[0, 1]` (default 0: no validation).
+    pub validation_fraction: f64,
+    /// Drop the last batch if it is smaller than `batch_size` (default false).
+    pub drop_last: bool,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            batch_size: 4096,
+            seed: 0,
+            include_bos: false,
+            include_pad: false,
+            split: Split::Train,
+            validation_fraction: 0.0,
+            drop_last: false,
+        }
+    }
+}
+
+/// An activation store opened for reading.
+///
+/// Rows are numbered globally in store order (shard 0's rows, then shard 1's, ...).
+#[derive(Debug)]
+pub struct ActivationStore {
+    dir: PathBuf,
+    manifest: Manifest,
+    shards: Vec<MappedShard>,
+    /// First global row of each shard, plus the total at the end.
+    offsets: Vec<u64>,
+}
+
+impl ActivationStore {
+    /// Opens the store in `dir`, checking every listed shard including its checksum.
+    ///
+    /// Errors: [`CacheError::MissingManifest`], [`CacheError::ManifestJson`],
+    /// [`CacheError::ManifestInconsistent`], [`CacheError::MissingShard`], [`CacheError::ShardSize`],
+    /// [`CacheError::ChecksumMismatch`], [`CacheError::CorruptShard`], [`CacheError::ShardMismatch`].
+    /// Shard files the manifest does not list (an interrupted run's) are ignored.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, &OpenOptions::default())
+    }
+
+    /// [`open`](Self::open) with explicit checks.
+    pub fn open_with(dir: impl AsRef<Path>, options: &OpenOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest = Manifest::load(&dir)?;
+        let shards = manifest
+            .shards
+            .iter()
+            .map(|entry| MappedShard::open(&dir, entry, &manifest, options.verify_checksums))
+            .collect::<Result<Vec<_>>>()?;
+        let mut totals = [
+            ModelStatistics::new(manifest.d_model),
+            ModelStatistics::new(manifest.d_model),
+        ];
+        for shard in &shards {
+            for (total, s) in totals.iter_mut().zip(shard.statistics()) {
+                total.merge(&s);
+            }
+        }
+        for (m, (total, listed)) in totals.iter().zip(&manifest.statistics).enumerate() {
+            if !total.approx_eq(listed, 1e-9) {
+                return Err(CacheError::ManifestInconsistent {
+                    path: Manifest::path(&dir),
+                    field: format!("statistics[{m}]"),
+                    reason: "differs from the sum of the shards' own statistics".into(),
+                });
+            }
+        }
+        let mut offsets = Vec::with_capacity(shards.len() + 1);
+        let mut total = 0u64;
+        for shard in &shards {
+            offsets.push(total);
+            total += shard.n_tokens() as u64;
+        }
+        offsets.push(total);
+        Ok(ActivationStore {
+            dir,
+            manifest,
+            shards,
+            offsets,
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Rows stored.
+    pub fn n_tokens(&self) -> u64 {
+        self.manifest.n_tokens
+    }
+
+    /// Width of the activations.
+    pub fn d_model(&self) -> usize {
+        self.manifest.d_model
+    }
+
+    /// Per-model statistics (index 0 = base, 1 = chat).
+    pub fn statistics(&self) -> &[ModelStatistics; 2] {
+        &self.manifest.statistics
+    }
+
+    /// Per-model normalisation factors `sqrt(d_model) / mean ||x||` (the ckkissane recipe: a factor
+    /// multiplies that model's activations before encoding), from the stored statistics. BOS rows
+    /// are excluded unless `include_bos` (the replication included them; pass `true` for parity).
+    /// A model with no counted row gets 1.
+    pub fn normalization_factors(&self, include_bos: bool) -> [f32; 2] {
+        [0, 1].map(|m| self.manifest.statistics[m].normalization_factor(include_bos))
+    }
+
+    /// Checks that the store was made from `models` (base, chat; compared with the manifest's model
+    /// names) at `hook` with width `d_model`: [`CacheError::IncompatibleStore`] names what differs.
+    pub fn check_compatible(&self, models: [&str; 2], hook: &str, d_model: usize) -> Result<()> {
+        let differ = |field: String, store: String, expected: String| {
+            Err(CacheError::IncompatibleStore {
+                dir: self.dir.clone(),
+                field,
+                store,
+                expected,
+            })
+        };
+        for (m, name) in models.iter().enumerate() {
+            if self.manifest.models[m].name != *name {
+                return differ(
+                    format!("models[{m}]"),
+                    self.manifest.models[m].name.clone(),
+                    name.to_string(),
+                );
+            }
+        }
+        let same_hook = match (
+            self.manifest.hook.parse::<HookPoint>(),
+            hook.parse::<HookPoint>(),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.manifest.hook == hook,
+        };
+        if !same_hook {
+            return differ("hook".into(), self.manifest.hook.clone(), hook.into());
+        }
+        if self.manifest.d_model != d_model {
+            return differ(
+                "d_model".into(),
+                self.manifest.d_model.to_string(),
+                d_model.to_string(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The shard holding global row `row` and the row's index inside it.
+    fn locate(&self, row: u64) -> Option<(&MappedShard, usize)> {
+        if row >= self.offsets.last().copied().unwrap_or(0) {
+            return None;
+        }
+        let s = self.offsets.partition_point(|&o| o <= row) - 1;
+        Some((&self.shards[s], (row - self.offsets[s]) as usize))
+    }
+
+    /// The metadata of global row `row` (`None` past the end).
+    pub fn token_meta(&self, row: u64) -> Option<TokenMeta> {
+        self.locate(row).map(|(shard, i)| shard.meta(i))
+    }
+
+    /// Global rows `rows` as `[rows.len(), 2, d_model]` f32 (base `[.., 0, ..]`, chat `[.., 1, ..]`).
+    pub fn read_rows(&self, rows: &[u64]) -> Result<Array3<f32>> {
+        let mut out = Array3::<f32>::zeros((rows.len(), 2, self.d_model()));
+        for (mut dst, &row) in out.outer_iter_mut().zip(rows) {
+            let (shard, i) = self.locate(row).ok_or_else(|| CacheError::InvalidInput {
+                reason: format!("row {row} is past the store's {} rows", self.n_tokens()),
+            })?;
+            shard.read_row(i, dst.iter_mut());
+        }
+        Ok(out)
+    }
+
+    /// The global rows `options` selects (BOS, padding and split filters), in store order.
+    pub fn selected_rows(&self, options: &BatchOptions) -> Result<Vec<u64>> {
+        if !(0.0..=1.0).contains(&options.validation_fraction) {
+            return Err(CacheError::InvalidInput {
+                reason: format!(
+                    "validation_fraction {} is outside [0, 1]",
+                    options.validation_fraction
+                ),
+            });
+        }
+        let mut skip = 0u8;
+        if !options.include_bos {
+            skip |= FLAG_BOS;
+        }
+        if !options.include_pad {
+            skip |= FLAG_PAD;
+        }
+        let mut rows = Vec::new();
+        for (shard, &offset) in self.shards.iter().zip(&self.offsets) {
+            for i in 0..shard.n_tokens() {
+                if shard.flags(i) & skip != 0 {
+                    continue;
+                }
+                let keep = match options.split {
+                    Split::All => true,
+                    Split::Train => !in_validation(shard.prompt(i), options.validation_fraction),
+                    Split::Validation => {
+                        in_validation(shard.prompt(i), options.validation_fraction)
+                    }
+                };
+                if keep {
+                    rows.push(offset + i as u64);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// One epoch of shuffled batches `[batch_size, 2, d_model]` (f32 whatever the storage dtype):
+    /// every selected row exactly once, in an order drawn from `options.seed` across all shards.
+    pub fn batches(&self, options: BatchOptions) -> Result<Batches<'_>> {
+        if options.batch_size == 0 {
+            return Err(CacheError::InvalidInput {
+                reason: "batch_size must be positive".into(),
+            });
+        }
+        let mut order = self.selected_rows(&options)?;
+        shuffle(&mut order, options.seed);
+        if options.drop_last {
+            order.truncate(order.len() - order.len() % options.batch_size);
+        }
+        Ok(Batches {
+            store: self,
+            order,
+            next: 0,
+            batch_size: options.batch_size,
+        })
+    }
+}
+
+/// An epoch of batches from [`ActivationStore::batches`].
+#[derive(Debug)]
+pub struct Batches<'a> {
+    store: &'a ActivationStore,
+    order: Vec<u64>,
+    next: usize,
+    batch_size: usize,
+}
+
+impl Batches<'_> {
+    /// The epoch's global rows, in the order the batches deliver them.
+    pub fn rows(&self) -> &[u64] {
+        &self.order
+    }
+
+    /// Rows in the epoch.
+    pub fn n_tokens(&self) -> usize {
+        self.order.len()
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Array3<f32>;
+
+    fn next(&mut self) -> Option<Array3<f32>> {
+        if self.next >= self.order.len() {
+            return None;
+        }
+        let end = (self.next + self.batch_size).min(self.order.len());
+        let rows = &self.order[self.next..end];
+        self.next = end;
+        let mut out = Array3::<f32>::zeros((rows.len(), 2, self.store.d_model()));
+        for (mut dst, &row) in out.outer_iter_mut().zip(rows) {
+            if let Some((shard, i)) = self.store.locate(row) {
+                shard.read_row(i, dst.iter_mut());
+            }
+        }
+        Some(out)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = (self.order.len() - self.next).div_ceil(self.batch_size);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Batches<'_> {}
+
+/// SplitMix64: a small, fast, well-mixed 64-bit generator (Steele, Lea, Flood 2014), fixed here
+/// so that a seed gives the same order on every platform and version.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(self.0)
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift; bias below 2^-40 for any realistic `n`).
+    fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fisher-Yates shuffle seeded by `seed`.
+fn shuffle(rows: &mut [u64], seed: u64) {
+    let mut rng = SplitMix64(seed);
+    for i in (1..rows.len()).rev() {
+        let j = rng.below(i + 1);
+        rows.swap(i, j);
+    }
+}
+
+/// Whether document `prompt` is in the validation split of `fraction`.
+fn in_validation(prompt: u64, fraction: f64) -> bool {
+    const SALT: u64 = 0x5EED_0F5A_117D_A7C3;
+    let u = (mix64(prompt ^ SALT) >> 11) as f64 / (1u64 << 53) as f64;
+    u < fraction
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let mut a: Vec<u64> = (0..1000).collect();
+        let mut b = a.clone();
+        shuffle(&mut a, 7);
+        shuffle(&mut b, 7);
+        assert_eq!(a, b);
+        let mut c: Vec<u64> = (0..1000).collect();
+        shuffle(&mut c, 8);
+        assert_ne!(a, c);
+        a.sort_unstable();
+        assert_eq!(a, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn validation_fraction_is_respected() {
+        let n = (0..100_000).filter(|&p| in_validation(p, 0.1)).count();
+        assert!((9_000..11_000).contains(&n), "{n}");
+        assert_eq!((0..1000).filter(|&p| in_validation(p, 0.0)).count(), 0);
+        assert_eq!((0..1000).filter(|&p| in_validation(p, 1.0)).count(), 1000);
+    }
+}

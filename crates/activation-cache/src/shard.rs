@@ -1,0 +1,565 @@
+//! One shard file: a safetensors file holding the paired activations of a run of whole corpus
+//! documents, their per-token metadata and the shard's sufficient statistics.
+//!
+//! | tensor | dtype | shape | meaning |
+//! |---|---|---|---|
+//! | `activations` | F32 or BF16 | `[n, 2, d_model]` | row `i`: base `[i, 0]`, chat `[i, 1]` |
+//! | `prompt` | I64 | `[n]` | corpus document index |
+//! | `position` | I64 | `[n]` | position in the document (0 = `<bos>`) |
+//! | `token_id` | I64 | `[n]` | token id |
+//! | `flags` | U8 | `[n]` | bit 0 BOS, bit 1 padding, bit 2 chat template |
+//! | `documents` | I64 | `[2]` | corpus documents covered, `[start, end)` |
+//! | `stats.count` | I64 | `[2]` | rows counted: all non-padding, non-padding non-BOS |
+//! | `stats.sum`, `stats.sum_sq` | F64 | `[2, 2, d_model]` | `[model, subset, d]`, subset 0 = all, 1 = without BOS |
+//! | `stats.sum_norm` | F64 | `[2, 2]` | `[model, subset]` |
+//!
+//! The safetensors `__metadata__` holds one key, `format` = `stereo-activation-shard/1` (one key,
+//! so that the same content always gives the same bytes and checksum).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use half::bf16;
+use memmap2::Mmap;
+use ndarray::{ArrayView1, ArrayView3};
+use safetensors::tensor::{SafeTensors, View};
+use safetensors::Dtype;
+use sha2::{Digest, Sha256};
+
+use crate::atomic::sync_file;
+use crate::error::{CacheError, Result};
+use crate::manifest::{Manifest, ShardEntry, StoreDtype};
+use crate::stats::{ModelStatistics, Moments};
+use crate::stereo::TokenMeta;
+
+/// `flags` bit of the `<bos>` token.
+pub const FLAG_BOS: u8 = 1;
+/// `flags` bit of a padding row.
+pub const FLAG_PAD: u8 = 2;
+/// `flags` bit of a chat-template token.
+pub const FLAG_TEMPLATE: u8 = 4;
+
+/// The `format` metadata value of a shard (name / format version).
+const SHARD_FORMAT: &str = "stereo-activation-shard/1";
+
+/// The `flags` byte of a token.
+pub(crate) fn flags_of(meta: &TokenMeta) -> u8 {
+    let bit = |set: bool, flag: u8| if set { flag } else { 0 };
+    bit(meta.is_bos, FLAG_BOS) | bit(meta.is_pad, FLAG_PAD) | bit(meta.is_template, FLAG_TEMPLATE)
+}
+
+/// What writing a shard produced.
+#[derive(Debug, Clone)]
+pub(crate) struct WrittenShard {
+    /// The manifest entry (file name filled in by the caller).
+    pub entry: ShardEntry,
+    /// Statistics of the stored (rounded) values, per model.
+    pub statistics: [ModelStatistics; 2],
+}
+
+/// An owned tensor for the safetensors serializer.
+struct Owned {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for Owned {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn i64_bytes(values: impl Iterator<Item = i64>) -> Vec<u8> {
+    values.flat_map(i64::to_le_bytes).collect()
+}
+
+fn f64_bytes<'a>(values: impl Iterator<Item = &'a f64>) -> Vec<u8> {
+    values.flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes a shard to `path` (the caller's temporary file) and flushes it to disk.
+///
+/// `activations` is `[n, 2, d_model]`, `tokens` has `n` entries, `documents` is the corpus range
+/// `[start, end)` the rows come from. Statistics are computed on the values as stored (after
+/// rounding to bf16), so they always describe exactly what a reader gets.
+pub(crate) fn write_shard(
+    path: &Path,
+    activations: ArrayView3<f32>,
+    tokens: &[TokenMeta],
+    documents: [usize; 2],
+    dtype: StoreDtype,
+) -> Result<WrittenShard> {
+    let (n, pair, d) = activations.dim();
+    if pair != 2 || n != tokens.len() || n == 0 || d == 0 {
+        return Err(CacheError::InvalidInput {
+            reason: format!(
+                "a shard needs activations [n, 2, d] with n = {} token rows and n, d > 0; got {:?}",
+                tokens.len(),
+                activations.shape()
+            ),
+        });
+    }
+    let mut statistics = [ModelStatistics::new(d), ModelStatistics::new(d)];
+    let mut data = Vec::with_capacity(n * 2 * d * dtype.size());
+    let mut stored = vec![0f32; d];
+    for (i, meta) in tokens.iter().enumerate() {
+        for (m, stats) in statistics.iter_mut().enumerate() {
+            let row = activations.slice(ndarray::s![i, m, ..]);
+            for (s, &x) in stored.iter_mut().zip(row.iter()) {
+                match dtype {
+                    StoreDtype::F32 => {
+                        data.extend_from_slice(&x.to_le_bytes());
+                        *s = x;
+                    }
+                    StoreDtype::Bf16 => {
+                        let b = bf16::from_f32(x);
+                        data.extend_from_slice(&b.to_bits().to_le_bytes());
+                        *s = b.to_f32();
+                    }
+                }
+            }
+            if !meta.is_pad {
+                stats.push(ArrayView1::from(&stored[..]), meta.is_bos);
+            }
+        }
+    }
+    let activations_dtype = match dtype {
+        StoreDtype::F32 => Dtype::F32,
+        StoreDtype::Bf16 => Dtype::BF16,
+    };
+    let counts = [
+        statistics[0].all.count as i64,
+        statistics[0].without_bos.count as i64,
+    ];
+    let subsets = |m: &ModelStatistics| [m.all.clone(), m.without_bos.clone()];
+    let moments: Vec<Moments> = statistics.iter().flat_map(subsets).collect();
+    let tensors = vec![
+        (
+            "activations",
+            Owned {
+                dtype: activations_dtype,
+                shape: vec![n, 2, d],
+                data,
+            },
+        ),
+        (
+            "prompt",
+            Owned {
+                dtype: Dtype::I64,
+                shape: vec![n],
+                data: i64_bytes(tokens.iter().map(|t| t.prompt as i64)),
+            },
+        ),
+        (
+            "position",
+            Owned {
+                dtype: Dtype::I64,
+                shape: vec![n],
+                data: i64_bytes(tokens.iter().map(|t| t.position as i64)),
+            },
+        ),
+        (
+            "token_id",
+            Owned {
+                dtype: Dtype::I64,
+                shape: vec![n],
+                data: i64_bytes(tokens.iter().map(|t| i64::from(t.token_id))),
+            },
+        ),
+        (
+            "flags",
+            Owned {
+                dtype: Dtype::U8,
+                shape: vec![n],
+                data: tokens.iter().map(flags_of).collect(),
+            },
+        ),
+        (
+            "documents",
+            Owned {
+                dtype: Dtype::I64,
+                shape: vec![2],
+                data: i64_bytes(documents.iter().map(|&d| d as i64)),
+            },
+        ),
+        (
+            "stats.count",
+            Owned {
+                dtype: Dtype::I64,
+                shape: vec![2],
+                data: i64_bytes(counts.into_iter()),
+            },
+        ),
+        (
+            "stats.sum",
+            Owned {
+                dtype: Dtype::F64,
+                shape: vec![2, 2, d],
+                data: f64_bytes(moments.iter().flat_map(|m| &m.sum)),
+            },
+        ),
+        (
+            "stats.sum_sq",
+            Owned {
+                dtype: Dtype::F64,
+                shape: vec![2, 2, d],
+                data: f64_bytes(moments.iter().flat_map(|m| &m.sum_sq)),
+            },
+        ),
+        (
+            "stats.sum_norm",
+            Owned {
+                dtype: Dtype::F64,
+                shape: vec![2, 2],
+                data: f64_bytes(moments.iter().map(|m| &m.sum_norm)),
+            },
+        ),
+    ];
+    let metadata = HashMap::from([("format".to_string(), SHARD_FORMAT.to_string())]);
+    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| {
+        CacheError::io(
+            path,
+            std::io::Error::other(format!("cannot write the shard: {e}")),
+        )
+    })?;
+    sync_file(path)?;
+    let (bytes, sha256) = hash_file(path)?;
+    let count = |bit: u8| tokens.iter().filter(|t| flags_of(t) & bit != 0).count() as u64;
+    Ok(WrittenShard {
+        entry: ShardEntry {
+            file: String::new(),
+            n_tokens: n as u64,
+            n_bos: count(FLAG_BOS),
+            n_pad: count(FLAG_PAD),
+            n_template: count(FLAG_TEMPLATE),
+            documents,
+            bytes,
+            sha256,
+        },
+        statistics,
+    })
+}
+
+/// Size and sha256 (lowercase hex) of a file, read from disk.
+pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let mut file = File::open(path).map_err(|e| CacheError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let k = file.read(&mut buf).map_err(|e| CacheError::io(path, e))?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        bytes += k as u64;
+    }
+    Ok((bytes, format!("{:x}", hasher.finalize())))
+}
+
+/// A validated, memory-mapped shard.
+#[derive(Debug)]
+pub(crate) struct MappedShard {
+    mmap: Mmap,
+    n: usize,
+    d: usize,
+    dtype: StoreDtype,
+    activations: Range<usize>,
+    prompt: Range<usize>,
+    position: Range<usize>,
+    token_id: Range<usize>,
+    flags: Range<usize>,
+    stats: [Range<usize>; 4],
+}
+
+impl MappedShard {
+    /// Maps `dir/entry.file` and checks it against the manifest: existence, size, checksum (if
+    /// `verify_checksum`), format, tensor names, dtypes and shapes, document range and flag counts.
+    pub fn open(
+        dir: &Path,
+        entry: &ShardEntry,
+        manifest: &Manifest,
+        verify_checksum: bool,
+    ) -> Result<Self> {
+        let path = dir.join(&entry.file);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CacheError::MissingShard { shard: path })
+            }
+            Err(e) => return Err(CacheError::io(&path, e)),
+        };
+        let actual = file.metadata().map_err(|e| CacheError::io(&path, e))?.len();
+        if actual != entry.bytes {
+            return Err(CacheError::ShardSize {
+                shard: path,
+                expected: entry.bytes,
+                actual,
+            });
+        }
+        // SAFETY: shards are immutable once committed (written to a temporary file, then renamed);
+        // the store never modifies or truncates a committed shard while it is mapped.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(&path, e))?;
+        if verify_checksum {
+            let actual = format!("{:x}", Sha256::digest(&mmap[..]));
+            if actual != entry.sha256 {
+                return Err(CacheError::ChecksumMismatch {
+                    shard: path,
+                    expected: entry.sha256.clone(),
+                    actual,
+                });
+            }
+        }
+        Self::parse(path, mmap, entry, manifest)
+    }
+
+    fn parse(path: PathBuf, mmap: Mmap, entry: &ShardEntry, manifest: &Manifest) -> Result<Self> {
+        let st = SafeTensors::deserialize(&mmap[..])
+            .map_err(|e| CacheError::corrupt(&path, format!("not a safetensors file: {e}")))?;
+        let (_, header) = SafeTensors::read_metadata(&mmap[..])
+            .map_err(|e| CacheError::corrupt(&path, format!("not a safetensors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let field = |key: &str| {
+            meta.get(key)
+                .cloned()
+                .ok_or_else(|| CacheError::corrupt(&path, format!("metadata `{key}` is missing")))
+        };
+        let format = field("format")?;
+        if format != SHARD_FORMAT {
+            return Err(CacheError::corrupt(
+                &path,
+                format!("metadata `format` is `{format}`, expected `{SHARD_FORMAT}`"),
+            ));
+        }
+        let mismatch = |field: &str, manifest: String, shard: String| CacheError::ShardMismatch {
+            shard: path.clone(),
+            field: field.into(),
+            manifest,
+            shard_value: shard,
+        };
+        let base = mmap.as_ptr() as usize;
+        let tensor = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Range<usize>> {
+            let view = st
+                .tensor(name)
+                .map_err(|_| CacheError::corrupt(&path, format!("tensor `{name}` is missing")))?;
+            if view.dtype() != dtype {
+                return Err(CacheError::corrupt(
+                    &path,
+                    format!("tensor `{name}` is {:?}, expected {dtype:?}", view.dtype()),
+                ));
+            }
+            if view.shape() != shape {
+                return Err(CacheError::corrupt(
+                    &path,
+                    format!(
+                        "tensor `{name}` has shape {:?}, expected {shape:?}",
+                        view.shape()
+                    ),
+                ));
+            }
+            let start = view.data().as_ptr() as usize - base;
+            Ok(start..start + view.data().len())
+        };
+        let acts = st
+            .tensor("activations")
+            .map_err(|_| CacheError::corrupt(&path, "tensor `activations` is missing"))?;
+        let shape = acts.shape().to_vec();
+        let dtype = match acts.dtype() {
+            Dtype::F32 => StoreDtype::F32,
+            Dtype::BF16 => StoreDtype::Bf16,
+            other => {
+                return Err(CacheError::corrupt(
+                    &path,
+                    format!("tensor `activations` is {other:?}, expected F32 or BF16"),
+                ))
+            }
+        };
+        if dtype != manifest.dtype {
+            return Err(mismatch(
+                "dtype",
+                manifest.dtype.to_string(),
+                dtype.to_string(),
+            ));
+        }
+        let &[n, pair, d] = shape.as_slice() else {
+            return Err(CacheError::corrupt(
+                &path,
+                format!("tensor `activations` has shape {shape:?}, expected [n, 2, d_model]"),
+            ));
+        };
+        if pair != 2 {
+            return Err(CacheError::corrupt(
+                &path,
+                format!("tensor `activations` has shape {shape:?}, expected [n, 2, d_model]"),
+            ));
+        }
+        if d != manifest.d_model {
+            return Err(mismatch(
+                "d_model",
+                manifest.d_model.to_string(),
+                d.to_string(),
+            ));
+        }
+        if n as u64 != entry.n_tokens {
+            return Err(mismatch(
+                "n_tokens",
+                entry.n_tokens.to_string(),
+                n.to_string(),
+            ));
+        }
+        let activations = tensor(
+            "activations",
+            if dtype == StoreDtype::F32 {
+                Dtype::F32
+            } else {
+                Dtype::BF16
+            },
+            &[n, 2, d],
+        )?;
+        let (prompt, position, token_id, flags) = (
+            tensor("prompt", Dtype::I64, &[n])?,
+            tensor("position", Dtype::I64, &[n])?,
+            tensor("token_id", Dtype::I64, &[n])?,
+            tensor("flags", Dtype::U8, &[n])?,
+        );
+        let stats = [
+            tensor("stats.count", Dtype::I64, &[2])?,
+            tensor("stats.sum", Dtype::F64, &[2, 2, d])?,
+            tensor("stats.sum_sq", Dtype::F64, &[2, 2, d])?,
+            tensor("stats.sum_norm", Dtype::F64, &[2, 2])?,
+        ];
+        let range = tensor("documents", Dtype::I64, &[2])?;
+        let at = |k: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&mmap[range.start + 8 * k..range.start + 8 * k + 8]);
+            i64::from_le_bytes(b)
+        };
+        let documents = [at(0), at(1)];
+        if documents != entry.documents.map(|d| d as i64) {
+            return Err(mismatch(
+                "documents",
+                format!("{:?}", entry.documents),
+                format!("{documents:?}"),
+            ));
+        }
+        drop(st);
+        let shard = MappedShard {
+            mmap,
+            n,
+            d,
+            dtype,
+            activations,
+            prompt,
+            position,
+            token_id,
+            flags,
+            stats,
+        };
+        let count = |bit: u8| (0..n).filter(|&i| shard.flags(i) & bit != 0).count() as u64;
+        for (field, bit, listed) in [
+            ("n_bos", FLAG_BOS, entry.n_bos),
+            ("n_pad", FLAG_PAD, entry.n_pad),
+            ("n_template", FLAG_TEMPLATE, entry.n_template),
+        ] {
+            let actual = count(bit);
+            if actual != listed {
+                return Err(mismatch(field, listed.to_string(), actual.to_string()));
+            }
+        }
+        Ok(shard)
+    }
+
+    /// Number of rows.
+    pub fn n_tokens(&self) -> usize {
+        self.n
+    }
+
+    fn i64_at(&self, range: &Range<usize>, i: usize) -> i64 {
+        let at = range.start + 8 * i;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.mmap[at..at + 8]);
+        i64::from_le_bytes(b)
+    }
+
+    fn f64_at(&self, range: &Range<usize>, i: usize) -> f64 {
+        f64::from_bits(self.i64_at(range, i) as u64)
+    }
+
+    /// The `flags` byte of row `i`.
+    pub fn flags(&self, i: usize) -> u8 {
+        self.mmap[self.flags.start + i]
+    }
+
+    /// The corpus document of row `i`.
+    pub fn prompt(&self, i: usize) -> u64 {
+        self.i64_at(&self.prompt, i) as u64
+    }
+
+    /// The metadata of row `i`.
+    pub fn meta(&self, i: usize) -> TokenMeta {
+        let flags = self.flags(i);
+        TokenMeta {
+            prompt: self.i64_at(&self.prompt, i) as usize,
+            position: self.i64_at(&self.position, i) as usize,
+            token_id: self.i64_at(&self.token_id, i) as u32,
+            is_bos: flags & FLAG_BOS != 0,
+            is_pad: flags & FLAG_PAD != 0,
+            is_template: flags & FLAG_TEMPLATE != 0,
+        }
+    }
+
+    /// Writes row `i` (`[2, d_model]`, base then chat) as f32 into the `2 * d_model` places of
+    /// `out`.
+    pub fn read_row<'a>(&self, i: usize, out: impl Iterator<Item = &'a mut f32>) {
+        let width = 2 * self.d;
+        let size = self.dtype.size();
+        let start = self.activations.start + i * width * size;
+        let bytes = &self.mmap[start..start + width * size];
+        match self.dtype {
+            StoreDtype::F32 => {
+                for (o, b) in out.zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            StoreDtype::Bf16 => {
+                for (o, b) in out.zip(bytes.chunks_exact(2)) {
+                    *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+                }
+            }
+        }
+    }
+
+    /// The shard's own statistics (`stats.*` tensors), per model.
+    pub fn statistics(&self) -> [ModelStatistics; 2] {
+        let [count, sum, sum_sq, sum_norm] = &self.stats;
+        let d = self.d;
+        let moments = |m: usize, subset: usize| Moments {
+            count: self.i64_at(count, subset) as u64,
+            sum: (0..d)
+                .map(|k| self.f64_at(sum, (m * 2 + subset) * d + k))
+                .collect(),
+            sum_sq: (0..d)
+                .map(|k| self.f64_at(sum_sq, (m * 2 + subset) * d + k))
+                .collect(),
+            sum_norm: self.f64_at(sum_norm, m * 2 + subset),
+        };
+        [0, 1].map(|m| ModelStatistics {
+            all: moments(m, 0),
+            without_bos: moments(m, 1),
+        })
+    }
+}
