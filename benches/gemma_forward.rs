@@ -4,7 +4,10 @@
 //! Throughput is reported in tokens/s; see `benches/README.md` for recorded numbers.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gemma_model::{random_model, BackendKind, Gemma2Config, HookPoint, LoadOptions, PaddingSide, RunRequest, TokenBatch};
+use gemma_model::{
+    random_model, BackendKind, Gemma2Config, HookPoint, LoadOptions, PaddingSide, RunRequest,
+    TokenBatch,
+};
 
 const STOP_AT_LAYER: usize = 13;
 
@@ -22,8 +25,12 @@ fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemma2_2b_to_layer13");
     group.sample_size(10);
     for backend in backends() {
-        let options = LoadOptions { stop_at_layer: Some(STOP_AT_LAYER), unembedding: false, ..LoadOptions::default() }
-            .with_backend(backend);
+        let options = LoadOptions {
+            stop_at_layer: Some(STOP_AT_LAYER),
+            unembedding: false,
+            ..LoadOptions::default()
+        }
+        .with_backend(backend);
         let model = match random_model(&config, &options, 0) {
             Ok(model) => model,
             Err(e) => {
@@ -32,14 +39,27 @@ fn forward(c: &mut Criterion) {
             }
         };
         for (batch, seq_len) in [(1usize, 64usize), (8, 64)] {
-            let seqs: Vec<Vec<u32>> =
-                (0..batch).map(|b| (0..seq_len).map(|t| if t == 0 { 2 } else { ((b * 7919 + t * 104_729) % 256_000) as u32 }).collect()).collect();
+            let seqs: Vec<Vec<u32>> = (0..batch)
+                .map(|b| {
+                    (0..seq_len)
+                        .map(|t| {
+                            if t == 0 {
+                                2
+                            } else {
+                                ((b * 7919 + t * 104_729) % 256_000) as u32
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
             let tokens = TokenBatch::new(&seqs, 0, PaddingSide::Right).unwrap();
             let request = RunRequest::capture([hook]);
             group.throughput(Throughput::Elements((batch * seq_len) as u64));
-            group.bench_with_input(BenchmarkId::new(backend.name(), format!("{batch}x{seq_len}")), &tokens, |bench, tokens| {
-                bench.iter(|| model.run(tokens, &request).unwrap())
-            });
+            group.bench_with_input(
+                BenchmarkId::new(backend.name(), format!("{batch}x{seq_len}")),
+                &tokens,
+                |bench, tokens| bench.iter(|| model.run(tokens, &request).unwrap()),
+            );
         }
     }
     group.finish();

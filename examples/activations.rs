@@ -21,8 +21,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use gemma_model::{
-    load_model, random_model, BackendKind, ChatMessage, ComputeDtype, Gemma2Config, HookPoint, LoadOptions, ModelSource,
-    PaddingSide, RunRequest, TokenBatch,
+    load_model, random_model, BackendKind, ChatMessage, ComputeDtype, Gemma2Config, HookPoint,
+    LoadOptions, ModelSource, PaddingSide, RunRequest, TokenBatch,
 };
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -84,7 +84,11 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let dtype: ComputeDtype = args.dtype.parse()?;
-    let hooks: Vec<HookPoint> = args.hooks.iter().map(|h| h.parse()).collect::<Result<_, _>>()?;
+    let hooks: Vec<HookPoint> = args
+        .hooks
+        .iter()
+        .map(|h| h.parse())
+        .collect::<Result<_, _>>()?;
     if let Some(preset) = &args.random_weights {
         return benchmark(&args, preset, dtype);
     }
@@ -92,7 +96,9 @@ fn main() -> Result<()> {
         bail!("give at least one --prompt");
     }
     if hooks.is_empty() && !args.logits {
-        bail!("nothing to capture: give --hook NAME (e.g. blocks.13.hook_resid_post) and/or --logits");
+        bail!(
+            "nothing to capture: give --hook NAME (e.g. blocks.13.hook_resid_post) and/or --logits"
+        );
     }
     let out = args.out.clone().context("--out is required")?;
 
@@ -105,7 +111,8 @@ fn main() -> Result<()> {
     } else if let Some(l) = args.stop_at_layer {
         options.stop_at_layer = Some(l);
     }
-    let source = ModelSource::parse(args.model.as_deref().unwrap_or_default())?.with_revision(args.revision.clone());
+    let source = ModelSource::parse(args.model.as_deref().unwrap_or_default())?
+        .with_revision(args.revision.clone());
 
     let start = Instant::now();
     let loaded = load_model(&source, &options)?;
@@ -117,7 +124,10 @@ fn main() -> Result<()> {
         args.backend,
         start.elapsed().as_secs_f64()
     );
-    let tokenizer = loaded.tokenizer.as_ref().context("the model directory has no tokenizer.json")?;
+    let tokenizer = loaded
+        .tokenizer
+        .as_ref()
+        .context("the model directory has no tokenizer.json")?;
     let ids = args
         .prompts
         .iter()
@@ -139,21 +149,46 @@ fn main() -> Result<()> {
 
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (hook, acts) in &output.activations {
-        tensors.push((hook.to_string(), Dtype::F32, acts.shape().to_vec(), f32_bytes(acts.iter())));
+        tensors.push((
+            hook.to_string(),
+            Dtype::F32,
+            acts.shape().to_vec(),
+            f32_bytes(acts.iter()),
+        ));
     }
     if let Some(logits) = &output.logits {
-        tensors.push(("logits".into(), Dtype::F32, logits.shape().to_vec(), f32_bytes(logits.iter())));
+        tensors.push((
+            "logits".into(),
+            Dtype::F32,
+            logits.shape().to_vec(),
+            f32_bytes(logits.iter()),
+        ));
     }
     let shape = vec![batch.batch_size(), batch.seq_len()];
-    tensors.push(("input_ids".into(), Dtype::I64, shape.clone(), i64_bytes(batch.ids_array().iter())));
-    tensors.push(("attention_mask".into(), Dtype::I64, shape, i64_bytes(batch.mask_array().iter())));
+    tensors.push((
+        "input_ids".into(),
+        Dtype::I64,
+        shape.clone(),
+        i64_bytes(batch.ids_array().iter()),
+    ));
+    tensors.push((
+        "attention_mask".into(),
+        Dtype::I64,
+        shape,
+        i64_bytes(batch.mask_array().iter()),
+    ));
     let views = tensors
         .iter()
-        .map(|(name, dtype, shape, bytes)| Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes)?)))
+        .map(|(name, dtype, shape, bytes)| {
+            Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes)?))
+        })
         .collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([
         ("model".to_string(), source.to_string()),
-        ("revision".to_string(), loaded.revision.clone().unwrap_or_default()),
+        (
+            "revision".to_string(),
+            loaded.revision.clone().unwrap_or_default(),
+        ),
         ("chat_template".to_string(), args.chat_template.to_string()),
         ("padding".to_string(), "right".to_string()),
     ]);
@@ -194,13 +229,22 @@ fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
         weight_bytes as f64 / 1e9,
         start.elapsed().as_secs_f64()
     );
-    let mut state = args.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = args
+        .seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let sequences: Vec<Vec<u32>> = (0..args.batch)
         .map(|_| {
             (0..args.seq_len)
                 .map(|i| {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    if i == 0 { config.bos_token_id } else { (state >> 33) as u32 % config.vocab_size as u32 }
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    if i == 0 {
+                        config.bos_token_id
+                    } else {
+                        (state >> 33) as u32 % config.vocab_size as u32
+                    }
                 })
                 .collect()
         })
@@ -236,7 +280,12 @@ fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
 
 /// Multiply-add FLOPs (2 per MAC) of one sequence of `t` tokens through `n_layers` layers.
 fn forward_flops(c: &Gemma2Config, n_layers: usize, t: usize) -> f64 {
-    let (d, q, kv, ff) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim, c.intermediate_size);
+    let (d, q, kv, ff) = (
+        c.hidden_size,
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+        c.intermediate_size,
+    );
     let per_token = 2 * (d * q + 2 * d * kv + q * d + 3 * d * ff);
     let attention = 2 * 2 * c.num_attention_heads * c.head_dim * t * t; // scores and weighted sum
     (n_layers * (per_token * t + attention)) as f64

@@ -6,7 +6,7 @@
 //! - Offline mode (`HF_HUB_OFFLINE=1`, or [`HubOptions::offline`]) only reads the cache:
 //!   `models--org--name/refs/<revision>` names the snapshot, `snapshots/<commit>/...` holds the files.
 //! - Online, the repository listing picks the layout, then the files are downloaded into the cache
-//!   (`HF_TOKEN` or the cached token file authenticates gated repositories).
+//!   (`HF_TOKEN` or the cached token file authenticates gated repositories; `HF_ENDPOINT` selects a mirror).
 
 use std::path::{Path, PathBuf};
 
@@ -110,6 +110,12 @@ pub(crate) fn resolve(id: &str, options: &HubOptions) -> Result<PathBuf> {
     let mut builder = ApiBuilder::from_cache(options.cache()).with_progress(false);
     if token.is_some() {
         builder = builder.with_token(token);
+    }
+    if let Some(endpoint) = std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+    {
+        builder = builder.with_endpoint(endpoint);
     }
     let api = builder
         .build()

@@ -34,6 +34,9 @@
 //!   ([`RelativeNormThresholds`], [`DecoderAnalysis`]), decoder cosine similarity; [`plot`] draws the
 //!   relative-norm histogram to a PNG.
 //!
+//! Latent scaling (Minder et al., a later issue) needs nothing more than this trait: per-latent decoder
+//! vectors ([`Crosscoder::decoder_vectors`]), raw latents and reconstructions ([`Crosscoder::forward`]).
+//!
 //! Activations that do not match the crosscoder (`n_models` or `d`) are a typed error
 //! ([`CrosscoderError::ActivationShape`]) before any compute.
 //!

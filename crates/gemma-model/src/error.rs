@@ -124,7 +124,7 @@ pub enum GemmaError {
         name: String,
     },
     /// A hook or layer beyond the model.
-    #[error("hook `{hook}` needs layer {layer}, but the model has {n_layers} layers (0..={last})", last = n_layers.saturating_sub(1))]
+    #[error("`{hook}` needs layer {layer}, but the model has {n_layers} layers (0..={last})", last = n_layers.saturating_sub(1))]
     HookOutOfRange {
         /// The hook.
         hook: String,

@@ -112,7 +112,9 @@ impl LoadOptions {
         if let Some(l) = self.stop_at_layer {
             if l >= config.num_hidden_layers {
                 return Err(GemmaError::HookOutOfRange {
-                    hook: format!("stop_at_layer {l}"),
+                    hook: format!(
+                        "stop_at_layer = {l} (the deepest layer the requested hooks need)"
+                    ),
                     layer: l,
                     n_layers: config.num_hidden_layers,
                 });

@@ -63,5 +63,6 @@ pub fn assert_close(what: &str, actual: &[f32], actual_shape: &[usize], expected
     assert_eq!(actual_shape, expected.shape(), "{what}: shape");
     let e: Vec<f32> = expected.iter().copied().collect();
     let err = rel_err(actual, &e);
+    eprintln!("{what}: relative error {err:.2e}");
     assert!(err <= 1e-5, "{what}: relative error {err:.3e} > 1e-5");
 }
