@@ -1,0 +1,611 @@
+//! `report.html`: one self-contained file (inline CSS, figures as base64 `data:` URIs, no script, no
+//! network) with the run's facts, the conclusion, per-contrast tables, the figures, the verification
+//! table and, for every candidate, every verification prompt with its tokens shaded by the
+//! candidate's activation (hover a token for its value). All text from the data is HTML-escaped.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use persona_dataset::Expectation;
+
+use crate::error::{AnalysisError, Result};
+use crate::hunt::ContrastHunt;
+use crate::pipeline::{Day1Results, ProbeTokens, TokenRole};
+use crate::plots::expectation_color;
+use crate::summary::Day1Summary;
+
+/// Escapes `&`, `<`, `>`, `"` and `'` for HTML text and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Standard base64 (RFC 4648, with padding).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+const CSS: &str = r#"
+body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:24px auto;max-width:1240px;color:#1d1d1f;line-height:1.45;padding:0 16px}
+h1{font-size:26px;margin-bottom:4px}h2{font-size:21px;border-bottom:2px solid #e3e3e3;padding-bottom:4px;margin-top:36px}h3{font-size:17px;margin:22px 0 6px}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:13px}th,td{border:1px solid #d8d8d8;padding:3px 7px;text-align:right;vertical-align:top}
+th{background:#f3f4f6;text-align:center}td{white-space:nowrap}td.l,table.meta td{white-space:normal}td.l,th.l{text-align:left}table.meta td{text-align:left}
+.conclusion{background:#f0f7ff;border-left:5px solid #2f6fde;padding:12px 16px;margin:14px 0;font-size:17px}
+.conclusion.none{background:#fff6e8;border-left-color:#d98a00}.detail{font-size:13px;color:#555;margin-top:4px}
+.pass{color:#1a7f37;font-weight:600}.fail{color:#b42318;font-weight:600}.muted{color:#777}
+.badge{display:inline-block;min-width:66px;text-align:center;border-radius:3px;color:#fff;font-size:11px;padding:1px 4px;margin-right:6px}
+img{max-width:100%;border:1px solid #e3e3e3;margin:6px 0}
+details{border:1px solid #e3e3e3;border-radius:4px;margin:8px 0;padding:4px 10px}summary{cursor:pointer;font-weight:600;padding:4px 0}
+.prompt{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12.5px;margin:3px 0;padding:2px 0;border-bottom:1px dotted #eee;display:flex;align-items:baseline}
+.prompt .meta{flex:0 0 215px;font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;font-size:12px}
+.prompt .toks{flex:1}.t{white-space:pre-wrap;border-radius:2px;padding:1px 0}
+.t.tp{outline:1px dotted #8a8a8a}.t.bos{color:#999}.t.np{opacity:.55}
+.scale{display:inline-block;width:180px;height:12px;vertical-align:middle;border:1px solid #ccc}
+.note{font-size:13px;color:#555}
+"#;
+
+fn fmt(x: f64, digits: usize) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else if x.is_infinite() {
+        if x > 0.0 {
+            "∞".into()
+        } else {
+            "-∞".into()
+        }
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
+fn fmt_p(p: f64) -> String {
+    if p.is_nan() {
+        "–".into()
+    } else if p < 1e-3 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+fn opt(x: Option<f64>, digits: usize) -> String {
+    x.map_or("–".into(), |v| fmt(v, digits))
+}
+
+fn class_name(c: crosscoder::LatentClass) -> &'static str {
+    match c {
+        crosscoder::LatentClass::Shared => "shared",
+        crosscoder::LatentClass::BaseOnly => "base-only",
+        crosscoder::LatentClass::ChatOnly => "chat-only",
+        crosscoder::LatentClass::Other => "other",
+    }
+}
+
+fn badge(e: Expectation) -> String {
+    let (r, g, b) = expectation_color(e);
+    format!(
+        "<span class=\"badge\" style=\"background:rgb({r},{g},{b})\">{}</span>",
+        e.label()
+    )
+}
+
+fn meta_table(r: &Day1Results, s: &Day1Summary, out: &mut String) {
+    let cc = r.info.crosscoder.as_ref().map_or_else(
+        || "none: residual dimensions (the notebook's fallback)".to_string(),
+        |c| {
+            format!(
+                "{} — F = {}, d = {}, {}, code norm {}, input {}",
+                c.source,
+                c.dict_size,
+                c.d_model,
+                c.activation,
+                c.code_normalization,
+                c.input_normalization
+            )
+        },
+    );
+    let o = &r.options;
+    let rows: Vec<(&str, String)> = vec![
+        ("base model (index 0)", r.info.base_model.clone()),
+        ("chat model (index 1)", r.info.chat_model.clone()),
+        (
+            "hook",
+            format!(
+                "{} (layer {}), d_model {}",
+                r.info.hook,
+                r.info.layer.map_or("–".into(), |l| l.to_string()),
+                r.info.d_model
+            ),
+        ),
+        ("features", r.kind.label()),
+        ("crosscoder", cc),
+        ("backend", r.info.backend.clone()),
+        (
+            "dataset",
+            format!("{} ({} items)", r.info.dataset, r.plan.dataset_items),
+        ),
+        (
+            "split",
+            format!(
+                "discovery ratio {}, seed {} ({} discovery items in all)",
+                o.discovery_ratio, o.seed, s.n_pairs_analyzed
+            ),
+        ),
+        (
+            "tokenization",
+            match o.tokenization {
+                activation_cache::TokenizationMode::Raw => {
+                    "raw: <bos> + text, same ids for both models".into()
+                }
+                activation_cache::TokenizationMode::ChatTemplate => {
+                    "Gemma chat template for both models".into()
+                }
+            },
+        ),
+        (
+            "pooling",
+            format!("{}: {}", o.pooling.name(), o.pooling.description()),
+        ),
+        ("statistics", s.statistics.test.clone()),
+        (
+            "multiple testing",
+            format!(
+                "{} at FDR {}; {}",
+                s.statistics.multiple_testing, o.hunt.fdr, s.statistics.tested
+            ),
+        ),
+        (
+            "ranking",
+            format!("{} (top_k = {})", s.statistics.ranking, o.hunt.top_k),
+        ),
+        (
+            "verification",
+            format!(
+                "threshold: {}; passes when AUROC ≥ {} and balanced accuracy ≥ {}",
+                s.statistics.threshold_rule, o.criteria.min_auroc, o.criteria.min_balanced_accuracy
+            ),
+        ),
+        (
+            "time",
+            format!(
+                "{:.1} s (runs {:.1} s, statistics {:.1} s, verification {:.1} s)",
+                r.timings.total_s,
+                r.timings.discovery_runs_s,
+                r.timings.statistics_s,
+                r.timings.verification_s
+            ),
+        ),
+    ];
+    out.push_str("<table class=\"meta\">");
+    for (k, v) in rows {
+        let _ = write!(
+            out,
+            "<tr><th class=\"l\">{}</th><td>{}</td></tr>",
+            escape(k),
+            escape(&v)
+        );
+    }
+    out.push_str("</table>");
+}
+
+fn conclusion(r: &Day1Results, out: &mut String) {
+    use crate::verify::ConclusionStatus;
+    for p in &r.conclusion.per_probe {
+        let class = if p.status == ConclusionStatus::Found {
+            "conclusion"
+        } else {
+            "conclusion none"
+        };
+        let _ = write!(
+            out,
+            "<div class=\"{class}\"><div><b>Probe <code>{}</code>:</b> {}</div><div class=\"detail\">{}</div></div>",
+            escape(&p.probe),
+            escape(&p.sentence),
+            escape(&p.details)
+        );
+    }
+    if r.conclusion.per_probe.is_empty() {
+        let _ = write!(
+            out,
+            "<div class=\"conclusion none\">{}</div>",
+            escape(&r.conclusion.sentence)
+        );
+    }
+}
+
+fn contrast_section(
+    r: &Day1Results,
+    c: usize,
+    h: &ContrastHunt,
+    s: &Day1Summary,
+    out: &mut String,
+) {
+    let cs = &s.contrasts[c];
+    let noun = r.kind.noun();
+    let _ = write!(
+        out,
+        "<h3>{} — {} vs {}</h3><p class=\"note\">{} discovery items, {} held-out items; {} of {} features tested (active anywhere); \
+         <b>{} significant</b> at FDR {} ({} more active on <i>{}</i>, {} on <i>{}</i>). Permutation test: {}; smallest attainable p {}, \
+         first BH cut {}.</p>",
+        escape(&h.contrast.category),
+        escape(&h.contrast.positive),
+        escape(&h.contrast.negative),
+        cs.discovery_items.len(),
+        cs.held_out_items.len(),
+        cs.n_tested,
+        cs.n_features,
+        cs.n_significant,
+        h.options.fdr,
+        cs.n_significant_positive,
+        escape(&h.contrast.positive),
+        cs.n_significant_negative,
+        escape(&h.contrast.negative),
+        if cs.permutation.exact {
+            "exact (all sign patterns)".to_string()
+        } else {
+            format!("Monte Carlo, up to {} patterns", cs.permutation.options.max_resamples)
+        },
+        fmt_p(cs.permutation.p_floor),
+        fmt_p(cs.permutation.first_bh_cut),
+    );
+    if !cs.permutation.resolvable {
+        let _ = write!(
+            out,
+            "<p class=\"fail\">Underpowered: with {} discovery items the smallest attainable p-value ({}) is above the first \
+             Benjamini-Hochberg cut ({}), so no feature of this contrast can be significant. Use more items (raise the discovery \
+             ratio or add items).</p>",
+            cs.discovery_items.len(),
+            fmt_p(cs.permutation.p_floor),
+            fmt_p(cs.permutation.first_bh_cut)
+        );
+    }
+    if h.candidates.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">No significant {} with a positive effect: no candidate from this contrast.</p>",
+            noun.to_lowercase()
+        );
+    } else {
+        out.push_str(
+            "<table><tr><th>rank</th><th>feature</th><th>decoder</th><th>rel. norm</th><th>cos</th><th>mean diff</th><th>sd</th>\
+             <th>d_z</th><th>sign frac.</th><th>mean pos.</th><th>mean neg.</th><th>p</th><th>q</th><th>held-out d_z</th>\
+             <th>held-out p</th><th>AUROC</th><th>bal. acc.</th><th>verified</th></tr>",
+        );
+        for f in &cs.candidates {
+            let v = f.verification.as_ref();
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>#{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                f.rank,
+                f.feature_idx,
+                f.decoder_class.map_or("–", class_name),
+                opt(f.relative_norm.map(f64::from), 2),
+                opt(f.cosine_similarity.map(f64::from), 2),
+                fmt(f.mean_score, 3),
+                opt(f.std_score, 3),
+                opt(f.effect_size, 2),
+                fmt(f.sign_fraction, 2),
+                fmt(f.mean_positive, 3),
+                fmt(f.mean_negative, 3),
+                fmt_p(f.p_value),
+                fmt_p(f.q_value),
+                opt(f.held_out.as_ref().and_then(|x| x.effect_size), 2),
+                f.held_out.as_ref().map_or("–".into(), |x| fmt_p(x.p_value)),
+                opt(v.and_then(|v| v.auroc), 2),
+                opt(v.and_then(|v| v.balanced_accuracy), 2),
+                match v {
+                    Some(v) if v.passed => "<span class=\"pass\">passed</span>",
+                    Some(_) => "<span class=\"fail\">failed</span>",
+                    None => "–",
+                }
+            );
+        }
+        out.push_str("</table>");
+    }
+    // The notebook's ranking for comparison.
+    let _ = write!(
+        out,
+        "<details><summary>The notebook's ranking on the same differences (top-{} per item, seen in ≥ 2 items, by mean score)</summary>\
+         <p class=\"note\">The notebook keeps a feature when it is among the {} largest differences of at least two items and sorts by \
+         the mean of those differences only; its std is the population sd of those values. The last columns show what the \
+         paired test over all items says about the same feature.</p><table><tr><th>#</th><th>feature</th><th>mean_score</th><th>std_score</th>\
+         <th>n_pairs</th><th>d_z (all items)</th><th>q</th><th>significant</th></tr>",
+        h.options.notebook_top_n, h.options.notebook_top_n
+    );
+    for (i, e) in h.notebook.iter().take(10).enumerate() {
+        let st = h.stats_of(e.feature_idx);
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            i + 1,
+            e.feature_idx,
+            fmt(e.mean_score, 3),
+            fmt(e.std_score, 3),
+            e.n_pairs,
+            st.map_or("–".into(), |s| fmt(s.summary.effect_size, 2)),
+            st.map_or("–".into(), |s| fmt_p(s.q_value)),
+            st.map_or("–", |s| if s.significant { "yes" } else { "no" }),
+        );
+    }
+    if h.notebook.is_empty() {
+        out.push_str("<tr><td colspan=\"8\" class=\"muted l\">no feature appeared in the top list of two items</td></tr>");
+    }
+    out.push_str("</table></details>");
+}
+
+fn figures(paths: &[PathBuf], out: &mut String) -> Result<()> {
+    for p in paths {
+        let bytes = std::fs::read(p).map_err(|e| AnalysisError::io(p, e))?;
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "<figure><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption class=\"note\">{}</figcaption></figure>",
+            escape(&name),
+            base64(&bytes),
+            escape(&name)
+        );
+    }
+    Ok(())
+}
+
+fn verification_table(r: &Day1Results, out: &mut String) {
+    if r.verifications.is_empty() {
+        out.push_str("<p class=\"muted\">No candidate to verify.</p>");
+        return;
+    }
+    out.push_str(
+        "<table><tr><th class=\"l\">contrast</th><th class=\"l\">probe</th><th>feature</th><th>threshold</th><th>AUROC</th>\
+         <th>ACTIVATE above</th><th>SILENT at/below</th><th>mean ACTIVATE</th><th>mean SILENT</th><th>mean NEUTRAL</th><th>verdict</th></tr>",
+    );
+    for v in &r.verifications {
+        let count = |e: Expectation| {
+            let all = v.prompts.iter().filter(|p| p.expected == e).count();
+            let ok = v
+                .prompts
+                .iter()
+                .filter(|p| p.expected == e && p.passed == Some(true))
+                .count();
+            format!("{ok}/{all}")
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&v.contrast),
+            escape(&v.probe),
+            v.feature,
+            fmt(v.threshold, 3),
+            opt(v.auroc, 2),
+            count(Expectation::Activate),
+            count(Expectation::Silent),
+            opt(v.mean_activate, 3),
+            opt(v.mean_silent, 3),
+            opt(v.mean_neutral, 3),
+            if v.passed { "<span class=\"pass\">passed</span>" } else { "<span class=\"fail\">failed</span>" }
+        );
+    }
+    out.push_str("</table>");
+}
+
+/// A vocabulary token as shown in the report: `▁` as a space, newlines as `↵`, byte-fallback
+/// tokens (`<0x41>`) as their ASCII character.
+fn display_token(t: &str) -> String {
+    if let Some(hex) = t.strip_prefix("<0x").and_then(|h| h.strip_suffix('>')) {
+        if let Ok(b) = u8::from_str_radix(hex, 16) {
+            match b {
+                b'\n' => return "↵".into(),
+                0x20..=0x7e => return (b as char).to_string(),
+                _ => {}
+            }
+        }
+    }
+    t.replace('▁', " ").replace('\n', "↵")
+}
+
+fn token_views(r: &Day1Results, pt: &ProbeTokens, out: &mut String) {
+    let mut first = true;
+    for v in r.verifications.iter().filter(|v| v.probe == pt.probe) {
+        let Some(col) = pt.column(v.feature) else {
+            continue;
+        };
+        // The colour scale ignores BOS (an attention sink whose values dwarf the rest); it saturates.
+        let scale = pt
+            .prompts
+            .iter()
+            .flat_map(|p| {
+                p.values[col]
+                    .iter()
+                    .zip(&p.roles)
+                    .filter(|(_, r)| **r != TokenRole::Bos)
+                    .map(|(v, _)| v.abs())
+            })
+            .fold(0f32, f32::max)
+            .max(1e-12);
+        let verdict = if v.passed {
+            "<span class=\"pass\">passed</span>"
+        } else {
+            "<span class=\"fail\">failed</span>"
+        };
+        let _ = write!(
+            out,
+            "<details{}><summary>{} #{} ({}) on probe <code>{}</code> — AUROC {}, {verdict}</summary>\
+             <p class=\"note\">Token shading: activation of {} #{} on each token, from 0 (white) to {} (full colour{}); \
+             hover a token for its value (BOS is left out of the scale and saturates). <span class=\"t tp\">dotted</span> = chat-template token, <span class=\"t bos\">grey</span> = BOS, \
+             faded = not pooled. Left: expectation, pooled activation a (threshold {}), pass/fail.</p>\
+             <p><span class=\"scale\" style=\"background:linear-gradient(90deg,#fff,rgb(230,97,0))\"></span> 0 … {}</p>",
+            if first { " open" } else { "" },
+            r.kind.noun(),
+            v.feature,
+            escape(&v.contrast),
+            escape(&v.probe),
+            opt(v.auroc, 2),
+            r.kind.noun(),
+            v.feature,
+            fmt(f64::from(scale), 3),
+            if r.info.crosscoder.is_some() { "" } else { "; negative values in blue" },
+            fmt(v.threshold, 3),
+            fmt(f64::from(scale), 3),
+        );
+        first = false;
+        for (p, res) in pt.prompts.iter().zip(&v.prompts) {
+            let mark = match res.passed {
+                Some(true) => "<span class=\"pass\">✓</span>",
+                Some(false) => "<span class=\"fail\">✗</span>",
+                None => "<span class=\"muted\">·</span>",
+            };
+            let _ = write!(
+                out,
+                "<div class=\"prompt\"><div class=\"meta\">{}a = {} {mark}</div><div class=\"toks\">",
+                badge(p.expected),
+                fmt(res.activation, 3)
+            );
+            for (k, tok) in p.tokens.iter().enumerate() {
+                let a = p.values[col][k];
+                let alpha = (a.abs() / scale).clamp(0.0, 1.0);
+                let rgb = if a >= 0.0 { "230,97,0" } else { "49,99,206" };
+                let mut classes = String::from("t");
+                match p.roles[k] {
+                    TokenRole::Bos => classes.push_str(" bos"),
+                    TokenRole::Template => classes.push_str(" tp"),
+                    TokenRole::Content => {}
+                }
+                if !p.pooled[k] {
+                    classes.push_str(" np");
+                }
+                let shade = if alpha >= 0.005 {
+                    format!(" style=\"background:rgba({rgb},{alpha:.2})\"")
+                } else {
+                    String::new()
+                };
+                let _ = write!(
+                    out,
+                    "<span class=\"{classes}\"{shade} title=\"a = {a:.3}\">{}</span>",
+                    escape(&display_token(tok))
+                );
+            }
+            out.push_str("</div></div>");
+        }
+        out.push_str("</details>");
+    }
+}
+
+/// Renders the report of `r` (`summary` as written, `figures` as drawn).
+///
+/// # Errors
+/// [`AnalysisError::Io`] when a figure cannot be read back.
+pub fn render(r: &Day1Results, summary: &Day1Summary, figure_paths: &[PathBuf]) -> Result<String> {
+    let mut out = String::with_capacity(1 << 20);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Day 1 model diffing: {} vs {}</title><style>{CSS}</style></head><body>\
+         <h1>Day 1: what chat training added</h1><p class=\"note\">{} (base) vs {} (chat), {} — {}</p>",
+        escape(&r.info.base_model),
+        escape(&r.info.chat_model),
+        escape(&r.info.base_model),
+        escape(&r.info.chat_model),
+        escape(&r.info.hook),
+        escape(&r.kind.label()),
+    );
+    out.push_str("<h2>Conclusion</h2>");
+    conclusion(r, &mut out);
+    out.push_str("<h2>Run</h2>");
+    meta_table(r, summary, &mut out);
+    out.push_str("<h2>The hunt</h2><p class=\"note\">Per item, the pooled activation on the positive variant minus that on the negative variant; \
+                  per feature, the paired statistics over items; Benjamini-Hochberg over the tested features. Candidates: significant features \
+                  more active on the positive variant, by effect size d_z. Held-out columns replicate the candidates on the items kept out of \
+                  discovery (uncorrected).</p>");
+    for (c, h) in r.hunts.iter().enumerate() {
+        contrast_section(r, c, h, summary, &mut out);
+    }
+    out.push_str("<h2>Figures</h2>");
+    figures(figure_paths, &mut out)?;
+    out.push_str("<h2>Verification</h2><p class=\"note\">Held-out verification prompts through BOTH models and the crosscoder (the notebook fed \
+                  zeros as the base half). Threshold fitted on the discovery set; AUROC of ACTIVATE vs SILENT.</p>");
+    verification_table(r, &mut out);
+    out.push_str("<h2>Tokens</h2>");
+    if r.tokens.is_empty() {
+        out.push_str(
+            "<p class=\"muted\">No candidate was verified, so there are no token views.</p>",
+        );
+    }
+    for pt in &r.tokens {
+        let _ = write!(out, "<h3>Probe <code>{}</code></h3>", escape(&pt.probe));
+        token_views(r, pt, &mut out);
+    }
+    let _ = write!(
+        out,
+        "<p class=\"note\">Generated by diff-analysis {}; data in day1_summary.json (schema {} v{}).</p></body></html>",
+        env!("CARGO_PKG_VERSION"),
+        crate::summary::SCHEMA_NAME,
+        crate::summary::SCHEMA_VERSION
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_of_rfc4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn tokens_are_shown_as_text() {
+        assert_eq!(display_token("▁years"), " years");
+        assert_eq!(display_token("<0x31>"), "1");
+        assert_eq!(display_token("<0x0A>"), "↵");
+        assert_eq!(display_token("<0xFF>"), "<0xFF>");
+        assert_eq!(display_token("<start_of_turn>"), "<start_of_turn>");
+    }
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(
+            escape("<script>alert('x') & \"y\"</script>"),
+            "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! Day 1 of model diffing, done right: find the latents chat training added that model the user.
+//!
+//! ```text
+//! # The embedded demo pair (tiny base/chat Gemma-2 with planted mechanisms, fixtures/demo/):
+//! cargo run --release --example day1
+//!
+//! # The real thing, no code change:
+//! cargo run --release --example day1 -- --base google/gemma-2-2b --chat google/gemma-2-2b-it \
+//!     --crosscoder science-of-finetuning/gemma-2-2b-crosscoder-l13-mu4.1e-02-lr1e-04 --layer 13 \
+//!     --dataset fixtures/persona/user_persona_prompts.json --backend flex --pooling mean --out results/
+//! ```
+//!
+//! Every contrast of the persona dataset (novice vs expert, biased vs neutral, child vs adult) goes
+//! through both models and the crosscoder; per latent, the paired differences between the two variants
+//! of each item are tested (sign-flip permutation, Benjamini-Hochberg); the candidates are verified on
+//! held-out prompts through both models; the results directory gets `day1_summary.json` (schema in
+//! `crates/diff-analysis/SCHEMA.md`), `latent_stats.csv`, `token_activations.json`, PNG figures and a
+//! self-contained `report.html`.
+//!
+//! Everything that can be checked without loading a model is checked first: flag combinations, the
+//! dataset's contrasts and split, the models' `config.json`, and the crosscoder's hook and width.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use activation_cache::{StereoRunner, TokenizationMode};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use crosscoder::CrosscoderLoader;
+use diff_analysis::{
+    check_crosscoder, check_models, crosscoder_hook, plan, read_model_config, validate_options,
+    AnalysisError, Day1, Day1Options, HuntOptions, Pooling, VerificationCriteria,
+};
+use gemma_model::{load_model, BackendKind, HookPoint, HubOptions, LoadOptions, ModelSource};
+use persona_dataset::PersonaDataset;
+
+/// Layer of the seed notebook (the middle of Gemma-2-2b's 26).
+const DEFAULT_LAYER: usize = 13;
+
+/// Find chat-specific "user model" latents: hunt, verify, report.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Base model (index 0): hub id or local directory [default: the embedded demo, fixtures/demo/base].
+    #[arg(long)]
+    base: Option<String>,
+    /// Chat model (index 1): hub id or local directory [default: fixtures/demo/chat].
+    #[arg(long)]
+    chat: Option<String>,
+    /// Crosscoder: directory, `.pt` / `.safetensors` file or hub id [default: fixtures/demo/crosscoder].
+    #[arg(long)]
+    crosscoder: Option<String>,
+    /// Run without a crosscoder: the same statistics on the chat model's residual dimensions (the
+    /// notebook's fallback, clearly labelled in every output).
+    #[arg(long, conflicts_with = "crosscoder")]
+    no_crosscoder: bool,
+    /// Per-model scaling factors of a ckkissane crosscoder, comma-separated (they multiply the
+    /// activations before encoding).
+    #[arg(long, value_delimiter = ',')]
+    scaling_factors: Option<Vec<f32>>,
+    /// Layer of the `resid_post` hook [default: the crosscoder's layer; 13 without one].
+    #[arg(long)]
+    layer: Option<usize>,
+    /// Full hook name, overriding --layer's `blocks.{layer}.hook_resid_post` (e.g. blocks.14.hook_resid_pre).
+    #[arg(long)]
+    hook: Option<String>,
+    /// Persona dataset JSON [default: the shipped dataset, fixtures/persona/user_persona_prompts.json].
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// An extra file of verification prompts, appended to the dataset's.
+    #[arg(long)]
+    verification: Option<PathBuf>,
+    /// A contrast (category) to analyse; repeat for several [default: every category with a contrast].
+    #[arg(long = "contrast")]
+    contrasts: Vec<String>,
+    /// Compute backend for the models and the crosscoder: ndarray, flex or cuda.
+    #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
+    backend: BackendKind,
+    /// Token pooling: mean (content tokens), max, last, template (chat-template tokens; needs
+    /// --chat-template) or mean-all (the notebook's, BOS included).
+    #[arg(long, default_value = "mean")]
+    pooling: Pooling,
+    /// Wrap every prompt in the Gemma chat template for BOTH models (default: raw `<bos>` + text, the
+    /// notebook's mode).
+    #[arg(long)]
+    chat_template: bool,
+    /// Share of each contrast's items used for discovery; the rest replicate the candidates. (With few
+    /// discovery items no latent can reach FDR significance: n items give p >= 2^(1-n).)
+    #[arg(long, default_value_t = 0.75)]
+    discovery_ratio: f64,
+    /// Seed of the split and of the permutation tests.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Candidates per contrast (verified and shown).
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// False discovery rate (Benjamini-Hochberg) over the latents tested in a contrast.
+    #[arg(long, default_value_t = 0.05)]
+    fdr: f64,
+    /// Smallest AUROC (ACTIVATE vs SILENT) for a candidate to pass verification.
+    #[arg(long, default_value_t = 0.8)]
+    min_auroc: f64,
+    /// Smallest balanced accuracy at the discovery threshold for a candidate to pass.
+    #[arg(long, default_value_t = 0.75)]
+    min_balanced_accuracy: f64,
+    /// Prompts per forward batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Results directory.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Read the hub cache only (same as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The demo directory of the workspace.
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("demo")
+}
+
+fn demo_part(part: &str) -> Result<String> {
+    let path = demo_dir().join(part);
+    if !path.exists() {
+        return Err(AnalysisError::MissingInput {
+            what: format!("the embedded demo's {part}"),
+            path,
+            hint: "the demo pair (tiny base/chat Gemma-2 with planted user-model mechanisms and its crosscoder) \
+                   is not built in this checkout; build it (see the demo's README under fixtures/demo/), or \
+                   run on real models with --base, --chat and --crosscoder (or --no-crosscoder)"
+                .into(),
+        }
+        .into());
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+
+    // 1. Flags.
+    let demo = args.base.is_none() && args.chat.is_none();
+    if args.base.is_some() != args.chat.is_some() {
+        bail!("give both --base and --chat (or neither, for the embedded demo)");
+    }
+    if !demo && args.crosscoder.is_none() && !args.no_crosscoder {
+        bail!(
+            "with --base/--chat, name the crosscoder trained on them with --crosscoder <DIR|HUB_ID>, or pass \
+             --no-crosscoder for the residual-dimension fallback"
+        );
+    }
+    if args.scaling_factors.is_some() && args.no_crosscoder {
+        bail!("--scaling-factors applies to a crosscoder, but --no-crosscoder was given");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let options = Day1Options {
+        pooling: args.pooling,
+        tokenization: if args.chat_template {
+            TokenizationMode::ChatTemplate
+        } else {
+            TokenizationMode::Raw
+        },
+        discovery_ratio: args.discovery_ratio,
+        seed: args.seed,
+        hunt: HuntOptions {
+            fdr: args.fdr,
+            top_k: args.top_k,
+            ..HuntOptions::default()
+        },
+        criteria: VerificationCriteria {
+            min_auroc: args.min_auroc,
+            min_balanced_accuracy: args.min_balanced_accuracy,
+        },
+        contrasts: args.contrasts.clone(),
+        progress: !args.quiet,
+        ..Day1Options::default()
+    };
+    validate_options(&options)?;
+
+    // 2. Sources (the demo by default; its absence is an error that says what to do).
+    let (base, chat) = match (&args.base, &args.chat) {
+        (Some(b), Some(c)) => (b.clone(), c.clone()),
+        _ => (demo_part("base")?, demo_part("chat")?),
+    };
+    let crosscoder_source = match (&args.crosscoder, args.no_crosscoder) {
+        (Some(c), _) => Some(c.clone()),
+        (None, true) => None,
+        (None, false) => Some(demo_part("crosscoder")?),
+    };
+
+    // 3. The dataset and the plan.
+    let (mut dataset, dataset_label) = match &args.dataset {
+        Some(path) => (PersonaDataset::from_path(path)?, path.display().to_string()),
+        None => (
+            PersonaDataset::shipped(),
+            "shipped (fixtures/persona/user_persona_prompts.json)".to_string(),
+        ),
+    };
+    if let Some(path) = &args.verification {
+        dataset = dataset.with_verification_from_path(path)?;
+    }
+    let planned = plan(&dataset, &options)?;
+
+    // 4. The crosscoder's config (read on the host; nothing is built yet) and the hook.
+    let t = Instant::now();
+    let checkpoint = match &crosscoder_source {
+        Some(source) => {
+            let mut loader = CrosscoderLoader::new(source).backend(args.backend);
+            if let Some(f) = &args.scaling_factors {
+                loader = loader.scaling_factors(f.clone());
+            }
+            if args.offline {
+                loader = loader.offline(true);
+            }
+            Some(
+                loader
+                    .load_checkpoint()
+                    .with_context(|| format!("reading crosscoder `{source}`"))?,
+            )
+        }
+        None => None,
+    };
+    let from_crosscoder = checkpoint
+        .as_ref()
+        .and_then(|c| crosscoder_hook(c.config()));
+    let hook: HookPoint = match (&args.hook, args.layer) {
+        (Some(h), layer) => {
+            let hook: HookPoint = h.parse()?;
+            if let Some(l) = layer {
+                if hook.layer() != Some(l) {
+                    bail!("--hook {hook} is not on --layer {l}: give one or make them agree");
+                }
+            }
+            hook
+        }
+        (None, Some(l)) => HookPoint::ResidPost(l),
+        (None, None) => from_crosscoder.unwrap_or(HookPoint::ResidPost(DEFAULT_LAYER)),
+    };
+
+    // 5. The models' configs (config.json only), then every cross-check.
+    let mut hub = HubOptions::from_env();
+    hub.offline |= args.offline;
+    let base_source = ModelSource::parse(&base)?;
+    let chat_source = ModelSource::parse(&chat)?;
+    let base_config = read_model_config(&base_source, &hub)
+        .with_context(|| format!("reading the config of the base model `{base}`"))?;
+    let chat_config = read_model_config(&chat_source, &hub)
+        .with_context(|| format!("reading the config of the chat model `{chat}`"))?;
+    check_models(&base_config, &chat_config, hook)?;
+    if let Some(c) = &checkpoint {
+        check_crosscoder(c.config(), hook, base_config.hidden_size)?;
+    }
+    println!(
+        "plan: {} contrast(s) [{}], {} prompt runs, hook {hook}, {} ({:.1?})",
+        planned.contrasts.len(),
+        planned
+            .contrasts
+            .iter()
+            .map(|c| format!(
+                "{}: {} + {} held-out",
+                c.contrast.category,
+                c.discovery.len(),
+                c.held_out.len()
+            ))
+            .collect::<Vec<_>>()
+            .join("; "),
+        planned.n_runs(),
+        match &checkpoint {
+            Some(c) => format!("crosscoder F = {}", c.config().dict_size),
+            None => "no crosscoder: residual dimensions of the chat model".into(),
+        },
+        t.elapsed()
+    );
+
+    // 6. Load (only the layers the hook needs).
+    let t = Instant::now();
+    let load_options = LoadOptions {
+        hub,
+        ..LoadOptions::for_hooks(&[hook])
+    }
+    .with_backend(args.backend);
+    let base_model =
+        load_model(&base_source, &load_options).with_context(|| format!("loading `{base}`"))?;
+    let chat_model =
+        load_model(&chat_source, &load_options).with_context(|| format!("loading `{chat}`"))?;
+    let tokenizers = [
+        base_model
+            .tokenizer
+            .with_context(|| format!("`{base}` has no tokenizer.json"))?,
+        chat_model
+            .tokenizer
+            .with_context(|| format!("`{chat}` has no tokenizer.json"))?,
+    ];
+    let runner = StereoRunner::new(base_model.model, chat_model.model, tokenizers, hook)?
+        .with_batch_size(args.batch_size);
+    let crosscoder = checkpoint.map(|c| c.build(args.backend)).transpose()?;
+    println!(
+        "loaded both models{} on {} in {:.1?}",
+        if crosscoder.is_some() {
+            " and the crosscoder"
+        } else {
+            ""
+        },
+        args.backend,
+        t.elapsed()
+    );
+
+    // 7. Run, write, report.
+    let results = Day1::new(&runner, crosscoder.as_deref(), &dataset)
+        .options(options)
+        .dataset_label(dataset_label)
+        .run()?;
+    let files = results.write(&args.out)?;
+    print!("{}", results.terminal_summary());
+    println!(
+        "wrote {} files to {} (open {}) in {:.1?} overall",
+        files.len(),
+        args.out.display(),
+        args.out.join(diff_analysis::summary::REPORT_FILE).display(),
+        started.elapsed()
+    );
+    Ok(())
+}
