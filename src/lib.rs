@@ -13,6 +13,9 @@
 //! - [`crosscoder`]: crosscoder models, checkpoint formats and decoder analysis.
 //! - [`persona`]: the persona prompt-pair dataset.
 //! - [`diff_analysis`]: the latent hunt, verification and reports.
+//! - [`demo`]: the embedded demo, a tiny base/chat Gemma-2 pair with planted, documented
+//!   differences (`fixtures/demo`), its tokenizer and corpus, so that results can be checked
+//!   against the truth.
 
 pub use activation_cache;
 pub use crosscoder;
@@ -20,3 +23,5 @@ pub use diff_analysis;
 pub use gemma_model as gemma;
 pub use persona_dataset as persona;
 pub use stereo_backend as backend;
+
+pub mod demo;
