@@ -13,9 +13,12 @@ use crate::error::{CrosscoderError, Result};
 
 /// DejaVu Sans (from matplotlib's `mpl-data/fonts/ttf/`; license in `assets/fonts/LICENSE_DEJAVU`).
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
-const FAMILY: &str = "sans-serif";
+/// The font family name under which the embedded font is registered with plotters.
+pub const FAMILY: &str = "sans-serif";
 
-fn register_font() -> std::result::Result<(), String> {
+/// Registers the embedded DejaVu Sans with plotters under [`FAMILY`] (once per process), so that
+/// figures render on machines without system fonts. Shared by every crate that draws PNGs.
+pub fn register_font() -> std::result::Result<(), String> {
     static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {

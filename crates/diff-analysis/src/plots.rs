@@ -10,21 +10,17 @@
 //! | `relative_norm_histogram.png` | relative decoder norms of all latents (log counts), candidates marked (crosscoder only) |
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
+// The embedded font is owned and registered by the crosscoder crate.
+use crosscoder::plot::{register_font, FAMILY};
 use persona_dataset::Expectation;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::FontStyle;
 
 use crate::error::{AnalysisError, Result};
 use crate::pipeline::Day1Results;
 use crate::pooling::shorten;
 use crate::verify::CandidateVerification;
-
-/// DejaVu Sans (license in `assets/fonts/LICENSE_DEJAVU`).
-static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
-const FAMILY: &str = "sans-serif";
 
 /// Contrast colours (matplotlib's tab10).
 const PALETTE: [RGBColor; 6] = [
@@ -47,16 +43,6 @@ pub fn expectation_color(e: Expectation) -> (u8, u8, u8) {
         Expectation::Neutral => NEUTRAL,
     };
     (c.0, c.1, c.2)
-}
-
-fn register_font() -> std::result::Result<(), String> {
-    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            plotters::style::register_font(FAMILY, FontStyle::Normal, FONT)
-                .map_err(|_| "the embedded font could not be parsed".to_string())
-        })
-        .clone()
 }
 
 type Drawn = std::result::Result<(), String>;
