@@ -211,6 +211,38 @@ pub enum CrosscoderError {
     /// The requested backend is unavailable.
     #[error(transparent)]
     Backend(#[from] stereo_backend::BackendError),
+    /// A training configuration is inconsistent.
+    #[error("invalid training configuration: `{field}` {reason}")]
+    TrainConfig {
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A training batch does not fit the trainer, or the batch source failed.
+    #[error("training step {step}: {reason}")]
+    TrainingData {
+        /// The step that needed the batch.
+        step: usize,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Training produced a non-finite loss or gradient; the parameters were left as they were.
+    #[error("training diverged at step {step}: {what} is not finite (lower the learning rate or clip gradients)")]
+    Diverged {
+        /// The step.
+        step: usize,
+        /// Which quantity (loss part or gradient).
+        what: String,
+    },
+    /// A trainer checkpoint is unreadable or disagrees with itself.
+    #[error("trainer checkpoint `{path}`: {reason}")]
+    TrainerCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A figure could not be drawn or written.
     #[error("cannot draw `{path}`: {reason}")]
     Plot {

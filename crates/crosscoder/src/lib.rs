@@ -102,6 +102,7 @@ mod model;
 mod pickle;
 pub mod plot;
 mod tensors;
+pub mod train;
 mod traits;
 
 pub use analysis::{ClassCounts, DecoderAnalysis, LatentClass, RelativeNormThresholds};

@@ -381,7 +381,7 @@ impl<B: Backend> Crosscoder for CrosscoderModel<B> {
 }
 
 /// Moves a host array into a device tensor of the given 2-D shape (same number of elements).
-fn upload<B: Backend, D: Dimension>(
+pub(crate) fn upload<B: Backend, D: Dimension>(
     a: Array<f32, D>,
     shape: [usize; 2],
     device: &B::Device,
@@ -403,7 +403,7 @@ fn into_vec<D: Dimension>(a: Array<f32, D>) -> Vec<f32> {
 }
 
 /// Reads a 2-D device tensor back into a host array.
-fn download2<B: Backend>(t: Tensor<B, 2>) -> Result<Array2<f32>> {
+pub(crate) fn download2<B: Backend>(t: Tensor<B, 2>) -> Result<Array2<f32>> {
     let [rows, cols] = t.dims();
     let v = t
         .into_data()

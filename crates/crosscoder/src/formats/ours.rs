@@ -156,7 +156,7 @@ pub(crate) fn save(checkpoint: &CrosscoderCheckpoint, dir: &Path) -> Result<()> 
     Ok(())
 }
 
-fn le_bytes<'a>(values: impl Iterator<Item = &'a f32>) -> Vec<u8> {
+pub(crate) fn le_bytes<'a>(values: impl Iterator<Item = &'a f32>) -> Vec<u8> {
     values.flat_map(|v| v.to_le_bytes()).collect()
 }
 

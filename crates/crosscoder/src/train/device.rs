@@ -1,0 +1,560 @@
+//! One training step on a burn backend `B`, differentiated by burn's `Autodiff<B>`: the only training code
+//! that names tensors. Parameters use the fused layout of the inference model (`w_enc [n*d, F]`,
+//! `w_dec [F, n*d]`) so every product is one GEMM; the host state converts to the reference layouts.
+
+use burn::backend::Autodiff;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use ndarray::{Array3, ArrayView3};
+use stereo_backend::{BackendKind, BackendVisitor};
+
+use crate::checkpoint::CrosscoderWeights;
+use crate::config::CodeNormalization;
+use crate::error::{CrosscoderError, Result};
+use crate::model::{download2, upload};
+use crate::train::config::{DecoderBiasInit, Objective, Reconstruction, TrainConfig};
+use crate::train::select::{aux_k_mask, batch_top_k_cut, geometric_median};
+use crate::train::state::TrainerState;
+use crate::train::{CrosscoderTrainer, StepMetrics};
+
+/// L1 runs count a latent as dead once it has not fired for this many tokens (BatchTopK uses its
+/// objective's `dead_tokens`).
+pub const L1_DEAD_WINDOW_TOKENS: u64 = 1_000_000;
+
+/// Builds a [`DeviceTrainer`] for the backend chosen by [`stereo_backend::dispatch`].
+pub(crate) struct BuildTrainer {
+    pub state: TrainerState,
+    pub kind: BackendKind,
+}
+
+impl BackendVisitor for BuildTrainer {
+    type Output = Box<dyn CrosscoderTrainer>;
+
+    fn visit<B: Backend>(self, device: B::Device) -> Box<dyn CrosscoderTrainer> {
+        Box::new(DeviceTrainer::<B>::new(self.state, self.kind, device))
+    }
+}
+
+/// The four parameters (or their Adam moments) in the fused device layout.
+#[derive(Clone)]
+struct Params<B: Backend> {
+    w_enc: Tensor<B, 2>,
+    b_enc: Tensor<B, 2>,
+    w_dec: Tensor<B, 2>,
+    b_dec: Tensor<B, 2>,
+}
+
+impl<B: Backend> Params<B> {
+    fn upload(w: &CrosscoderWeights, device: &B::Device) -> Self {
+        let (n, d, f) = w.dims();
+        let w_dec_fnd = w
+            .w_dec
+            .view()
+            .permuted_axes([1, 0, 2])
+            .as_standard_layout()
+            .into_owned();
+        Params {
+            w_enc: upload::<B, _>(w.w_enc.clone(), [n * d, f], device),
+            b_enc: upload::<B, _>(w.b_enc.clone(), [1, f], device),
+            w_dec: upload::<B, _>(w_dec_fnd, [f, n * d], device),
+            b_dec: upload::<B, _>(w.b_dec.clone(), [1, n * d], device),
+        }
+    }
+
+    fn download(&self, n: usize, d: usize) -> Result<CrosscoderWeights> {
+        let f = self.b_enc.dims()[1];
+        let shape_err = |e: ndarray::ShapeError| CrosscoderError::Device(e.to_string());
+        let w_enc = download2(self.w_enc.clone())?
+            .into_shape_with_order((n, d, f))
+            .map_err(shape_err)?;
+        let b_enc = download2(self.b_enc.clone())?
+            .into_shape_with_order(f)
+            .map_err(shape_err)?;
+        let w_dec = download2(self.w_dec.clone())?
+            .into_shape_with_order((f, n, d))
+            .map_err(shape_err)?
+            .permuted_axes([1, 0, 2])
+            .as_standard_layout()
+            .into_owned();
+        let b_dec = download2(self.b_dec.clone())?
+            .into_shape_with_order((n, d))
+            .map_err(shape_err)?;
+        Ok(CrosscoderWeights {
+            w_enc,
+            b_enc,
+            w_dec,
+            b_dec,
+        })
+    }
+
+    fn into_array(self) -> [Tensor<B, 2>; 4] {
+        [self.w_enc, self.b_enc, self.w_dec, self.b_dec]
+    }
+
+    fn from_array([w_enc, b_enc, w_dec, b_dec]: [Tensor<B, 2>; 4]) -> Self {
+        Params {
+            w_enc,
+            b_enc,
+            w_dec,
+            b_dec,
+        }
+    }
+}
+
+/// A training run whose parameters and optimiser state live on backend `B`.
+pub(crate) struct DeviceTrainer<B: Backend> {
+    config: TrainConfig,
+    kind: BackendKind,
+    device: B::Device,
+    step: usize,
+    adam_step: usize,
+    params: Params<B>,
+    adam_m: Params<B>,
+    adam_v: Params<B>,
+    tokens_since_fired: Vec<u64>,
+    threshold: f32,
+    input_scaling: Option<Vec<f32>>,
+    models: Vec<String>,
+    hook: Option<String>,
+}
+
+/// Quantities of one forward pass that the host needs.
+struct HostScalars {
+    loss: f32,
+    l2: f32,
+    mse: f32,
+    sparsity: Option<f32>,
+    auxk: Option<f32>,
+}
+
+impl<B: Backend> DeviceTrainer<B> {
+    pub(crate) fn new(state: TrainerState, kind: BackendKind, device: B::Device) -> Self {
+        DeviceTrainer {
+            params: Params::upload(&state.weights, &device),
+            adam_m: Params::upload(&state.adam_m, &device),
+            adam_v: Params::upload(&state.adam_v, &device),
+            config: state.config,
+            kind,
+            device,
+            step: state.step,
+            adam_step: state.adam_step,
+            tokens_since_fired: state.tokens_since_fired,
+            threshold: state.threshold,
+            input_scaling: state.input_scaling,
+            models: state.models,
+            hook: state.hook,
+        }
+    }
+
+    /// Checks the batch and returns it scaled by the input factors, as a row-major `[rows, n, d]` array.
+    fn prepare_batch(&self, batch: ArrayView3<'_, f32>) -> Result<Array3<f32>> {
+        let (rows, n, d) = batch.dim();
+        if n != self.config.n_models || d != self.config.d_model || rows == 0 {
+            return Err(CrosscoderError::TrainingData {
+                step: self.step,
+                reason: format!(
+                    "batch has shape {:?}, expected [rows > 0, n_models={}, d={}]",
+                    batch.shape(),
+                    self.config.n_models,
+                    self.config.d_model
+                ),
+            });
+        }
+        let mut x = batch.as_standard_layout().into_owned();
+        if let Some(factors) = &self.input_scaling {
+            for (m, factor) in factors.iter().enumerate() {
+                x.slice_mut(ndarray::s![.., m, ..])
+                    .mapv_inplace(|v| v * factor);
+            }
+        }
+        Ok(x)
+    }
+
+    /// `w_j` of every latent as `[1, F]`, differentiable through `w_dec`.
+    fn code_norm(&self, w_dec: Tensor<Autodiff<B>, 2>) -> Tensor<Autodiff<B>, 2> {
+        let (n, d, f) = (
+            self.config.n_models,
+            self.config.d_model,
+            self.config.dict_size,
+        );
+        let squared = (w_dec.clone() * w_dec)
+            .reshape([f, n, d])
+            .sum_dim(2)
+            .reshape([f, n]);
+        let per_model = || squared.clone().sqrt();
+        let sae = || squared.clone().sum_dim(1).sqrt();
+        let w = match self.config.code_normalization {
+            CodeNormalization::Crosscoder => per_model().sum_dim(1),
+            CodeNormalization::Sae => sae(),
+            CodeNormalization::Mixed {
+                alpha_sae,
+                alpha_cc,
+            } => sae() * alpha_sae + per_model().sum_dim(1) * alpha_cc,
+            CodeNormalization::None => Tensor::ones([f, 1], &self.device),
+        };
+        w.reshape([1, f])
+    }
+
+    fn run_step(
+        &mut self,
+        batch: ArrayView3<'_, f32>,
+        keep_gradients: bool,
+    ) -> Result<(StepMetrics, Option<CrosscoderWeights>)> {
+        let step = self.step;
+        let (n, d, f) = (
+            self.config.n_models,
+            self.config.d_model,
+            self.config.dict_size,
+        );
+        let x_host = self.prepare_batch(batch)?;
+        let rows = x_host.dim().0;
+
+        if step == 0 && self.config.decoder_bias_init == DecoderBiasInit::GeometricMedian {
+            let median = geometric_median(x_host.view(), 100, 1e-5);
+            self.params.b_dec = upload::<B, _>(median, [1, n * d], &self.device);
+        }
+
+        let x: Tensor<B, 2> = upload::<B, _>(x_host, [rows, n * d], &self.device);
+        let x_ad = Tensor::<Autodiff<B>, 2>::from_inner(x.clone());
+        let leaf =
+            |t: &Tensor<B, 2>| Tensor::<Autodiff<B>, 2>::from_inner(t.clone()).require_grad();
+        let (w_enc, b_enc, w_dec, b_dec) = (
+            leaf(&self.params.w_enc),
+            leaf(&self.params.b_enc),
+            leaf(&self.params.w_dec),
+            leaf(&self.params.b_dec),
+        );
+
+        let post = relu(x_ad.clone().matmul(w_enc.clone()) + b_enc.clone());
+        let code_norm = self.code_norm(w_dec.clone());
+
+        // The latents that reach the decoder, and the per-latent firing this step.
+        let mut k_used = None;
+        let mut threshold_metric = None;
+        let (latents, fired, l0) = match &self.config.objective {
+            Objective::L1 { .. } => {
+                let active = post.clone().inner().greater_elem(0.0).float();
+                let fired = download2(active.clone().sum_dim(0))?;
+                let l0 = scalar(active.sum())? / rows as f32;
+                (
+                    post.clone(),
+                    fired.iter().map(|c| *c > 0.0).collect::<Vec<bool>>(),
+                    l0,
+                )
+            }
+            Objective::BatchTopK(o) => {
+                let k = o.k_at(step);
+                k_used = Some(k);
+                let scaled = post.clone().inner() * code_norm.clone().inner();
+                let scaled_host = download2(scaled.clone())?;
+                let scaled_slice = scaled_host.as_slice().expect("standard layout");
+                let cut = batch_top_k_cut(scaled_slice, k * rows);
+                let mut fired = vec![false; f];
+                let mut kept = 0usize;
+                for (i, v) in scaled_slice.iter().enumerate() {
+                    if *v > 0.0 && *v >= cut.cutoff {
+                        fired[i % f] = true;
+                        kept += 1;
+                    }
+                }
+                if step as i64 > o.threshold_start_step {
+                    self.threshold = if self.threshold < 0.0 {
+                        cut.min_kept
+                    } else {
+                        // As torch: the Python-float coefficients are rounded to f32, the arithmetic is f32.
+                        let keep = o.threshold_beta as f32;
+                        let take = (1.0 - o.threshold_beta) as f32;
+                        keep * self.threshold + take * cut.min_kept
+                    };
+                }
+                threshold_metric = Some(self.threshold);
+                let mask = Tensor::<Autodiff<B>, 2>::from_inner(
+                    scaled.greater_equal_elem(cut.cutoff).float(),
+                );
+                (post.clone() * mask, fired, kept as f32 / rows as f32)
+            }
+        };
+
+        // Dead-latent counters: updated before the AuxK loss reads them, as in the reference.
+        for (count, fired) in self.tokens_since_fired.iter_mut().zip(&fired) {
+            *count = if *fired {
+                0
+            } else {
+                count.saturating_add(rows as u64)
+            };
+        }
+
+        let x_hat = latents.clone().matmul(w_dec.clone()) + b_dec.clone();
+        let error = x_ad - x_hat;
+        let squared = (error.clone() * error.clone())
+            .reshape([rows, n, d])
+            .sum_dim(2)
+            .reshape([rows, n]);
+        let mse = squared.clone().mean();
+        let l2 = squared.clone().sqrt().mean();
+
+        let lambda = self.config.lambda_at(step);
+        let (loss, sparsity, auxk) = match &self.config.objective {
+            Objective::L1 { reconstruction, .. } => {
+                let recon = match reconstruction {
+                    Reconstruction::SquaredSum => squared.clone().sum_dim(1).mean(),
+                    Reconstruction::Mse => mse.clone(),
+                    Reconstruction::L2 => l2.clone(),
+                };
+                let sparsity = (latents * code_norm).sum_dim(1).mean();
+                (recon + sparsity.clone() * lambda, Some(sparsity), None)
+            }
+            Objective::BatchTopK(o) => {
+                let dead_window = o.dead_tokens;
+                let dead: Vec<usize> = (0..f)
+                    .filter(|&j| self.tokens_since_fired[j] >= dead_window)
+                    .collect();
+                let auxk = if dead.is_empty() {
+                    None
+                } else {
+                    let scaled_host = download2(post.clone().inner() * code_norm.clone().inner())?;
+                    let mask = aux_k_mask(
+                        scaled_host.as_slice().expect("standard layout"),
+                        rows,
+                        f,
+                        &dead,
+                        o.top_k_aux.min(dead.len()),
+                    );
+                    let mask = Tensor::<Autodiff<B>, 2>::from_inner(Tensor::from_data(
+                        TensorData::new(mask, [rows, f]),
+                        &self.device,
+                    ));
+                    let residual = error.clone().inner();
+                    let centered = residual.clone() - residual.clone().mean_dim(0);
+                    let denominator = scalar((centered.clone() * centered).sum_dim(1).mean())?;
+                    let aux_reconstruction = (post.clone() * mask).matmul(w_dec.clone());
+                    let aux_error =
+                        Tensor::<Autodiff<B>, 2>::from_inner(residual) - aux_reconstruction;
+                    let aux = (aux_error.clone() * aux_error).sum_dim(1).mean();
+                    (denominator.is_finite() && denominator > 0.0).then(|| aux / denominator)
+                };
+                let loss = match &auxk {
+                    Some(a) => l2.clone() + a.clone() * o.auxk_alpha,
+                    None => l2.clone(),
+                };
+                (loss, None, Some(auxk))
+            }
+        };
+
+        let host = HostScalars {
+            loss: scalar(loss.clone().inner())?,
+            l2: scalar(l2.inner())?,
+            mse: scalar(mse.inner())?,
+            sparsity: sparsity.map(|s| scalar(s.inner())).transpose()?,
+            auxk: match auxk {
+                Some(Some(a)) => Some(scalar(a.inner())?),
+                Some(None) => Some(0.0),
+                None => None,
+            },
+        };
+        if !host.loss.is_finite() {
+            return Err(CrosscoderError::Diverged {
+                step,
+                what: "the loss".into(),
+            });
+        }
+        let fvu = self.fraction_of_variance_unexplained(&x, squared.inner(), rows)?;
+
+        let grads = loss.backward();
+        let zero_like = |t: &Tensor<B, 2>| t.zeros_like();
+        let gradients = Params::<B>::from_array([
+            w_enc
+                .grad(&grads)
+                .unwrap_or_else(|| zero_like(&self.params.w_enc)),
+            b_enc
+                .grad(&grads)
+                .unwrap_or_else(|| zero_like(&self.params.b_enc)),
+            w_dec
+                .grad(&grads)
+                .unwrap_or_else(|| zero_like(&self.params.w_dec)),
+            b_dec
+                .grad(&grads)
+                .unwrap_or_else(|| zero_like(&self.params.b_dec)),
+        ]);
+        let recorded = if keep_gradients {
+            Some(gradients.download(n, d)?)
+        } else {
+            None
+        };
+
+        // Global gradient norm, as torch's clip_grad_norm_ computes it (norm of the per-tensor norms).
+        let mut squares = 0.0f64;
+        for g in gradients.clone().into_array() {
+            let norm = scalar((g.clone() * g).sum())?.sqrt();
+            squares += f64::from(norm) * f64::from(norm);
+        }
+        let grad_norm = squares.sqrt() as f32;
+        if !grad_norm.is_finite() {
+            return Err(CrosscoderError::Diverged {
+                step,
+                what: "the gradient norm".into(),
+            });
+        }
+        let mut clipped = false;
+        let mut gradients = gradients;
+        if let Some(max_norm) = self.config.grad_clip {
+            let coef = max_norm / (grad_norm + 1e-6);
+            if coef < 1.0 {
+                clipped = true;
+                gradients = Params::from_array(gradients.into_array().map(|g| g * coef));
+            }
+        }
+
+        let lr = self.config.lr_at(step);
+        self.adam_step += 1;
+        self.adam_update(gradients, lr, self.adam_step);
+        self.step += 1;
+
+        let dead_window = match &self.config.objective {
+            Objective::BatchTopK(o) => o.dead_tokens,
+            Objective::L1 { .. } => L1_DEAD_WINDOW_TOKENS,
+        };
+        let metrics = StepMetrics {
+            step,
+            lr,
+            loss: host.loss,
+            l2_loss: host.l2,
+            mse_loss: host.mse,
+            sparsity_loss: host.sparsity,
+            lambda: matches!(self.config.objective, Objective::L1 { .. }).then_some(lambda),
+            auxk_loss: host.auxk,
+            k: k_used,
+            threshold: threshold_metric,
+            l0,
+            fvu,
+            dead_latents: self
+                .tokens_since_fired
+                .iter()
+                .filter(|c| **c >= dead_window)
+                .count(),
+            grad_norm,
+            clipped,
+        };
+        Ok((metrics, recorded))
+    }
+
+    /// Per-model `sum ||x - x̂||² / sum ||x - mean(x)||²` over the batch.
+    fn fraction_of_variance_unexplained(
+        &self,
+        x: &Tensor<B, 2>,
+        squared: Tensor<B, 2>,
+        rows: usize,
+    ) -> Result<Vec<f32>> {
+        let (n, d) = (self.config.n_models, self.config.d_model);
+        let centered = x.clone() - x.clone().mean_dim(0);
+        let variance = (centered.clone() * centered)
+            .reshape([rows, n, d])
+            .sum_dim(2)
+            .reshape([rows, n])
+            .sum_dim(0);
+        let residual = squared.sum_dim(0);
+        let variance = download2(variance)?;
+        let residual = download2(residual)?;
+        Ok(residual
+            .iter()
+            .zip(variance.iter())
+            .map(|(r, v)| if *v > 0.0 { r / v } else { f32::NAN })
+            .collect())
+    }
+
+    /// torch's Adam (no weight decay, no amsgrad) at learning rate `lr`, Adam step `t` (1-based).
+    fn adam_update(&mut self, gradients: Params<B>, lr: f32, t: usize) {
+        let [beta1, beta2] = self.config.betas;
+        let bias_correction1 = 1.0 - beta1.powi(t as i32);
+        let bias_correction2_sqrt = (1.0 - beta2.powi(t as i32)).sqrt();
+        let step_size = (f64::from(lr) / bias_correction1) as f32;
+        let eps = self.config.eps;
+        // The Python-float coefficients, each rounded once to f32 (as torch does with scalar arguments).
+        let (b1, one_minus_b1) = (beta1 as f32, (1.0 - beta1) as f32);
+        let (b2, one_minus_b2) = (beta2 as f32, (1.0 - beta2) as f32);
+
+        let params = self.params.clone().into_array();
+        let ms = self.adam_m.clone().into_array();
+        let vs = self.adam_v.clone().into_array();
+        let mut new_p = Vec::with_capacity(4);
+        let mut new_m = Vec::with_capacity(4);
+        let mut new_v = Vec::with_capacity(4);
+        for (((p, m), v), g) in params
+            .into_iter()
+            .zip(ms)
+            .zip(vs)
+            .zip(gradients.into_array())
+        {
+            let m = m * b1 + g.clone() * one_minus_b1;
+            let v = v * b2 + g.clone() * g * one_minus_b2;
+            let denominator = v.clone().sqrt() / bias_correction2_sqrt as f32 + eps;
+            let p = p - m.clone() / denominator * step_size;
+            new_p.push(p);
+            new_m.push(m);
+            new_v.push(v);
+        }
+        let into4 = |v: Vec<Tensor<B, 2>>| -> [Tensor<B, 2>; 4] {
+            v.try_into()
+                .unwrap_or_else(|_| unreachable!("four parameters"))
+        };
+        self.params = Params::from_array(into4(new_p));
+        self.adam_m = Params::from_array(into4(new_m));
+        self.adam_v = Params::from_array(into4(new_v));
+    }
+}
+
+impl<B: Backend> CrosscoderTrainer for DeviceTrainer<B> {
+    fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    fn backend(&self) -> BackendKind {
+        self.kind
+    }
+
+    fn step_index(&self) -> usize {
+        self.step
+    }
+
+    fn step(&mut self, batch: ArrayView3<'_, f32>) -> Result<StepMetrics> {
+        Ok(self.run_step(batch, false)?.0)
+    }
+
+    fn step_with_gradients(
+        &mut self,
+        batch: ArrayView3<'_, f32>,
+    ) -> Result<(StepMetrics, CrosscoderWeights)> {
+        let (metrics, gradients) = self.run_step(batch, true)?;
+        Ok((metrics, gradients.expect("gradients were requested")))
+    }
+
+    fn state(&self) -> Result<TrainerState> {
+        let (n, d) = (self.config.n_models, self.config.d_model);
+        Ok(TrainerState {
+            config: self.config.clone(),
+            step: self.step,
+            adam_step: self.adam_step,
+            weights: self.params.download(n, d)?,
+            adam_m: self.adam_m.download(n, d)?,
+            adam_v: self.adam_v.download(n, d)?,
+            tokens_since_fired: self.tokens_since_fired.clone(),
+            threshold: self.threshold,
+            input_scaling: self.input_scaling.clone(),
+            models: self.models.clone(),
+            hook: self.hook.clone(),
+        })
+    }
+}
+
+/// The single value of a one-element tensor.
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> Result<f32> {
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| CrosscoderError::Device(format!("{e:?}")))?;
+    v.first()
+        .copied()
+        .ok_or_else(|| CrosscoderError::Device("empty scalar tensor".into()))
+}
