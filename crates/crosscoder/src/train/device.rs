@@ -161,6 +161,12 @@ impl<B: Backend> DeviceTrainer<B> {
                 ),
             });
         }
+        if let Some((index, value)) = batch.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(CrosscoderError::TrainingData {
+                step: self.step,
+                reason: format!("activation {index:?} is {value}"),
+            });
+        }
         let mut x = batch.as_standard_layout().into_owned();
         if let Some(factors) = &self.input_scaling {
             for (m, factor) in factors.iter().enumerate() {
@@ -210,10 +216,15 @@ impl<B: Backend> DeviceTrainer<B> {
         let x_host = self.prepare_batch(batch)?;
         let rows = x_host.dim().0;
 
-        if step == 0 && self.config.decoder_bias_init == DecoderBiasInit::GeometricMedian {
-            let median = geometric_median(x_host.view(), 100, 1e-5);
-            self.params.b_dec = upload::<B, _>(median, [1, n * d], &self.device);
-        }
+        // Everything this step changes is committed only once the step succeeded.
+        let b_dec_start =
+            if step == 0 && self.config.decoder_bias_init == DecoderBiasInit::GeometricMedian {
+                let median = geometric_median(x_host.view(), 100, 1e-5);
+                upload::<B, _>(median, [1, n * d], &self.device)
+            } else {
+                self.params.b_dec.clone()
+            };
+        let mut threshold = self.threshold;
 
         let x: Tensor<B, 2> = upload::<B, _>(x_host, [rows, n * d], &self.device);
         let x_ad = Tensor::<Autodiff<B>, 2>::from_inner(x.clone());
@@ -223,7 +234,7 @@ impl<B: Backend> DeviceTrainer<B> {
             leaf(&self.params.w_enc),
             leaf(&self.params.b_enc),
             leaf(&self.params.w_dec),
-            leaf(&self.params.b_dec),
+            leaf(&b_dec_start),
         );
 
         let post = relu(x_ad.clone().matmul(w_enc.clone()) + b_enc.clone());
@@ -259,16 +270,16 @@ impl<B: Backend> DeviceTrainer<B> {
                     }
                 }
                 if step as i64 > o.threshold_start_step {
-                    self.threshold = if self.threshold < 0.0 {
+                    threshold = if threshold < 0.0 {
                         cut.min_kept
                     } else {
                         // As torch: the Python-float coefficients are rounded to f32, the arithmetic is f32.
                         let keep = o.threshold_beta as f32;
                         let take = (1.0 - o.threshold_beta) as f32;
-                        keep * self.threshold + take * cut.min_kept
+                        keep * threshold + take * cut.min_kept
                     };
                 }
-                threshold_metric = Some(self.threshold);
+                threshold_metric = Some(threshold);
                 let mask = Tensor::<Autodiff<B>, 2>::from_inner(
                     scaled.greater_equal_elem(cut.cutoff).float(),
                 );
@@ -277,13 +288,18 @@ impl<B: Backend> DeviceTrainer<B> {
         };
 
         // Dead-latent counters: updated before the AuxK loss reads them, as in the reference.
-        for (count, fired) in self.tokens_since_fired.iter_mut().zip(&fired) {
-            *count = if *fired {
-                0
-            } else {
-                count.saturating_add(rows as u64)
-            };
-        }
+        let counters: Vec<u64> = self
+            .tokens_since_fired
+            .iter()
+            .zip(&fired)
+            .map(|(count, fired)| {
+                if *fired {
+                    0
+                } else {
+                    count.saturating_add(rows as u64)
+                }
+            })
+            .collect();
 
         let x_hat = latents.clone().matmul(w_dec.clone()) + b_dec.clone();
         let error = x_ad - x_hat;
@@ -307,9 +323,7 @@ impl<B: Backend> DeviceTrainer<B> {
             }
             Objective::BatchTopK(o) => {
                 let dead_window = o.dead_tokens;
-                let dead: Vec<usize> = (0..f)
-                    .filter(|&j| self.tokens_since_fired[j] >= dead_window)
-                    .collect();
+                let dead: Vec<usize> = (0..f).filter(|&j| counters[j] >= dead_window).collect();
                 let auxk = if dead.is_empty() {
                     None
                 } else {
@@ -375,7 +389,7 @@ impl<B: Backend> DeviceTrainer<B> {
                 .unwrap_or_else(|| zero_like(&self.params.w_dec)),
             b_dec
                 .grad(&grads)
-                .unwrap_or_else(|| zero_like(&self.params.b_dec)),
+                .unwrap_or_else(|| zero_like(&b_dec_start)),
         ]);
         let recorded = if keep_gradients {
             Some(gradients.download(n, d)?)
@@ -407,6 +421,9 @@ impl<B: Backend> DeviceTrainer<B> {
         }
 
         let lr = self.config.lr_at(step);
+        self.params.b_dec = b_dec_start;
+        self.threshold = threshold;
+        self.tokens_since_fired = counters;
         self.adam_step += 1;
         self.adam_update(gradients, lr, self.adam_step);
         self.step += 1;
