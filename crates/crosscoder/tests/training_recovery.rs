@@ -55,7 +55,7 @@ fn truth() -> Truth {
         };
         let base = unit(&mut rng);
         // Rotated shared features point elsewhere in the chat model.
-        let chat = if i >= SHARED_SAME && i < SHARED_SAME + SHARED_ROTATED {
+        let chat = if (SHARED_SAME..SHARED_SAME + SHARED_ROTATED).contains(&i) {
             unit(&mut rng)
         } else {
             base.clone()
