@@ -91,7 +91,7 @@ pub use manifest::{
     shard_file_name, CorpusInfo, Manifest, ModelInfo, ShardEntry, StoreConfig, StoreDtype,
     FORMAT_VERSION, MANIFEST_FILE, STORE_FORMAT,
 };
-pub use reader::{ActivationStore, BatchOptions, Batches, OpenOptions, Split};
+pub use reader::{ActivationStore, BatchOptions, Batches, OpenOptions, Split, StepBatches};
 pub use sequential::{ModelFactory, SequentialPair};
 pub use shard::{FLAG_BOS, FLAG_PAD, FLAG_TEMPLATE};
 pub use source::{ForwardProgress, PairedSource};

@@ -299,6 +299,67 @@ impl ActivationStore {
     }
 }
 
+/// Training batches addressed by step, for training runs that must resume exactly: epoch
+/// `e = step / batches_per_epoch` is the selection shuffled with seed `options.seed + e`, and step `s` reads
+/// the `s % batches_per_epoch`-th full batch of it (the last partial batch of each epoch is dropped).
+/// The batch of a step is the same whether a run started at step 0 or resumed later.
+#[derive(Debug)]
+pub struct StepBatches<'a> {
+    store: &'a ActivationStore,
+    options: BatchOptions,
+    selected: Vec<u64>,
+    epoch: Option<(u64, Vec<u64>)>,
+}
+
+impl<'a> StepBatches<'a> {
+    /// Selects the rows once (BOS, padding, split as `options` says).
+    ///
+    /// # Errors
+    /// [`CacheError::InvalidInput`] when `batch_size` is 0 or larger than the selection.
+    pub fn new(store: &'a ActivationStore, options: BatchOptions) -> Result<Self> {
+        let selected = store.selected_rows(&options)?;
+        if options.batch_size == 0 || options.batch_size > selected.len() {
+            return Err(CacheError::InvalidInput {
+                reason: format!(
+                    "batch_size {} does not fit the {} selected rows of `{}`",
+                    options.batch_size,
+                    selected.len(),
+                    store.dir().display()
+                ),
+            });
+        }
+        Ok(StepBatches {
+            store,
+            options,
+            selected,
+            epoch: None,
+        })
+    }
+
+    /// Full batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.selected.len() / self.options.batch_size
+    }
+
+    /// The batch of `step`, `[batch_size, 2, d_model]`.
+    ///
+    /// # Errors
+    /// As [`ActivationStore::read_rows`].
+    pub fn batch(&mut self, step: usize) -> Result<Array3<f32>> {
+        let per_epoch = self.batches_per_epoch();
+        let epoch = (step / per_epoch) as u64;
+        if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let mut order = self.selected.clone();
+            shuffle(&mut order, self.options.seed.wrapping_add(epoch));
+            self.epoch = Some((epoch, order));
+        }
+        let order = &self.epoch.as_ref().expect("set above").1;
+        let start = (step % per_epoch) * self.options.batch_size;
+        self.store
+            .read_rows(&order[start..start + self.options.batch_size])
+    }
+}
+
 /// An epoch of batches from [`ActivationStore::batches`].
 #[derive(Debug)]
 pub struct Batches<'a> {

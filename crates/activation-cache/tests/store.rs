@@ -512,3 +512,41 @@ fn sequential_pair_from_sources_reads_configs_and_checks_the_pair() {
         Err(CacheError::Mismatch { .. })
     ));
 }
+
+#[test]
+fn step_batches_depend_only_on_the_step_and_cover_each_epoch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(dir.path(), 21, &options());
+    let options = BatchOptions {
+        batch_size: 16,
+        seed: 5,
+        ..BatchOptions::default()
+    };
+    let mut from_start = activation_cache::StepBatches::new(&store, options).unwrap();
+    let per_epoch = from_start.batches_per_epoch();
+    assert!(per_epoch >= 2);
+    let steps: Vec<_> = (0..2 * per_epoch + 1)
+        .map(|s| from_start.batch(s).unwrap())
+        .collect();
+    // A resumed reader asked for step s first gives the same batch as one that read 0..s.
+    let mut resumed = activation_cache::StepBatches::new(&store, options).unwrap();
+    for s in [per_epoch + 1, 3, 2 * per_epoch] {
+        assert_eq!(resumed.batch(s).unwrap(), steps[s]);
+    }
+    // Epoch 0 is the seed's order (full batches only); epoch 1 is reshuffled with the next seed.
+    let epoch0: Vec<u64> = store.batches(options).unwrap().rows().to_vec();
+    let all = dump(&store);
+    for (b, batch) in steps[..per_epoch].iter().enumerate() {
+        for (k, row) in batch.outer_iter().enumerate() {
+            let stored = &all[epoch0[b * 16 + k] as usize].1;
+            assert!(row.iter().zip(stored).all(|(x, y)| x == y));
+        }
+    }
+    assert_ne!(steps[0], steps[per_epoch]);
+    let too_big = BatchOptions {
+        batch_size: 1 << 20,
+        ..options
+    };
+    let err = activation_cache::StepBatches::new(&store, too_big).unwrap_err();
+    assert!(err.to_string().contains("batch_size"), "{err}");
+}

@@ -334,6 +334,75 @@ fn demo_pair_end_to_end() {
         .find(|p| p.probe == persona_dataset::PROBE_CHILD_NOVICE)
         .expect("the child/novice probe is concluded");
     assert_eq!(child.status, ConclusionStatus::Found, "{}", child.sentence);
+
+    // The planted latents, found independently of the pipeline: the latent whose chat decoder vector
+    // points along each mechanism's measured direction (demo.json).
+    let planted = |mechanism: &str| -> usize {
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(demo.join("demo.json")).unwrap())
+                .unwrap();
+        let direction: Vec<f32> = manifest["mechanisms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mechanism"] == mechanism)
+            .unwrap()["measured_direction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let latents: Vec<usize> = (0..cc.config().dict_size).collect();
+        let vectors = cc.decoder_vectors(&latents).unwrap();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let (best, cos) = latents
+            .iter()
+            .map(|&j| {
+                let chat: Vec<f32> = vectors.slice(ndarray::s![j, 1, ..]).to_vec();
+                let dot: f32 = chat.iter().zip(&direction).map(|(a, b)| a * b).sum();
+                (j, dot / (norm(&chat) * norm(&direction)).max(1e-12))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        assert!(cos > 0.9, "{mechanism}: best chat decoder cosine {cos}");
+        best
+    };
+    let (child_latent, belief_latent) = (planted("child_novice"), planted("belief"));
+    let decoder = results.decoder.as_ref().expect("decoder analysis");
+    for latent in [child_latent, belief_latent] {
+        assert_eq!(decoder.classes[latent], crosscoder::LatentClass::ChatOnly);
+    }
+    assert_eq!(
+        decoder.counts().base_only,
+        0,
+        "no base-only latent in the demo"
+    );
+
+    // Top user-model candidate = the child latent, verified on held-out prompts with AUROC >= 0.95.
+    assert_eq!(child.feature, Some(child_latent), "{}", child.sentence);
+    let top = |category: &str| -> usize {
+        let hunt = results
+            .hunts
+            .iter()
+            .find(|h| h.contrast.category == category)
+            .unwrap_or_else(|| panic!("no {category} hunt"));
+        hunt.candidate_stats().next().expect("a candidate").feature
+    };
+    assert_eq!(top("expertise_level"), child_latent);
+    // The sycophancy analysis finds the belief latent.
+    assert_eq!(top("sycophancy_triggers"), belief_latent);
+    for (latent, probe) in [
+        (child_latent, persona_dataset::PROBE_CHILD_NOVICE),
+        (belief_latent, persona_dataset::PROBE_SYCOPHANCY),
+    ] {
+        let auroc = results
+            .verifications
+            .iter()
+            .filter(|v| v.feature == latent && v.probe == probe)
+            .filter_map(|v| v.auroc)
+            .fold(f64::NAN, f64::max);
+        assert!(auroc >= 0.95, "{probe}: latent {latent} AUROC {auroc}");
+    }
     let dir = tempfile::tempdir().unwrap();
     results.write(dir.path()).unwrap();
 }

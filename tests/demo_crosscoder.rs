@@ -1,0 +1,174 @@
+//! The demo's crosscoder against the truth we planted: a chat-only latent along each planted direction and
+//! no base-only latent; and the negative control (chat = base) trained by the same recipe on a shorter
+//! schedule: no chat-only latent.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use activation_cache::{
+    cache_corpus, ActivationStore, BatchOptions, CacheOptions, Corpus, StepBatches, StereoRunner,
+};
+use crosscoder::train::{fit, FitOptions, TrainConfig, TrainerState};
+use crosscoder::{
+    BackendKind, Crosscoder, CrosscoderLoader, DecoderAnalysis, LatentClass,
+    RelativeNormThresholds, BASE, CHAT,
+};
+use gemma_model::{load_dir, HookPoint, LoadOptions};
+use stereo::demo::{generate, DemoSpec};
+
+fn demo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
+}
+
+/// `(mechanism, measured_direction)` from `demo.json`.
+fn planted_directions() -> Vec<(String, Vec<f32>)> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
+            .unwrap();
+    manifest["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let direction = m["measured_direction"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            (m["mechanism"].as_str().unwrap().to_string(), direction)
+        })
+        .collect()
+}
+
+/// The latent whose chat decoder vector is closest in direction to `direction`, with that cosine.
+fn best_chat_latent(cc: &dyn Crosscoder, direction: &[f32]) -> (usize, f32) {
+    let latents: Vec<usize> = (0..cc.config().dict_size).collect();
+    let vectors = cc.decoder_vectors(&latents).unwrap();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    latents
+        .iter()
+        .map(|&j| {
+            let chat = vectors.slice(ndarray::s![j, CHAT, ..]).to_vec();
+            let dot: f32 = chat.iter().zip(direction).map(|(a, b)| a * b).sum();
+            (j, dot / (norm(&chat) * norm(direction)))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap()
+}
+
+#[test]
+fn committed_crosscoder_has_a_chat_only_latent_per_plant_and_no_base_only_latent() {
+    let cc = CrosscoderLoader::new(demo_dir().join("crosscoder").to_string_lossy())
+        .backend(BackendKind::NdArray)
+        .load()
+        .unwrap();
+    assert_eq!(
+        cc.config().hook.as_deref(),
+        Some("blocks.1.hook_resid_post")
+    );
+    let analysis =
+        DecoderAnalysis::new(cc.as_ref(), BASE, CHAT, RelativeNormThresholds::default()).unwrap();
+    let mut found = Vec::new();
+    for (mechanism, direction) in planted_directions() {
+        let (latent, cosine) = best_chat_latent(cc.as_ref(), &direction);
+        println!(
+            "{mechanism}: latent #{latent}, chat decoder cosine {cosine:.3}, relative norm {:.3}",
+            analysis.relative_norms[latent]
+        );
+        assert!(cosine > 0.9, "{mechanism}: cosine {cosine}");
+        assert_eq!(
+            analysis.classes[latent],
+            LatentClass::ChatOnly,
+            "{mechanism}"
+        );
+        found.push(latent);
+    }
+    assert_ne!(found[0], found[1], "one latent per mechanism");
+    let counts = analysis.counts();
+    assert_eq!(counts.base_only, 0);
+    assert_eq!(
+        counts.chat_only, 2,
+        "only the plants are chat-only: {counts:?}"
+    );
+}
+
+/// Caches the corpus of the pair in `dir` at the demo hook and returns the store directory.
+fn cache(dir: &Path) -> PathBuf {
+    let hook: HookPoint = "blocks.1.hook_resid_post".parse().unwrap();
+    let options = LoadOptions::for_hooks(&[hook]);
+    let base = load_dir(dir.join("base"), &options).unwrap();
+    let chat = load_dir(dir.join("chat"), &options).unwrap();
+    let runner = StereoRunner::from_loaded(base, chat, hook).unwrap();
+    let corpus = Corpus::from_path(dir.join("corpus.jsonl")).unwrap();
+    let store = dir.join("store");
+    cache_corpus(&runner, &corpus, &store, &CacheOptions::default(), |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    store
+}
+
+#[test]
+fn negative_control_trains_to_no_chat_only_latent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = DemoSpec {
+        corpus_entries: 1000,
+        ..DemoSpec::negative_control()
+    };
+    generate(&spec, tmp.path()).unwrap();
+    let store = ActivationStore::open(cache(tmp.path())).unwrap();
+
+    // The demo recipe (ckkissane L1, F = 256, lr 1e-3) on a shorter schedule.
+    let mut config = TrainConfig::ckkissane(2, 64, 256, 600);
+    config.lr = 1e-3;
+    config.batch_size = 512;
+    let state = TrainerState::new(config.clone(), 0)
+        .unwrap()
+        .with_input_scaling(store.normalization_factors(false).to_vec())
+        .unwrap();
+    let mut trainer = state.build(BackendKind::Flex).unwrap();
+    let mut batches = StepBatches::new(
+        &store,
+        BatchOptions {
+            batch_size: config.batch_size,
+            ..BatchOptions::default()
+        },
+    )
+    .unwrap();
+    let summary = fit(
+        trainer.as_mut(),
+        |step| Ok(batches.batch(step).unwrap()),
+        &FitOptions {
+            progress: false,
+            ..FitOptions::default()
+        },
+    )
+    .unwrap();
+    let last = summary.last.unwrap();
+    println!("negative control: {last:?}");
+    assert!(
+        last.fvu.iter().all(|v| *v < 0.5),
+        "it learned something: {:?}",
+        last.fvu
+    );
+
+    let cc = trainer
+        .crosscoder()
+        .unwrap()
+        .build(BackendKind::Flex)
+        .unwrap();
+    let analysis =
+        DecoderAnalysis::new(cc.as_ref(), BASE, CHAT, RelativeNormThresholds::default()).unwrap();
+    let counts = analysis.counts();
+    let extreme = analysis
+        .relative_norms
+        .iter()
+        .fold((1.0f32, 0.0f32), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    println!(
+        "negative control classes {counts:?}, relative norms in [{:.3}, {:.3}]",
+        extreme.0, extreme.1
+    );
+    assert_eq!(counts.chat_only, 0, "{counts:?}");
+    assert_eq!(counts.base_only, 0, "{counts:?}");
+}
