@@ -88,6 +88,15 @@ impl<B: Backend> Params<B> {
         })
     }
 
+    /// Moves the tensors out, leaving 1 x 1 placeholders.
+    fn take(&mut self, device: &B::Device) -> Self {
+        let placeholder = || Tensor::<B, 2>::zeros([1, 1], device);
+        std::mem::replace(
+            self,
+            Params::from_array([placeholder(), placeholder(), placeholder(), placeholder()]),
+        )
+    }
+
     fn into_array(self) -> [Tensor<B, 2>; 4] {
         [self.w_enc, self.b_enc, self.w_dec, self.b_dec]
     }
@@ -226,171 +235,177 @@ impl<B: Backend> DeviceTrainer<B> {
             };
         let mut threshold = self.threshold;
 
-        let x: Tensor<B, 2> = upload::<B, _>(x_host, [rows, n * d], &self.device);
-        let x_ad = Tensor::<Autodiff<B>, 2>::from_inner(x.clone());
-        let leaf =
-            |t: &Tensor<B, 2>| Tensor::<Autodiff<B>, 2>::from_inner(t.clone()).require_grad();
-        let (w_enc, b_enc, w_dec, b_dec) = (
-            leaf(&self.params.w_enc),
-            leaf(&self.params.b_enc),
-            leaf(&self.params.w_dec),
-            leaf(&b_dec_start),
-        );
+        // The autodiff graph lives in this block only: once it ends, the parameters' buffers are held by
+        // `self` alone, so the optimiser can update them in place.
+        let (gradients, host, fvu, counters, fired_l0, k_used, threshold_metric, lambda) = {
+            let x: Tensor<B, 2> = upload::<B, _>(x_host, [rows, n * d], &self.device);
+            let x_ad = Tensor::<Autodiff<B>, 2>::from_inner(x.clone());
+            let leaf =
+                |t: &Tensor<B, 2>| Tensor::<Autodiff<B>, 2>::from_inner(t.clone()).require_grad();
+            let (w_enc, b_enc, w_dec, b_dec) = (
+                leaf(&self.params.w_enc),
+                leaf(&self.params.b_enc),
+                leaf(&self.params.w_dec),
+                leaf(&b_dec_start),
+            );
 
-        let post = relu(x_ad.clone().matmul(w_enc.clone()) + b_enc.clone());
-        let code_norm = self.code_norm(w_dec.clone());
+            let post = relu(x_ad.clone().matmul(w_enc.clone()) + b_enc.clone());
+            let code_norm = self.code_norm(w_dec.clone());
 
-        // The latents that reach the decoder, and the per-latent firing this step.
-        let mut k_used = None;
-        let mut threshold_metric = None;
-        let (latents, fired, l0) = match &self.config.objective {
-            Objective::L1 { .. } => {
-                let active = post.clone().inner().greater_elem(0.0).float();
-                let fired = download2(active.clone().sum_dim(0))?;
-                let l0 = scalar(active.sum())? / rows as f32;
-                (
-                    post.clone(),
-                    fired.iter().map(|c| *c > 0.0).collect::<Vec<bool>>(),
-                    l0,
-                )
-            }
-            Objective::BatchTopK(o) => {
-                let k = o.k_at(step);
-                k_used = Some(k);
-                let scaled = post.clone().inner() * code_norm.clone().inner();
-                let scaled_host = download2(scaled.clone())?;
-                let scaled_slice = scaled_host.as_slice().expect("standard layout");
-                let cut = batch_top_k_cut(scaled_slice, k * rows);
-                let mut fired = vec![false; f];
-                let mut kept = 0usize;
-                for (i, v) in scaled_slice.iter().enumerate() {
-                    if *v > 0.0 && *v >= cut.cutoff {
-                        fired[i % f] = true;
-                        kept += 1;
+            // The latents that reach the decoder, and the per-latent firing this step.
+            let mut k_used = None;
+            let mut threshold_metric = None;
+            let (latents, fired, l0) = match &self.config.objective {
+                Objective::L1 { .. } => {
+                    let active = post.clone().inner().greater_elem(0.0).float();
+                    let fired = download2(active.clone().sum_dim(0))?;
+                    let l0 = scalar(active.sum())? / rows as f32;
+                    (
+                        post.clone(),
+                        fired.iter().map(|c| *c > 0.0).collect::<Vec<bool>>(),
+                        l0,
+                    )
+                }
+                Objective::BatchTopK(o) => {
+                    let k = o.k_at(step);
+                    k_used = Some(k);
+                    let scaled = post.clone().inner() * code_norm.clone().inner();
+                    let scaled_host = download2(scaled.clone())?;
+                    let scaled_slice = scaled_host.as_slice().expect("standard layout");
+                    let cut = batch_top_k_cut(scaled_slice, k * rows);
+                    let mut fired = vec![false; f];
+                    let mut kept = 0usize;
+                    for (i, v) in scaled_slice.iter().enumerate() {
+                        if *v > 0.0 && *v >= cut.cutoff {
+                            fired[i % f] = true;
+                            kept += 1;
+                        }
                     }
-                }
-                if step as i64 > o.threshold_start_step {
-                    threshold = if threshold < 0.0 {
-                        cut.min_kept
-                    } else {
-                        // As torch: the Python-float coefficients are rounded to f32, the arithmetic is f32.
-                        let keep = o.threshold_beta as f32;
-                        let take = (1.0 - o.threshold_beta) as f32;
-                        keep * threshold + take * cut.min_kept
-                    };
-                }
-                threshold_metric = Some(threshold);
-                let mask = Tensor::<Autodiff<B>, 2>::from_inner(
-                    scaled.greater_equal_elem(cut.cutoff).float(),
-                );
-                (post.clone() * mask, fired, kept as f32 / rows as f32)
-            }
-        };
-
-        // Dead-latent counters: updated before the AuxK loss reads them, as in the reference.
-        let counters: Vec<u64> = self
-            .tokens_since_fired
-            .iter()
-            .zip(&fired)
-            .map(|(count, fired)| {
-                if *fired {
-                    0
-                } else {
-                    count.saturating_add(rows as u64)
-                }
-            })
-            .collect();
-
-        let x_hat = latents.clone().matmul(w_dec.clone()) + b_dec.clone();
-        let error = x_ad - x_hat;
-        let squared = (error.clone() * error.clone())
-            .reshape([rows, n, d])
-            .sum_dim(2)
-            .reshape([rows, n]);
-        let mse = squared.clone().mean();
-        let l2 = squared.clone().sqrt().mean();
-
-        let lambda = self.config.lambda_at(step);
-        let (loss, sparsity, auxk) = match &self.config.objective {
-            Objective::L1 { reconstruction, .. } => {
-                let recon = match reconstruction {
-                    Reconstruction::SquaredSum => squared.clone().sum_dim(1).mean(),
-                    Reconstruction::Mse => mse.clone(),
-                    Reconstruction::L2 => l2.clone(),
-                };
-                let sparsity = (latents * code_norm).sum_dim(1).mean();
-                (recon + sparsity.clone() * lambda, Some(sparsity), None)
-            }
-            Objective::BatchTopK(o) => {
-                let dead_window = o.dead_tokens;
-                let dead: Vec<usize> = (0..f).filter(|&j| counters[j] >= dead_window).collect();
-                let auxk = if dead.is_empty() {
-                    None
-                } else {
-                    let scaled_host = download2(post.clone().inner() * code_norm.clone().inner())?;
-                    let mask = aux_k_mask(
-                        scaled_host.as_slice().expect("standard layout"),
-                        rows,
-                        f,
-                        &dead,
-                        o.top_k_aux.min(dead.len()),
+                    if step as i64 > o.threshold_start_step {
+                        threshold = if threshold < 0.0 {
+                            cut.min_kept
+                        } else {
+                            // As torch: the Python-float coefficients are rounded to f32, the arithmetic is f32.
+                            let keep = o.threshold_beta as f32;
+                            let take = (1.0 - o.threshold_beta) as f32;
+                            keep * threshold + take * cut.min_kept
+                        };
+                    }
+                    threshold_metric = Some(threshold);
+                    let mask = Tensor::<Autodiff<B>, 2>::from_inner(
+                        scaled.greater_equal_elem(cut.cutoff).float(),
                     );
-                    let mask = Tensor::<Autodiff<B>, 2>::from_inner(Tensor::from_data(
-                        TensorData::new(mask, [rows, f]),
-                        &self.device,
-                    ));
-                    let residual = error.clone().inner();
-                    let centered = residual.clone() - residual.clone().mean_dim(0);
-                    let denominator = scalar((centered.clone() * centered).sum_dim(1).mean())?;
-                    let aux_reconstruction = (post.clone() * mask).matmul(w_dec.clone());
-                    let aux_error =
-                        Tensor::<Autodiff<B>, 2>::from_inner(residual) - aux_reconstruction;
-                    let aux = (aux_error.clone() * aux_error).sum_dim(1).mean();
-                    (denominator.is_finite() && denominator > 0.0).then(|| aux / denominator)
-                };
-                let loss = match &auxk {
-                    Some(a) => l2.clone() + a.clone() * o.auxk_alpha,
-                    None => l2.clone(),
-                };
-                (loss, None, Some(auxk))
+                    (post.clone() * mask, fired, kept as f32 / rows as f32)
+                }
+            };
+
+            // Dead-latent counters: updated before the AuxK loss reads them, as in the reference.
+            let counters: Vec<u64> = self
+                .tokens_since_fired
+                .iter()
+                .zip(&fired)
+                .map(|(count, fired)| {
+                    if *fired {
+                        0
+                    } else {
+                        count.saturating_add(rows as u64)
+                    }
+                })
+                .collect();
+
+            let x_hat = latents.clone().matmul(w_dec.clone()) + b_dec.clone();
+            let error = x_ad - x_hat;
+            let squared = (error.clone() * error.clone())
+                .reshape([rows, n, d])
+                .sum_dim(2)
+                .reshape([rows, n]);
+            let mse = squared.clone().mean();
+            let l2 = squared.clone().sqrt().mean();
+
+            let lambda = self.config.lambda_at(step);
+            let (loss, sparsity, auxk) = match &self.config.objective {
+                Objective::L1 { reconstruction, .. } => {
+                    let recon = match reconstruction {
+                        Reconstruction::SquaredSum => squared.clone().sum_dim(1).mean(),
+                        Reconstruction::Mse => mse.clone(),
+                        Reconstruction::L2 => l2.clone(),
+                    };
+                    let sparsity = (latents * code_norm).sum_dim(1).mean();
+                    (recon + sparsity.clone() * lambda, Some(sparsity), None)
+                }
+                Objective::BatchTopK(o) => {
+                    let dead_window = o.dead_tokens;
+                    let dead: Vec<usize> = (0..f).filter(|&j| counters[j] >= dead_window).collect();
+                    let auxk = if dead.is_empty() {
+                        None
+                    } else {
+                        let scaled_host = download2(post.clone().inner() * code_norm.clone().inner())?;
+                        let mask = aux_k_mask(
+                            scaled_host.as_slice().expect("standard layout"),
+                            rows,
+                            f,
+                            &dead,
+                            o.top_k_aux.min(dead.len()),
+                        );
+                        let mask = Tensor::<Autodiff<B>, 2>::from_inner(Tensor::from_data(
+                            TensorData::new(mask, [rows, f]),
+                            &self.device,
+                        ));
+                        let residual = error.clone().inner();
+                        let centered = residual.clone() - residual.clone().mean_dim(0);
+                        let denominator = scalar((centered.clone() * centered).sum_dim(1).mean())?;
+                        let aux_reconstruction = (post.clone() * mask).matmul(w_dec.clone());
+                        let aux_error =
+                            Tensor::<Autodiff<B>, 2>::from_inner(residual) - aux_reconstruction;
+                        let aux = (aux_error.clone() * aux_error).sum_dim(1).mean();
+                        (denominator.is_finite() && denominator > 0.0).then(|| aux / denominator)
+                    };
+                    let loss = match &auxk {
+                        Some(a) => l2.clone() + a.clone() * o.auxk_alpha,
+                        None => l2.clone(),
+                    };
+                    (loss, None, Some(auxk))
+                }
+            };
+
+            let host = HostScalars {
+                loss: scalar(loss.clone().inner())?,
+                l2: scalar(l2.inner())?,
+                mse: scalar(mse.inner())?,
+                sparsity: sparsity.map(|s| scalar(s.inner())).transpose()?,
+                auxk: match auxk {
+                    Some(Some(a)) => Some(scalar(a.inner())?),
+                    Some(None) => Some(0.0),
+                    None => None,
+                },
+            };
+            if !host.loss.is_finite() {
+                return Err(CrosscoderError::Diverged {
+                    step,
+                    what: "the loss".into(),
+                });
             }
-        };
+            let fvu = self.fraction_of_variance_unexplained(&x, squared.inner(), rows)?;
 
-        let host = HostScalars {
-            loss: scalar(loss.clone().inner())?,
-            l2: scalar(l2.inner())?,
-            mse: scalar(mse.inner())?,
-            sparsity: sparsity.map(|s| scalar(s.inner())).transpose()?,
-            auxk: match auxk {
-                Some(Some(a)) => Some(scalar(a.inner())?),
-                Some(None) => Some(0.0),
-                None => None,
-            },
+            let grads = loss.backward();
+            let zero_like = |t: &Tensor<B, 2>| t.zeros_like();
+            let gradients = Params::<B>::from_array([
+                w_enc
+                    .grad(&grads)
+                    .unwrap_or_else(|| zero_like(&self.params.w_enc)),
+                b_enc
+                    .grad(&grads)
+                    .unwrap_or_else(|| zero_like(&self.params.b_enc)),
+                w_dec
+                    .grad(&grads)
+                    .unwrap_or_else(|| zero_like(&self.params.w_dec)),
+                b_dec
+                    .grad(&grads)
+                    .unwrap_or_else(|| zero_like(&b_dec_start)),
+            ]);
+            (gradients, host, fvu, counters, l0, k_used, threshold_metric, lambda)
         };
-        if !host.loss.is_finite() {
-            return Err(CrosscoderError::Diverged {
-                step,
-                what: "the loss".into(),
-            });
-        }
-        let fvu = self.fraction_of_variance_unexplained(&x, squared.inner(), rows)?;
-
-        let grads = loss.backward();
-        let zero_like = |t: &Tensor<B, 2>| t.zeros_like();
-        let gradients = Params::<B>::from_array([
-            w_enc
-                .grad(&grads)
-                .unwrap_or_else(|| zero_like(&self.params.w_enc)),
-            b_enc
-                .grad(&grads)
-                .unwrap_or_else(|| zero_like(&self.params.b_enc)),
-            w_dec
-                .grad(&grads)
-                .unwrap_or_else(|| zero_like(&self.params.w_dec)),
-            b_dec
-                .grad(&grads)
-                .unwrap_or_else(|| zero_like(&b_dec_start)),
-        ]);
+        let l0 = fired_l0;
         let recorded = if keep_gradients {
             Some(gradients.download(n, d)?)
         } else {
@@ -399,8 +414,13 @@ impl<B: Backend> DeviceTrainer<B> {
 
         // Global gradient norm, as torch's clip_grad_norm_ computes it (norm of the per-tensor norms).
         let mut squares = 0.0f64;
-        for g in gradients.clone().into_array() {
-            let norm = scalar((g.clone() * g).sum())?.sqrt();
+        for g in [
+            &gradients.w_enc,
+            &gradients.b_enc,
+            &gradients.w_dec,
+            &gradients.b_dec,
+        ] {
+            let norm = scalar((g.clone() * g.clone()).sum())?.sqrt();
             squares += f64::from(norm) * f64::from(norm);
         }
         let grad_norm = squares.sqrt() as f32;
@@ -480,44 +500,35 @@ impl<B: Backend> DeviceTrainer<B> {
             .collect())
     }
 
-    /// torch's Adam (no weight decay, no amsgrad) at learning rate `lr`, Adam step `t` (1-based).
+    /// torch's Adam (no weight decay, no amsgrad) at learning rate `lr`, Adam step `t` (1-based). The
+    /// parameters and moments are moved out of `self` so that, held once, the backend updates them in place.
     fn adam_update(&mut self, gradients: Params<B>, lr: f32, t: usize) {
         let [beta1, beta2] = self.config.betas;
         let bias_correction1 = 1.0 - beta1.powi(t as i32);
-        let bias_correction2_sqrt = (1.0 - beta2.powi(t as i32)).sqrt();
+        let bias_correction2_sqrt = (1.0 - beta2.powi(t as i32)).sqrt() as f32;
         let step_size = (f64::from(lr) / bias_correction1) as f32;
         let eps = self.config.eps;
         // The Python-float coefficients, each rounded once to f32 (as torch does with scalar arguments).
         let (b1, one_minus_b1) = (beta1 as f32, (1.0 - beta1) as f32);
         let (b2, one_minus_b2) = (beta2 as f32, (1.0 - beta2) as f32);
 
-        let params = self.params.clone().into_array();
-        let ms = self.adam_m.clone().into_array();
-        let vs = self.adam_v.clone().into_array();
-        let mut new_p = Vec::with_capacity(4);
-        let mut new_m = Vec::with_capacity(4);
-        let mut new_v = Vec::with_capacity(4);
-        for (((p, m), v), g) in params
-            .into_iter()
-            .zip(ms)
-            .zip(vs)
-            .zip(gradients.into_array())
-        {
-            let m = m * b1 + g.clone() * one_minus_b1;
-            let v = v * b2 + g.clone() * g * one_minus_b2;
-            let denominator = v.clone().sqrt() / bias_correction2_sqrt as f32 + eps;
-            let p = p - m.clone() / denominator * step_size;
-            new_p.push(p);
-            new_m.push(m);
-            new_v.push(v);
+        let params = self.params.take(&self.device).into_array();
+        let ms = self.adam_m.take(&self.device).into_array();
+        let vs = self.adam_v.take(&self.device).into_array();
+        let mut updated = Vec::with_capacity(4);
+        for (((p, m), v), g) in params.into_iter().zip(ms).zip(vs).zip(gradients.into_array()) {
+            let m = m.mul_scalar(b1).add(g.clone().mul_scalar(one_minus_b1));
+            let v = v.mul_scalar(b2).add(g.powi_scalar(2).mul_scalar(one_minus_b2));
+            let denominator = v.clone().sqrt().div_scalar(bias_correction2_sqrt).add_scalar(eps);
+            let p = p.sub(m.clone().div(denominator).mul_scalar(step_size));
+            updated.push((p, m, v));
         }
-        let into4 = |v: Vec<Tensor<B, 2>>| -> [Tensor<B, 2>; 4] {
-            v.try_into()
-                .unwrap_or_else(|_| unreachable!("four parameters"))
-        };
-        self.params = Params::from_array(into4(new_p));
-        self.adam_m = Params::from_array(into4(new_m));
-        self.adam_v = Params::from_array(into4(new_v));
+        let mut it = updated.into_iter();
+        let mut next = || it.next().expect("four parameters");
+        let [(p0, m0, v0), (p1, m1, v1), (p2, m2, v2), (p3, m3, v3)] = [next(), next(), next(), next()];
+        self.params = Params::from_array([p0, p1, p2, p3]);
+        self.adam_m = Params::from_array([m0, m1, m2, m3]);
+        self.adam_v = Params::from_array([v0, v1, v2, v3]);
     }
 }
 
