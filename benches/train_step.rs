@@ -40,7 +40,10 @@ fn train_step(c: &mut Criterion) {
     for backend in [BackendKind::Flex, BackendKind::NdArray] {
         for (name, config) in [
             ("l1", TrainConfig::ckkissane(2, D, F, 1_000_000)),
-            ("batch_topk_k100", TrainConfig::batch_top_k(2, D, F, 1_000_000, 100)),
+            (
+                "batch_topk_k100",
+                TrainConfig::batch_top_k(2, D, F, 1_000_000, 100),
+            ),
         ] {
             let mut trainer = TrainerState::new(config, 0)
                 .expect("valid config")

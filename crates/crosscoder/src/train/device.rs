@@ -339,7 +339,8 @@ impl<B: Backend> DeviceTrainer<B> {
                     let auxk = if dead.is_empty() {
                         None
                     } else {
-                        let scaled_host = download2(post.clone().inner() * code_norm.clone().inner())?;
+                        let scaled_host =
+                            download2(post.clone().inner() * code_norm.clone().inner())?;
                         let mask = aux_k_mask(
                             scaled_host.as_slice().expect("standard layout"),
                             rows,
@@ -403,7 +404,16 @@ impl<B: Backend> DeviceTrainer<B> {
                     .grad(&grads)
                     .unwrap_or_else(|| zero_like(&b_dec_start)),
             ]);
-            (gradients, host, fvu, counters, l0, k_used, threshold_metric, lambda)
+            (
+                gradients,
+                host,
+                fvu,
+                counters,
+                l0,
+                k_used,
+                threshold_metric,
+                lambda,
+            )
         };
         let l0 = fired_l0;
         let recorded = if keep_gradients {
@@ -516,16 +526,28 @@ impl<B: Backend> DeviceTrainer<B> {
         let ms = self.adam_m.take(&self.device).into_array();
         let vs = self.adam_v.take(&self.device).into_array();
         let mut updated = Vec::with_capacity(4);
-        for (((p, m), v), g) in params.into_iter().zip(ms).zip(vs).zip(gradients.into_array()) {
+        for (((p, m), v), g) in params
+            .into_iter()
+            .zip(ms)
+            .zip(vs)
+            .zip(gradients.into_array())
+        {
             let m = m.mul_scalar(b1).add(g.clone().mul_scalar(one_minus_b1));
-            let v = v.mul_scalar(b2).add(g.powi_scalar(2).mul_scalar(one_minus_b2));
-            let denominator = v.clone().sqrt().div_scalar(bias_correction2_sqrt).add_scalar(eps);
+            let v = v
+                .mul_scalar(b2)
+                .add(g.powi_scalar(2).mul_scalar(one_minus_b2));
+            let denominator = v
+                .clone()
+                .sqrt()
+                .div_scalar(bias_correction2_sqrt)
+                .add_scalar(eps);
             let p = p.sub(m.clone().div(denominator).mul_scalar(step_size));
             updated.push((p, m, v));
         }
         let mut it = updated.into_iter();
         let mut next = || it.next().expect("four parameters");
-        let [(p0, m0, v0), (p1, m1, v1), (p2, m2, v2), (p3, m3, v3)] = [next(), next(), next(), next()];
+        let [(p0, m0, v0), (p1, m1, v1), (p2, m2, v2), (p3, m3, v3)] =
+            [next(), next(), next(), next()];
         self.params = Params::from_array([p0, p1, p2, p3]);
         self.adam_m = Params::from_array([m0, m1, m2, m3]);
         self.adam_v = Params::from_array([v0, v1, v2, v3]);
