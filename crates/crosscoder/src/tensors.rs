@@ -261,6 +261,64 @@ pub(crate) fn decode_le(name: &str, bytes: &[u8]) -> Option<HostData> {
     })
 }
 
+/// A named f32 tensor waiting to be written: name, shape, little-endian bytes.
+pub(crate) type F32Entry = (String, Vec<usize>, Vec<u8>);
+
+/// The four tensors of `w` as entries named `W_enc`, `b_enc`, `W_dec`, `b_dec`, each after `prefix.` when
+/// `prefix` is not empty.
+pub(crate) fn weight_entries(
+    prefix: &str,
+    w: &crate::checkpoint::CrosscoderWeights,
+) -> Vec<F32Entry> {
+    let name = |key: &str| {
+        if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}.{key}")
+        }
+    };
+    vec![
+        f32_entry(name("W_enc"), w.w_enc.shape(), w.w_enc.iter()),
+        f32_entry(name("b_enc"), w.b_enc.shape(), w.b_enc.iter()),
+        f32_entry(name("W_dec"), w.w_dec.shape(), w.w_dec.iter()),
+        f32_entry(name("b_dec"), w.b_dec.shape(), w.b_dec.iter()),
+    ]
+}
+
+/// One entry from an array's shape and elements (in logical order).
+pub(crate) fn f32_entry<'a>(
+    name: String,
+    shape: &[usize],
+    values: impl Iterator<Item = &'a f32>,
+) -> F32Entry {
+    (
+        name,
+        shape.to_vec(),
+        values.flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+/// Serialises entries and string metadata into safetensors bytes; errors name `path`, the file they are
+/// meant for.
+pub(crate) fn serialize_f32(
+    entries: &[F32Entry],
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let st_err = |e: safetensors::SafeTensorError| CrosscoderError::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let views = entries
+        .iter()
+        .map(|(k, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (k.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(st_err)?;
+    safetensors::serialize(views, Some(metadata)).map_err(st_err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

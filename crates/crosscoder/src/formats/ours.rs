@@ -30,13 +30,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ndarray::{Array1, Array2, Ix1, Ix2, Ix3};
-use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{CrosscoderConfig, InputNormalizer};
 use crate::error::{CrosscoderError, Result};
-use crate::tensors::{read_safetensors, TensorMap};
+use crate::tensors::{f32_entry, read_safetensors, serialize_f32, weight_entries, TensorMap};
 
 /// File name of the weights.
 pub const WEIGHTS_FILE: &str = "crosscoder.safetensors";
@@ -89,29 +88,7 @@ pub(crate) fn save(checkpoint: &CrosscoderCheckpoint, dir: &Path) -> Result<()> 
     let json = serde_json::to_string_pretty(&file_config)
         .map_err(|e| CrosscoderError::json(&config_path, e))?;
 
-    let w = checkpoint.weights();
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = vec![
-        (
-            "W_enc".into(),
-            w.w_enc.shape().to_vec(),
-            le_bytes(w.w_enc.iter()),
-        ),
-        (
-            "b_enc".into(),
-            w.b_enc.shape().to_vec(),
-            le_bytes(w.b_enc.iter()),
-        ),
-        (
-            "W_dec".into(),
-            w.w_dec.shape().to_vec(),
-            le_bytes(w.w_dec.iter()),
-        ),
-        (
-            "b_dec".into(),
-            w.b_dec.shape().to_vec(),
-            le_bytes(w.b_dec.iter()),
-        ),
-    ];
+    let mut entries = weight_entries("", checkpoint.weights());
     if let InputNormalizer::MeanStd {
         mean,
         std,
@@ -119,45 +96,25 @@ pub(crate) fn save(checkpoint: &CrosscoderCheckpoint, dir: &Path) -> Result<()> 
         ..
     } = checkpoint.normalizer()
     {
-        owned.push((
+        entries.push(f32_entry(
             "activation_mean".into(),
-            mean.shape().to_vec(),
-            le_bytes(mean.iter()),
+            mean.shape(),
+            mean.iter(),
         ));
-        owned.push((
-            "activation_std".into(),
-            std.shape().to_vec(),
-            le_bytes(std.iter()),
-        ));
-        owned.push((
+        entries.push(f32_entry("activation_std".into(), std.shape(), std.iter()));
+        entries.push(f32_entry(
             "activation_global_scale".into(),
-            global_scale.shape().to_vec(),
-            le_bytes(global_scale.iter()),
+            global_scale.shape(),
+            global_scale.iter(),
         ));
     }
     let weights_path = dir.join(WEIGHTS_FILE);
-    let st_err = |e: safetensors::SafeTensorError| CrosscoderError::Safetensors {
-        path: weights_path.clone(),
-        reason: e.to_string(),
-    };
-    let views = owned
-        .iter()
-        .map(|(k, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (k.clone(), v))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(st_err)?;
-    let metadata: HashMap<String, String> = [(METADATA_KEY.to_string(), json.clone())]
-        .into_iter()
-        .collect();
-    safetensors::serialize_to_file(views, Some(metadata), &weights_path).map_err(st_err)?;
+    let metadata: HashMap<String, String> = [(METADATA_KEY.to_string(), json.clone())].into();
+    let bytes = serialize_f32(&entries, metadata, &weights_path)?;
+    std::fs::write(&weights_path, bytes).map_err(|e| CrosscoderError::io(&weights_path, e))?;
     std::fs::write(&config_path, json + "\n").map_err(|e| CrosscoderError::io(&config_path, e))?;
     tracing::info!(dir = %dir.display(), "saved crosscoder");
     Ok(())
-}
-
-pub(crate) fn le_bytes<'a>(values: impl Iterator<Item = &'a f32>) -> Vec<u8> {
-    values.flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Loads a directory in this format.

@@ -9,14 +9,12 @@ use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{Activation, CrosscoderConfig, InputNormalizer};
 use crate::error::{CrosscoderError, Result};
-use crate::formats::ours::le_bytes;
-use crate::tensors::read_safetensors;
+use crate::tensors::{read_safetensors, serialize_f32, weight_entries};
 use crate::train::config::{Objective, TrainConfig};
 
 /// Key of the JSON header inside a trainer checkpoint's safetensors metadata.
@@ -213,46 +211,11 @@ impl TrainerState {
             hook: self.hook.clone(),
         };
         let json = serde_json::to_string(&header).map_err(|e| CrosscoderError::json(path, e))?;
-        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (prefix, w) in [
-            ("weights", &self.weights),
-            ("adam_m", &self.adam_m),
-            ("adam_v", &self.adam_v),
-        ] {
-            owned.push((
-                format!("{prefix}.W_enc"),
-                w.w_enc.shape().to_vec(),
-                le_bytes(w.w_enc.iter()),
-            ));
-            owned.push((
-                format!("{prefix}.b_enc"),
-                w.b_enc.shape().to_vec(),
-                le_bytes(w.b_enc.iter()),
-            ));
-            owned.push((
-                format!("{prefix}.W_dec"),
-                w.w_dec.shape().to_vec(),
-                le_bytes(w.w_dec.iter()),
-            ));
-            owned.push((
-                format!("{prefix}.b_dec"),
-                w.b_dec.shape().to_vec(),
-                le_bytes(w.b_dec.iter()),
-            ));
-        }
-        let st_err = |e: safetensors::SafeTensorError| CrosscoderError::Safetensors {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
-        let views = owned
-            .iter()
-            .map(|(k, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (k.clone(), v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(st_err)?;
+        let mut entries = weight_entries("weights", &self.weights);
+        entries.extend(weight_entries("adam_m", &self.adam_m));
+        entries.extend(weight_entries("adam_v", &self.adam_v));
         let metadata: HashMap<String, String> = [(HEADER_KEY.to_string(), json)].into();
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(st_err)?;
+        let bytes = serialize_f32(&entries, metadata, path)?;
         write_atomically(path, &bytes)
     }
 
