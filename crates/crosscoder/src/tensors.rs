@@ -102,6 +102,24 @@ impl TensorMap {
         }
     }
 
+    /// Like [`TensorMap::take_f32`], with the rank fixed by the array type `D` (`Ix1`, `Ix2`, `Ix3`).
+    pub fn take_array<D: ndarray::Dimension>(
+        &mut self,
+        key: &str,
+        axes: &str,
+    ) -> Result<ndarray::Array<f32, D>> {
+        let rank = D::NDIM.expect("a fixed-rank array type");
+        let a = self.take_f32(key, rank, axes)?;
+        let actual = a.shape().to_vec();
+        a.into_dimensionality::<D>()
+            .map_err(|_| CrosscoderError::ShapeMismatch {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected: axes.to_string(),
+                actual,
+            })
+    }
+
     /// Like [`TensorMap::take_f32`], but `None` when the key is absent.
     pub fn take_f32_opt(
         &mut self,

@@ -65,26 +65,10 @@ pub(crate) fn from_tensors(
     cfg: Option<CkConfig>,
 ) -> Result<CrosscoderCheckpoint> {
     let path = t.path.clone();
-    let shape_err = |key: &str, e: ndarray::ShapeError| CrosscoderError::Pickle {
-        path: path.clone(),
-        reason: format!("tensor `{key}`: {e}"),
-    };
-    let w_enc = t
-        .take_f32("W_enc", 3, "[n_models, d, F]")?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| shape_err("W_enc", e))?;
-    let w_dec_fnd = t
-        .take_f32("W_dec", 3, "[F, n_models, d]")?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| shape_err("W_dec", e))?;
-    let b_enc = t
-        .take_f32("b_enc", 1, "[F]")?
-        .into_dimensionality::<Ix1>()
-        .map_err(|e| shape_err("b_enc", e))?;
-    let b_dec = t
-        .take_f32("b_dec", 2, "[n_models, d]")?
-        .into_dimensionality::<Ix2>()
-        .map_err(|e| shape_err("b_dec", e))?;
+    let w_enc = t.take_array::<Ix3>("W_enc", "[n_models, d, F]")?;
+    let w_dec_fnd = t.take_array::<Ix3>("W_dec", "[F, n_models, d]")?;
+    let b_enc = t.take_array::<Ix1>("b_enc", "[F]")?;
+    let b_dec = t.take_array::<Ix2>("b_dec", "[n_models, d]")?;
     let (n, d, f) = w_enc.dim();
     if w_dec_fnd.dim() != (f, n, d) {
         return Err(CrosscoderError::ShapeMismatch {

@@ -198,23 +198,11 @@ pub(crate) fn from_tensors(
     };
 
     // Weights.
-    let w_enc = t
-        .take_f32("encoder.weight", 3, "[n_models, d, F]")?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| shape_err(&path, "encoder.weight", e))?;
+    let w_enc = t.take_array::<Ix3>("encoder.weight", "[n_models, d, F]")?;
     let (n, d, f) = w_enc.dim();
-    let w_dec = t
-        .take_f32("decoder.weight", 3, "[n_models, F, d]")?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| shape_err(&path, "decoder.weight", e))?;
-    let b_enc = t
-        .take_f32("encoder.bias", 1, "[F]")?
-        .into_dimensionality::<Ix1>()
-        .map_err(|e| shape_err(&path, "encoder.bias", e))?;
-    let b_dec = t
-        .take_f32("decoder.bias", 2, "[n_models, d]")?
-        .into_dimensionality::<Ix2>()
-        .map_err(|e| shape_err(&path, "decoder.bias", e))?;
+    let w_dec = t.take_array::<Ix3>("decoder.weight", "[n_models, F, d]")?;
+    let b_enc = t.take_array::<Ix1>("encoder.bias", "[F]")?;
+    let b_dec = t.take_array::<Ix2>("decoder.bias", "[n_models, d]")?;
 
     if let Some(c) = &cfg {
         for (field, tensors) in [("activation_dim", d), ("dict_size", f), ("num_layers", n)] {

@@ -157,42 +157,18 @@ fn from_parts(
         });
     }
     let path = t.path.clone();
-    let shape_err = |key: &str, e: ndarray::ShapeError| CrosscoderError::Safetensors {
-        path: path.clone(),
-        reason: format!("tensor `{key}`: {e}"),
-    };
-    let w_enc = t
-        .take_f32("W_enc", 3, "[n_models, d, F]")?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| shape_err("W_enc", e))?;
-    let b_enc = t
-        .take_f32("b_enc", 1, "[F]")?
-        .into_dimensionality::<Ix1>()
-        .map_err(|e| shape_err("b_enc", e))?;
-    let w_dec = t
-        .take_f32("W_dec", 3, "[n_models, F, d]")?
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| shape_err("W_dec", e))?;
-    let b_dec = t
-        .take_f32("b_dec", 2, "[n_models, d]")?
-        .into_dimensionality::<Ix2>()
-        .map_err(|e| shape_err("b_dec", e))?;
+    let w_enc = t.take_array::<Ix3>("W_enc", "[n_models, d, F]")?;
+    let b_enc = t.take_array::<Ix1>("b_enc", "[F]")?;
+    let w_dec = t.take_array::<Ix3>("W_dec", "[n_models, F, d]")?;
+    let b_dec = t.take_array::<Ix2>("b_dec", "[n_models, d]")?;
     let normalizer = match file_config.input_normalization {
         NormalizationSpec::Identity => InputNormalizer::Identity,
         NormalizationSpec::ScalingFactors { factors } => InputNormalizer::ScalingFactors(factors),
         NormalizationSpec::MeanStd { target_rms } => {
-            let mean: Array2<f32> = t
-                .take_f32("activation_mean", 2, "[n_models, d]")?
-                .into_dimensionality::<Ix2>()
-                .map_err(|e| shape_err("activation_mean", e))?;
-            let std: Array2<f32> = t
-                .take_f32("activation_std", 2, "[n_models, d]")?
-                .into_dimensionality::<Ix2>()
-                .map_err(|e| shape_err("activation_std", e))?;
-            let global_scale: Array1<f32> = t
-                .take_f32("activation_global_scale", 1, "[n_models]")?
-                .into_dimensionality::<Ix1>()
-                .map_err(|e| shape_err("activation_global_scale", e))?;
+            let mean: Array2<f32> = t.take_array::<Ix2>("activation_mean", "[n_models, d]")?;
+            let std: Array2<f32> = t.take_array::<Ix2>("activation_std", "[n_models, d]")?;
+            let global_scale: Array1<f32> =
+                t.take_array::<Ix1>("activation_global_scale", "[n_models]")?;
             InputNormalizer::MeanStd {
                 mean,
                 std,

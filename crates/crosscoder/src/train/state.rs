@@ -247,22 +247,10 @@ impl TrainerState {
         header.config.validate()?;
         let mut take = |prefix: &str| -> Result<CrosscoderWeights> {
             Ok(CrosscoderWeights {
-                w_enc: tensors
-                    .take_f32(&format!("{prefix}.W_enc"), 3, "[n, d, F]")?
-                    .into_dimensionality::<Ix3>()
-                    .map_err(|e| bad(e.to_string()))?,
-                b_enc: tensors
-                    .take_f32(&format!("{prefix}.b_enc"), 1, "[F]")?
-                    .into_dimensionality::<Ix1>()
-                    .map_err(|e| bad(e.to_string()))?,
-                w_dec: tensors
-                    .take_f32(&format!("{prefix}.W_dec"), 3, "[n, F, d]")?
-                    .into_dimensionality::<Ix3>()
-                    .map_err(|e| bad(e.to_string()))?,
-                b_dec: tensors
-                    .take_f32(&format!("{prefix}.b_dec"), 2, "[n, d]")?
-                    .into_dimensionality::<Ix2>()
-                    .map_err(|e| bad(e.to_string()))?,
+                w_enc: tensors.take_array::<Ix3>(&format!("{prefix}.W_enc"), "[n, d, F]")?,
+                b_enc: tensors.take_array::<Ix1>(&format!("{prefix}.b_enc"), "[F]")?,
+                w_dec: tensors.take_array::<Ix3>(&format!("{prefix}.W_dec"), "[n, F, d]")?,
+                b_dec: tensors.take_array::<Ix2>(&format!("{prefix}.b_dec"), "[n, d]")?,
             })
         };
         let weights = take("weights")?;
