@@ -17,13 +17,16 @@
 //! - the candidate **passes** when AUROC >= `min_auroc` and balanced accuracy >= `min_balanced_accuracy`
 //!   ([`VerificationCriteria`], defaults 0.8 and 0.75).
 //!
-//! [`conclude`] then picks, per probe, the passing candidate with the highest AUROC and builds the
-//! sentence from its data: `Latent #X activates when I say '<ACTIVATE prompt with the highest a>'
+//! [`conclude`] then picks, per probe, the passing candidate with the highest AUROC, preferring latents
+//! the crosscoder classes as chat-only (what chat training added) over shared ones when both pass, and
+//! builds the sentence from its data: `Latent #X activates when I say '<ACTIVATE prompt with the highest a>'
 //! (a = ...) but not when I say '<SILENT prompt with the lowest a>' (a = ...)`, or says plainly that
 //! no candidate passed, or that there was none.
 
 use persona_dataset::Expectation;
 use serde::{Deserialize, Serialize, Serializer};
+
+use crosscoder::LatentClass;
 
 use crate::hunt::{ContrastHunt, FeatureKind};
 use crate::pooling::shorten;
@@ -295,9 +298,18 @@ pub fn conclude(
             });
             continue;
         }
+        // A latent the crosscoder says decodes only into the chat model (None for residual dimensions).
+        let chat_only = |v: &CandidateVerification| {
+            hunts
+                .iter()
+                .filter(|h| h.contrast.category == v.contrast)
+                .filter_map(|h| h.stats_of(v.feature)?.decoder)
+                .any(|d| d.class == LatentClass::ChatOnly)
+        };
         let score = |v: &CandidateVerification| {
             (
                 v.passed,
+                chat_only(v),
                 v.auroc.unwrap_or(f64::NEG_INFINITY),
                 v.balanced_accuracy.unwrap_or(f64::NEG_INFINITY),
             )
@@ -306,9 +318,10 @@ pub fn conclude(
             .iter()
             .copied()
             .max_by(|a, b| {
-                let (pa, aa, ba) = score(a);
-                let (pb, ab, bb) = score(b);
+                let (pa, ca, aa, ba) = score(a);
+                let (pb, cb, ab, bb) = score(b);
                 pa.cmp(&pb)
+                    .then(ca.cmp(&cb))
                     .then(aa.total_cmp(&ab))
                     .then(ba.total_cmp(&bb))
                     .then(b.feature.cmp(&a.feature))
@@ -541,5 +554,115 @@ mod tests {
         assert!(c.sentence.contains("Latent #7"));
         assert_eq!(c.per_probe[1].status, ConclusionStatus::NoCandidates);
         assert!(c.per_probe[1].sentence.contains("no candidate to verify"));
+    }
+
+    #[test]
+    fn a_passing_chat_only_latent_is_preferred_over_a_better_shared_one() {
+        use crate::hunt::{hunt, ContrastName, HuntOptions, PairedFeatures};
+        use crosscoder::{
+            BackendKind, CrosscoderCheckpoint, CrosscoderConfig, CrosscoderWeights,
+            DecoderAnalysis, InputNormalizer, RelativeNormThresholds,
+        };
+        use ndarray::{Array1, Array2, Array3};
+
+        // Latent 0 decodes into both models (shared), latent 1 only into the chat model.
+        let weights = CrosscoderWeights {
+            w_enc: Array3::from_elem((2, 2, 2), 0.5),
+            b_enc: Array1::zeros(2),
+            w_dec: Array3::from_shape_fn(
+                (2, 2, 2),
+                |(m, j, _)| {
+                    if m == 0 && j == 1 {
+                        0.0
+                    } else {
+                        1.0
+                    }
+                },
+            ),
+            b_dec: Array2::zeros((2, 2)),
+        };
+        let checkpoint = CrosscoderCheckpoint::new(
+            CrosscoderConfig::relu(2, 2, 2),
+            weights,
+            InputNormalizer::Identity,
+        )
+        .unwrap();
+        let cc = checkpoint.build(BackendKind::NdArray).unwrap();
+        let analysis =
+            DecoderAnalysis::new(cc.as_ref(), 0, 1, RelativeNormThresholds::default()).unwrap();
+        // Both latents fire more on the positive variant of every item: both are significant.
+        let n = 12;
+        let features = PairedFeatures::new(
+            (0..n).map(|i| format!("item{i}")).collect(),
+            Array2::from_shape_fn((n, 2), |(i, j)| 2.0 + (i + j) as f32 * 0.1),
+            Array2::from_elem((n, 2), 0.1),
+        )
+        .unwrap();
+        let contrast = ContrastName {
+            category: "expertise_level".into(),
+            positive: "novice".into(),
+            negative: "expert".into(),
+        };
+        let h = hunt(
+            &contrast,
+            &features,
+            FeatureKind::CrosscoderLatent,
+            Some(&analysis),
+            &HuntOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(h.candidate_stats().count(), 2);
+
+        let prompts: Vec<(Expectation, String)> = [
+            (Expectation::Activate, "I'm 5."),
+            (Expectation::Activate, "I'm a kid."),
+            (Expectation::Activate, "I'm in kindergarten."),
+            (Expectation::Silent, "As a PhD researcher."),
+            (Expectation::Silent, "I'm a professor."),
+            (Expectation::Silent, "I review papers."),
+        ]
+        .into_iter()
+        .map(|(e, p)| (e, p.to_string()))
+        .collect();
+        let criteria = VerificationCriteria::default();
+        // The shared latent separates perfectly; the chat-only one passes with AUROC 8/9.
+        let shared = verify_candidate(
+            "expertise_level",
+            "child_novice",
+            0,
+            1.0,
+            &prompts,
+            &[3.0, 2.0, 2.0, 0.0, 0.0, 0.0],
+            &criteria,
+        );
+        let chat_only = verify_candidate(
+            "expertise_level",
+            "child_novice",
+            1,
+            1.0,
+            &prompts,
+            &[3.0, 2.0, 0.4, 0.5, 0.0, 0.0],
+            &criteria,
+        );
+        assert!(shared.passed && chat_only.passed);
+        assert!(shared.auroc > chat_only.auroc);
+        let probes = vec![(
+            "child_novice".to_string(),
+            vec!["expertise_level".to_string()],
+        )];
+        let c = conclude(
+            &[shared, chat_only],
+            &[h],
+            FeatureKind::CrosscoderLatent,
+            &probes,
+            &criteria,
+            0.05,
+        );
+        assert_eq!(c.per_probe[0].feature, Some(1), "{}", c.sentence);
+        assert!(
+            c.sentence.starts_with("Latent #1 activates"),
+            "{}",
+            c.sentence
+        );
     }
 }
