@@ -94,6 +94,10 @@ struct Args {
     /// Candidates per contrast (verified and shown).
     #[arg(long, default_value_t = 10)]
     top_k: usize,
+    /// Keep shared and base-only latents as candidates too (by default only chat-only latents are
+    /// verified: the question is what chat training added).
+    #[arg(long)]
+    all_classes: bool,
     /// False discovery rate (Benjamini-Hochberg) over the latents tested in a contrast.
     #[arg(long, default_value_t = 0.05)]
     fdr: f64,
@@ -173,6 +177,7 @@ fn main() -> Result<()> {
         hunt: HuntOptions {
             fdr: args.fdr,
             top_k: args.top_k,
+            chat_only_candidates: !args.all_classes,
             ..HuntOptions::default()
         },
         criteria: VerificationCriteria {

@@ -13,7 +13,9 @@ use crosscoder::{
     BackendKind, Crosscoder, CrosscoderLoader, DecoderAnalysis, LatentClass,
     RelativeNormThresholds, BASE, CHAT,
 };
+use diff_analysis::{ConclusionStatus, Day1, Day1Options};
 use gemma_model::{load_dir, HookPoint, LoadOptions};
+use persona_dataset::PersonaDataset;
 use stereo::demo::{generate, DemoSpec};
 
 fn demo_dir() -> PathBuf {
@@ -93,16 +95,20 @@ fn committed_crosscoder_has_a_chat_only_latent_per_plant_and_no_base_only_latent
     );
 }
 
-/// Caches the corpus of the pair in `dir` at the demo hook and returns the store directory.
-fn cache(dir: &Path) -> PathBuf {
+/// The pair in `dir` as a stereo runner at the demo hook.
+fn runner(dir: &Path) -> StereoRunner {
     let hook: HookPoint = "blocks.1.hook_resid_post".parse().unwrap();
     let options = LoadOptions::for_hooks(&[hook]);
     let base = load_dir(dir.join("base"), &options).unwrap();
     let chat = load_dir(dir.join("chat"), &options).unwrap();
-    let runner = StereoRunner::from_loaded(base, chat, hook).unwrap();
+    StereoRunner::from_loaded(base, chat, hook).unwrap()
+}
+
+/// Caches the corpus of the pair in `dir` and returns the store directory.
+fn cache(runner: &StereoRunner, dir: &Path) -> PathBuf {
     let corpus = Corpus::from_path(dir.join("corpus.jsonl")).unwrap();
     let store = dir.join("store");
-    cache_corpus(&runner, &corpus, &store, &CacheOptions::default(), |_| {
+    cache_corpus(runner, &corpus, &store, &CacheOptions::default(), |_| {
         ControlFlow::Continue(())
     })
     .unwrap();
@@ -117,7 +123,8 @@ fn negative_control_trains_to_no_chat_only_latent() {
         ..DemoSpec::negative_control()
     };
     generate(&spec, tmp.path()).unwrap();
-    let store = ActivationStore::open(cache(tmp.path())).unwrap();
+    let runner = runner(tmp.path());
+    let store = ActivationStore::open(cache(&runner, tmp.path())).unwrap();
 
     // The demo recipe (ckkissane L1, F = 256, lr 1e-3) on a shorter schedule.
     let mut config = TrainConfig::ckkissane(2, 64, 256, 600);
@@ -171,4 +178,26 @@ fn negative_control_trains_to_no_chat_only_latent() {
     );
     assert_eq!(counts.chat_only, 0, "{counts:?}");
     assert_eq!(counts.base_only, 0, "{counts:?}");
+
+    // The day1 pipeline on the control: content latents still differ between novice and expert prompts
+    // (in both models alike), but none is chat-specific, so there is no candidate and no sentence.
+    let dataset = PersonaDataset::shipped();
+    let options = Day1Options {
+        progress: false,
+        ..Day1Options::default()
+    };
+    let results = Day1::new(&runner, Some(cc.as_ref()), &dataset)
+        .options(options)
+        .run()
+        .unwrap();
+    println!("{}", results.terminal_summary());
+    assert!(results.hunts.iter().all(|h| h.candidates.is_empty()));
+    for probe in &results.conclusion.per_probe {
+        assert_eq!(
+            probe.status,
+            ConclusionStatus::NoCandidates,
+            "{}",
+            probe.sentence
+        );
+    }
 }

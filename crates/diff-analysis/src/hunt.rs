@@ -173,8 +173,9 @@ impl PairedFeatures {
     }
 }
 
-/// Options of the hunt. Defaults: FDR 5%, 10 candidates, the notebook's top-10, permutation
-/// options raised to resolve the FDR cut over the tested features.
+/// Options of the hunt. Defaults: FDR 5%, 10 candidates (chat-only latents only, when a crosscoder
+/// classifies them), the notebook's top-10, permutation options raised to resolve the FDR cut over the
+/// tested features.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HuntOptions {
     /// Benjamini-Hochberg level `q`.
@@ -188,6 +189,15 @@ pub struct HuntOptions {
     pub auto_resamples: bool,
     /// Features per pair in the notebook's ranking (its `top_k = 10`).
     pub notebook_top_n: usize,
+    /// Keep only chat-only latents as candidates (the question is what chat training added); shared and
+    /// base-only latents are still tested, ranked and reported with their class. Ignored for residual
+    /// dimensions, which have no decoder class.
+    #[serde(default = "default_chat_only_candidates")]
+    pub chat_only_candidates: bool,
+}
+
+fn default_chat_only_candidates() -> bool {
+    true
 }
 
 impl Default for HuntOptions {
@@ -198,6 +208,7 @@ impl Default for HuntOptions {
             permutation: PermutationOptions::default(),
             auto_resamples: true,
             notebook_top_n: 10,
+            chat_only_candidates: true,
         }
     }
 }
@@ -283,7 +294,8 @@ pub struct ContrastHunt {
     pub stats: Vec<LatentStats>,
     /// Indices into `stats` of the significant features, by effect size (largest first).
     pub ranked: Vec<usize>,
-    /// Indices into `stats` of the candidates: the first `top_k` ranked features with `mean > 0`.
+    /// Indices into `stats` of the candidates: the first `top_k` ranked features with `mean > 0` (and,
+    /// with [`HuntOptions::chat_only_candidates`], a chat-only decoder class).
     pub candidates: Vec<usize>,
     /// The notebook's ranking on the same differences.
     pub notebook: Vec<NotebookEntry>,
@@ -460,6 +472,12 @@ pub fn hunt(
         .iter()
         .copied()
         .filter(|i| stats[*i].summary.mean > 0.0)
+        .filter(|i| {
+            !options.chat_only_candidates
+                || stats[*i]
+                    .decoder
+                    .is_none_or(|d| d.class == LatentClass::ChatOnly)
+        })
         .take(options.top_k)
         .collect();
     let by_magnitude = matches!(kind, FeatureKind::ResidualDimension { .. });

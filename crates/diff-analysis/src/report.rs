@@ -541,10 +541,17 @@ pub fn render(r: &Day1Results, summary: &Day1Summary, figure_paths: &[PathBuf]) 
     conclusion(r, &mut out);
     out.push_str("<h2>Run</h2>");
     meta_table(r, summary, &mut out);
-    out.push_str("<h2>The hunt</h2><p class=\"note\">Per item, the pooled activation on the positive variant minus that on the negative variant; \
-                  per feature, the paired statistics over items; Benjamini-Hochberg over the tested features. Candidates: significant features \
-                  more active on the positive variant, by effect size d_z. Held-out columns replicate the candidates on the items kept out of \
-                  discovery (uncorrected).</p>");
+    out.push_str(&format!(
+        "<h2>The hunt</h2><p class=\"note\">Per item, the pooled activation on the positive variant minus that on the negative variant; \
+         per feature, the paired statistics over items; Benjamini-Hochberg over the tested features. Candidates: significant features \
+         more active on the positive variant{}, by effect size d_z. Held-out columns replicate the candidates on the items kept out of \
+         discovery (uncorrected).</p>",
+        if r.options.hunt.chat_only_candidates && r.decoder.is_some() {
+            " whose crosscoder decoder class is chat-only (what chat training added; every class is tested and counted)"
+        } else {
+            ""
+        }
+    ));
     for (c, h) in r.hunts.iter().enumerate() {
         contrast_section(r, c, h, summary, &mut out);
     }

@@ -427,9 +427,15 @@ pub fn summarize(r: &Day1Results, files: Vec<String>) -> Day1Summary {
             fdr: o.hunt.fdr,
             tested: "features whose pooled value is non-zero for at least one discovery prompt of the contrast"
                 .into(),
-            ranking: "significant features by d_z, largest first; candidates = the first top_k with a positive \
-                      mean difference"
-                .into(),
+            ranking: format!(
+                "significant features by d_z, largest first; candidates = the first top_k with a positive \
+                 mean difference{}",
+                if o.hunt.chat_only_candidates {
+                    " and, for crosscoder latents, the chat-only decoder class"
+                } else {
+                    " (every decoder class)"
+                }
+            ),
             top_k: o.hunt.top_k,
             threshold_rule: "midpoint of the candidate's mean pooled activation on the positive and on the \
                              negative discovery prompts"

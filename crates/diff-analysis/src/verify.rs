@@ -280,16 +280,43 @@ pub fn conclude(
                     )
                 })
                 .collect();
-            per_probe.push(ProbeConclusion {
-                probe: probe.clone(),
-                status: ConclusionStatus::NoCandidates,
-                sentence: format!(
+            // Significant latents with a positive effect that the chat-only filter left out.
+            let mine_hunts = || {
+                hunts
+                    .iter()
+                    .filter(|h| contrasts.contains(&h.contrast.category))
+            };
+            let filtered_out: usize = mine_hunts()
+                .map(|h| {
+                    h.ranked_stats()
+                        .filter(|s| s.summary.mean > 0.0)
+                        .filter(|s| s.decoder.is_some_and(|d| d.class != LatentClass::ChatOnly))
+                        .count()
+                })
+                .sum();
+            let no_candidates = mine_hunts().all(|h| h.candidates.is_empty());
+            let sentence = if filtered_out > 0 && no_candidates {
+                format!(
+                    "{filtered_out} {} survived FDR at {:.0}% with a positive effect in the contrasts of probe \
+                     `{probe}` ({}), but none of them is chat-only (they decode into the base model too), so \
+                     there was no chat-specific candidate to verify.",
+                    if filtered_out == 1 { noun.to_lowercase() } else { format!("{}s", noun.to_lowercase()) },
+                    fdr * 100.0,
+                    contrasts.join(", ")
+                )
+            } else {
+                format!(
                     "No {} survived FDR at {:.0}% with a positive effect in the contrasts of probe `{probe}` ({}), \
                      so there was no candidate to verify.",
                     noun.to_lowercase(),
                     fdr * 100.0,
                     contrasts.join(", ")
-                ),
+                )
+            };
+            per_probe.push(ProbeConclusion {
+                probe: probe.clone(),
+                status: ConclusionStatus::NoCandidates,
+                sentence,
                 details: tested.join("; "),
                 feature: None,
                 contrast: None,
@@ -603,15 +630,29 @@ mod tests {
             positive: "novice".into(),
             negative: "expert".into(),
         };
-        let h = hunt(
-            &contrast,
-            &features,
-            FeatureKind::CrosscoderLatent,
-            Some(&analysis),
-            &HuntOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(h.candidate_stats().count(), 2);
+        let run = |options: HuntOptions| {
+            hunt(
+                &contrast,
+                &features,
+                FeatureKind::CrosscoderLatent,
+                Some(&analysis),
+                &options,
+            )
+            .unwrap()
+        };
+        // By default only the chat-only latent is a candidate ...
+        let default = run(HuntOptions::default());
+        let features_of = |h: &crate::hunt::ContrastHunt| -> Vec<usize> {
+            h.candidate_stats().map(|s| s.feature).collect()
+        };
+        assert_eq!(default.ranked.len(), 2, "both are significant");
+        assert_eq!(features_of(&default), vec![1]);
+        // ... and with every class kept, the sentence still names the chat-only one.
+        let h = run(HuntOptions {
+            chat_only_candidates: false,
+            ..HuntOptions::default()
+        });
+        assert_eq!(features_of(&h).len(), 2);
 
         let prompts: Vec<(Expectation, String)> = [
             (Expectation::Activate, "I'm 5."),
