@@ -255,6 +255,8 @@ impl<B: Backend> DeviceTrainer<B> {
             // The latents that reach the decoder, and the per-latent firing this step.
             let mut k_used = None;
             let mut threshold_metric = None;
+            // BatchTopK's scaled activations `relu(pre) * w_j` on the host, kept for the AuxK selection.
+            let mut scaled_host = None;
             let (latents, fired, l0) = match &self.config.objective {
                 Objective::L1 { .. } => {
                     let active = post.clone().inner().greater_elem(0.0).float();
@@ -270,8 +272,10 @@ impl<B: Backend> DeviceTrainer<B> {
                     let k = o.k_at(step);
                     k_used = Some(k);
                     let scaled = post.clone().inner() * code_norm.clone().inner();
-                    let scaled_host = download2(scaled.clone())?;
-                    let scaled_slice = scaled_host.as_slice().expect("standard layout");
+                    let scaled_slice = scaled_host
+                        .insert(download2(scaled.clone())?)
+                        .as_slice()
+                        .expect("standard layout");
                     let cut = batch_top_k_cut(scaled_slice, k * rows);
                     let mut fired = vec![false; f];
                     let mut kept = 0usize;
@@ -339,8 +343,7 @@ impl<B: Backend> DeviceTrainer<B> {
                     let auxk = if dead.is_empty() {
                         None
                     } else {
-                        let scaled_host =
-                            download2(post.clone().inner() * code_norm.clone().inner())?;
+                        let scaled_host = scaled_host.as_ref().expect("set by the selection");
                         let mask = aux_k_mask(
                             scaled_host.as_slice().expect("standard layout"),
                             rows,
