@@ -208,3 +208,12 @@ impl CacheError {
         }
     }
 }
+
+impl From<stereo_backend::atomic_file::FileError> for CacheError {
+    fn from(e: stereo_backend::atomic_file::FileError) -> Self {
+        CacheError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

@@ -71,7 +71,6 @@
 //! ## Cargo features
 //! None. The models' backends are chosen at run time (see `gemma-model`).
 
-mod atomic;
 mod cache;
 mod corpus;
 mod error;

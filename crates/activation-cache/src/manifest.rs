@@ -7,10 +7,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
 use crate::error::{CacheError, Result};
 use crate::stats::ModelStatistics;
 use crate::stereo::TokenizationMode;
+use stereo_backend::atomic_file::write_atomic;
 
 /// Name of the manifest file in a store directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -241,7 +241,7 @@ impl Manifest {
         let text = serde_json::to_string_pretty(self).map_err(|e| CacheError::InvalidInput {
             reason: format!("the manifest cannot be serialized: {e}"),
         })?;
-        write_atomic(&Self::path(dir), text.as_bytes())
+        Ok(write_atomic(&Self::path(dir), text.as_bytes())?)
     }
 
     /// The settings this store was made with.

@@ -30,11 +30,11 @@ use safetensors::tensor::{SafeTensors, View};
 use safetensors::Dtype;
 use sha2::{Digest, Sha256};
 
-use crate::atomic::sync_file;
 use crate::error::{CacheError, Result};
 use crate::manifest::{Manifest, ShardEntry, StoreDtype};
 use crate::stats::{ModelStatistics, Moments};
 use crate::stereo::TokenMeta;
+use stereo_backend::atomic_file::sync_file;
 
 /// `flags` bit of the `<bos>` token.
 pub const FLAG_BOS: u8 = 1;

@@ -271,3 +271,12 @@ impl CrosscoderError {
         }
     }
 }
+
+impl From<stereo_backend::atomic_file::FileError> for CrosscoderError {
+    fn from(e: stereo_backend::atomic_file::FileError) -> Self {
+        CrosscoderError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

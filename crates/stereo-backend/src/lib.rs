@@ -34,6 +34,7 @@
 //! Cargo features: `cuda` compiles the CUDA backend (no CUDA toolkit is needed to build; the driver
 //! library is loaded at run time).
 
+pub mod atomic_file;
 pub mod hub;
 
 use std::fmt;

@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 
 use crate::error::{CrosscoderError, Result};
-use crate::train::state::write_atomically;
 use crate::train::{CrosscoderTrainer, StepMetrics};
+use stereo_backend::atomic_file::write_atomic;
 
 /// How [`fit`] runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +141,7 @@ fn open_metrics(path: &Path, start: usize) -> Result<std::fs::File> {
             })
             .flat_map(|line| [line, "\n"])
             .collect();
-        write_atomically(path, kept.as_bytes())?;
+        write_atomic(path, kept.as_bytes())?;
     } else if start > 0 {
         tracing::warn!(path = %path.display(), start, "resuming without the earlier metrics file");
     }

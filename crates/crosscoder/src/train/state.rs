@@ -2,8 +2,7 @@
 //! It is what a checkpoint holds, what a trainer is built from, and what a trainer hands back.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
 use rand::SeedableRng;
@@ -216,7 +215,7 @@ impl TrainerState {
         entries.extend(weight_entries("adam_v", &self.adam_v));
         let metadata: HashMap<String, String> = [(HEADER_KEY.to_string(), json)].into();
         let bytes = serialize_f32(&entries, metadata, path)?;
-        write_atomically(path, &bytes)
+        Ok(stereo_backend::atomic_file::write_atomic(path, &bytes)?)
     }
 
     /// Reads a checkpoint written by [`TrainerState::save`].
@@ -318,33 +317,4 @@ fn check_weight_shapes(config: &TrainConfig, w: &CrosscoderWeights, path: &Path)
         }
     }
     Ok(())
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| CrosscoderError::io(dir, e))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
-    let tmp: PathBuf = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CrosscoderError::io(path, e)
-    })
 }
