@@ -16,12 +16,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use crosscoder::{
-    relative_norm_histogram, BackendKind, CrosscoderLoader, DecoderAnalysis, HistogramOptions,
-    LatentActivity, MetricsAccumulator, RelativeNormThresholds, BASE, CHAT,
+    encode_file, relative_norm_histogram, BackendKind, CrosscoderLoader, DecoderAnalysis,
+    HistogramOptions, RelativeNormThresholds, BASE, CHAT,
 };
-use ndarray::{s, Array2, Array3, ArrayView3, Axis};
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Encode activations with a crosscoder (dictionary_learning, ckkissane, hub id, or our format).
 #[derive(Parser, Debug)]
@@ -91,47 +89,21 @@ fn main() -> Result<()> {
     );
 
     let t = Instant::now();
-    let bytes = std::fs::read(&args.activations)
-        .with_context(|| format!("reading {}", args.activations.display()))?;
-    let st = SafeTensors::deserialize(&bytes).context("parsing the activations file")?;
-    let view = st
-        .tensor("activations")
-        .context("the activations file has no tensor `activations`")?;
-    if view.dtype() != Dtype::F32 || view.shape().len() != 3 {
-        bail!(
-            "`activations` must be f32 [N, n_models, d], got {:?} {:?}",
-            view.dtype(),
-            view.shape()
-        );
-    }
-    let shape = (view.shape()[0], view.shape()[1], view.shape()[2]);
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let x = Array3::from_shape_vec(shape, values)?;
+    let x = encode_file::read_activations(&args.activations)?;
     println!("read activations {:?} in {:.2?}", x.dim(), t.elapsed());
 
     let t = Instant::now();
-    let (rows, n, d) = x.dim();
-    let mut latents = Array2::<f32>::zeros((rows, cc.dict_size()));
-    let mut reconstruction = Array3::<f32>::zeros((rows, n, d));
-    let mut metrics = MetricsAccumulator::new(cc.n_models(), cc.d_model());
-    let mut activity = LatentActivity::new(cc.dict_size());
-    for start in (0..rows).step_by(args.batch_size) {
-        let end = (start + args.batch_size).min(rows);
-        let chunk: ArrayView3<f32> = x.slice(s![start..end, .., ..]);
-        let out = cc.forward(chunk)?;
-        metrics.update(chunk, out.reconstruction.view(), out.latents.view())?;
-        activity.update(out.latents.view())?;
-        latents.slice_mut(s![start..end, ..]).assign(&out.latents);
-        reconstruction
-            .slice_mut(s![start..end, .., ..])
-            .assign(&out.reconstruction);
-    }
+    let rows = x.dim().0;
+    let bar = ProgressBar::new(rows as u64).with_style(
+        ProgressStyle::with_template("encoding {bar:40} {pos}/{len} rows ({per_sec}, eta {eta})")
+            .expect("a valid template"),
+    );
+    let encoded = encode_file::encode_in_chunks(cc.as_ref(), x.view(), args.batch_size, |done| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
-    let m = metrics.finish();
+    let m = &encoded.metrics;
     println!(
         "encoded + decoded {rows} rows in {secs:.3} s: {:.0} tokens/s",
         rows as f64 / secs.max(1e-9)
@@ -143,7 +115,7 @@ fn main() -> Result<()> {
     println!(
         "  L0 {:.2}   alive latents {} / {}",
         m.l0,
-        activity.alive_count(),
+        encoded.activity.alive_count(),
         cc.dict_size()
     );
 
@@ -163,35 +135,7 @@ fn main() -> Result<()> {
     }
 
     let t = Instant::now();
-    let norms = cc.decoder_norms();
-    let le = |a: &mut dyn Iterator<Item = f32>| a.flat_map(f32::to_le_bytes).collect::<Vec<u8>>();
-    let tensors = [
-        (
-            "latents",
-            vec![rows, cc.dict_size()],
-            le(&mut latents.iter().copied()),
-        ),
-        (
-            "reconstruction",
-            vec![rows, n, d],
-            le(&mut reconstruction.iter().copied()),
-        ),
-        (
-            "decoder_norms",
-            vec![norms.len_of(Axis(0)), norms.len_of(Axis(1))],
-            le(&mut norms.iter().copied()),
-        ),
-    ];
-    let views = tensors
-        .iter()
-        .map(|(k, shape, data)| {
-            Ok((
-                k.to_string(),
-                TensorView::new(Dtype::F32, shape.clone(), data)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, None, &args.out)?;
+    encode_file::write_encoded(&args.out, &encoded, cc.decoder_norms())?;
     println!("wrote {} in {:.2?}", args.out.display(), t.elapsed());
     Ok(())
 }

@@ -3,6 +3,8 @@
 
 use ndarray::{Array2, ArrayView2};
 
+use crate::error::{CrosscoderError, Result};
+
 /// The `k` largest latents of each row, as indices and values, largest first.
 ///
 /// Rows with fewer than `k` active (positive) latents are padded with index [`SparseLatents::PAD`] and
@@ -91,20 +93,33 @@ impl SparseLatents {
         }
     }
 
-    /// Appends the rows of `other` (same `k` and `F`).
-    pub(crate) fn append(&mut self, other: SparseLatents) {
-        // Shapes match by construction (same crosscoder, same k); concatenation cannot fail.
-        if let (Ok(i), Ok(v)) = (
-            ndarray::concatenate(
-                ndarray::Axis(0),
-                &[self.indices.view(), other.indices.view()],
-            ),
-            ndarray::concatenate(ndarray::Axis(0), &[self.values.view(), other.values.view()]),
-        ) {
-            self.indices = i;
-            self.values = v;
+    /// Appends the rows of `other`.
+    ///
+    /// # Errors
+    /// `other` has another `k` or dictionary size.
+    pub(crate) fn append(&mut self, other: SparseLatents) -> Result<()> {
+        if other.k() != self.k() || other.dict_size != self.dict_size {
+            return Err(CrosscoderError::InvalidOption(format!(
+                "cannot append sparse latents with k = {}, F = {} to k = {}, F = {}",
+                other.k(),
+                other.dict_size,
+                self.k(),
+                self.dict_size
+            )));
         }
+        let k = self.k();
+        let rows = self.n_rows() + other.n_rows();
+        let indices: Vec<u32> = self.indices.iter().chain(&other.indices).copied().collect();
+        let values: Vec<f32> = self.values.iter().chain(&other.values).copied().collect();
+        // Both have `k` columns, so `rows * k` values fill the shape exactly.
+        self.indices = Array2::from_shape_vec((rows, k), indices).map_err(shape_error)?;
+        self.values = Array2::from_shape_vec((rows, k), values).map_err(shape_error)?;
+        Ok(())
     }
+}
+
+fn shape_error(e: ndarray::ShapeError) -> CrosscoderError {
+    CrosscoderError::InvalidOption(format!("sparse latents: {e}"))
 }
 
 #[cfg(test)]
@@ -130,5 +145,23 @@ mod tests {
         let s = SparseLatents::from_dense(dense.view(), 5);
         assert_eq!(s.to_dense(), dense);
         assert_eq!(s.k(), 5);
+    }
+
+    #[test]
+    fn appending_chunks_equals_encoding_all_rows_at_once() {
+        let dense = array![
+            [0.0f32, 3.0, 1.0, 2.0, 0.0],
+            [0.0, 0.0, 0.5, 0.0, 0.0],
+            [4.0, 0.0, 0.0, 0.0, 1.5]
+        ];
+        let whole = SparseLatents::from_dense(dense.view(), 2);
+        let mut chunked = SparseLatents::from_dense(dense.slice(ndarray::s![..0, ..]), 2);
+        for rows in dense.axis_chunks_iter(ndarray::Axis(0), 2) {
+            chunked.append(SparseLatents::from_dense(rows, 2)).unwrap();
+        }
+        assert_eq!(chunked, whole);
+        let other_k = SparseLatents::from_dense(dense.view(), 3);
+        assert!(chunked.append(other_k).is_err());
+        assert_eq!(chunked, whole, "a refused append changes nothing");
     }
 }

@@ -92,6 +92,7 @@
 pub mod analysis;
 mod checkpoint;
 mod config;
+pub mod encode_file;
 mod error;
 pub mod formats;
 mod hub;

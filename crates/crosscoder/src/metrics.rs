@@ -300,4 +300,19 @@ mod tests {
         assert_eq!(a.fire_counts()[0], 2);
         assert!(a.update(array![[1.0f32]].view()).is_err());
     }
+
+    #[test]
+    fn sparse_updates_count_like_dense_ones() {
+        let f = array![[1.0f32, 0.0, 3.0, 0.0], [0.0, 0.0, 2.0, 0.5], [0.0; 4]];
+        let mut dense = LatentActivity::new(4);
+        dense.update(f.view()).unwrap();
+        let mut sparse = LatentActivity::new(4);
+        sparse
+            .update_sparse(&SparseLatents::from_dense(f.view(), 3))
+            .unwrap();
+        assert_eq!(sparse.fire_counts(), dense.fire_counts());
+        assert_eq!(sparse.rows(), 3);
+        let wrong_f = SparseLatents::from_dense(array![[1.0f32, 0.0]].view(), 1);
+        assert!(sparse.update_sparse(&wrong_f).is_err());
+    }
 }

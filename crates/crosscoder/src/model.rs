@@ -253,7 +253,7 @@ impl<B: Backend> Crosscoder for CrosscoderModel<B> {
         let mut out = SparseLatents::from_dense(Array2::zeros((0, f)).view(), k);
         for rows in x.axis_chunks_iter(Axis(0), chunk) {
             let dense = self.encode_chunk(rows)?;
-            out.append(SparseLatents::from_dense(dense.view(), k));
+            out.append(SparseLatents::from_dense(dense.view(), k))?;
         }
         Ok(out)
     }

@@ -231,7 +231,7 @@ pub(crate) fn dtype_size(name: &str) -> Option<usize> {
 /// Decodes little-endian bytes of the named dtype.
 pub(crate) fn decode_le(name: &str, bytes: &[u8]) -> Option<HostData> {
     let size = dtype_size(name)?;
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return None;
     }
     let chunks = bytes.chunks_exact(size);

@@ -364,3 +364,79 @@ fn cuda_without_the_feature_is_a_typed_error() {
         Err(CrosscoderError::Backend(_))
     ));
 }
+
+/// Copies a fixture directory (files only) into `dir`.
+fn copy_dir(src: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for entry in std::fs::read_dir(src).expect("read_dir") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+/// Rewrites one field of a JSON file.
+fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).expect("write");
+}
+
+#[test]
+fn ckkissane_cfg_disagreeing_with_the_weights_is_an_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (field, value) in [("d_in", 36), ("dict_size", 54)] {
+        let dir = tmp.path().join(field);
+        copy_dir(&fixtures().join("ckkissane/blocks.14.hook_resid_pre"), &dir);
+        edit_json(&dir.join("cfg.json"), |c| c[field] = value.into());
+        match load_err(&dir) {
+            CrosscoderError::ConfigMismatch {
+                path,
+                field: f,
+                config,
+                ..
+            } => {
+                assert_eq!(path, dir.join("cfg.json"));
+                assert_eq!((f.as_str(), config), (field, value.to_string()));
+            }
+            other => panic!("{field}: expected ConfigMismatch, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn our_format_refuses_a_config_that_disagrees_with_its_tensors_or_a_newer_version() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let original = tmp.path().join("ours");
+    tiny(2, 5, 7).save(&original).expect("save");
+    let config_file = crosscoder::formats::ours::CONFIG_FILE;
+
+    let wider = tmp.path().join("wider");
+    copy_dir(&original, &wider);
+    edit_json(&wider.join(config_file), |c| c["dict_size"] = 8.into());
+    let err = load_err(&wider);
+    assert!(
+        matches!(
+            err,
+            CrosscoderError::ConfigMismatch { .. } | CrosscoderError::ShapeMismatch { .. }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains('7') && err.to_string().contains('8'),
+        "{err}"
+    );
+
+    let newer = tmp.path().join("newer");
+    copy_dir(&original, &newer);
+    edit_json(&newer.join(config_file), |c| c["format_version"] = 2.into());
+    match load_err(&newer) {
+        CrosscoderError::UnrecognizedFormat { path, reason } => {
+            assert_eq!(path, newer.join(config_file));
+            assert!(reason.contains("version 2"), "{reason}");
+        }
+        other => panic!("expected UnrecognizedFormat, got {other}"),
+    }
+}

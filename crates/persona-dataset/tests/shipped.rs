@@ -518,3 +518,17 @@ fn a_half_split_puts_items_of_every_category_on_both_sides() {
         "discovery covers only {topics} expertise topics"
     );
 }
+
+#[test]
+fn loading_without_a_file_gives_the_notebooks_embedded_dataset() {
+    // The notebook's fallback: no file -> its tiny embedded set (3 items, 13 verification prompts).
+    let fallback = PersonaDataset::load(None).unwrap();
+    assert_eq!(fallback, PersonaDataset::embedded_minimal());
+    assert_eq!(fallback.item_count(), 3);
+    assert_eq!(fallback.verification_prompts.len(), 13);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/persona/user_persona_prompts.json");
+    let from_file = PersonaDataset::load(Some(&path)).unwrap();
+    assert_eq!(from_file, PersonaDataset::shipped());
+    assert!(PersonaDataset::load(Some(&path.with_extension("missing"))).is_err());
+}
