@@ -399,3 +399,29 @@ fn decoder_and_encoder_vectors_are_the_checkpoint_rows() {
         assert_eq!(cc.decoder_vectors(&[]).expect("empty").dim(), (0, 2, 37));
     }
 }
+
+#[test]
+fn a_training_directory_without_model_final_loads_its_latest_checkpoint() {
+    let fixture = fixtures().join("dl_pt_compiled");
+    let from_file = CrosscoderLoader::new(fixture.join("checkpoint_123.pt").to_string_lossy())
+        .load_checkpoint()
+        .expect("file");
+    let from_dir = CrosscoderLoader::new(fixture.to_string_lossy())
+        .load_checkpoint()
+        .expect("directory");
+    assert_eq!(from_dir.weights(), from_file.weights());
+
+    // Steps compare as numbers: 1000 is later than 999 (which would win as text, and is not a checkpoint).
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        fixture.join("checkpoint_123.pt"),
+        dir.path().join("checkpoint_1000.pt"),
+    )
+    .expect("copy");
+    std::fs::write(dir.path().join("checkpoint_999.pt"), b"not a checkpoint").expect("write");
+    std::fs::write(dir.path().join("checkpoint_final.pt"), b"no step").expect("write");
+    let latest = CrosscoderLoader::new(dir.path().to_string_lossy())
+        .load_checkpoint()
+        .expect("the latest checkpoint");
+    assert_eq!(latest.weights(), from_file.weights());
+}

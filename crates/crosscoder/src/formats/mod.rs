@@ -4,7 +4,7 @@
 //! |---|---|
 //! | ours | directory with `crosscoder_config.json` + `crosscoder.safetensors`, or a `.safetensors` with the embedded config |
 //! | dictionary_learning hub | directory with `config.json` + `model.safetensors`, or a `.safetensors` with `encoder.weight` |
-//! | dictionary_learning training output | a `.pt` whose keys are `encoder.weight`, ... (optionally `_orig_mod.`-prefixed), or a directory with `model_final.pt`; a `config.json` beside it is read when present |
+//! | dictionary_learning training output | a `.pt` whose keys are `encoder.weight`, ... (optionally `_orig_mod.`-prefixed), or a directory with `model_final.pt` (else its latest `checkpoint_{step}.pt`); a `config.json` beside it is read when present |
 //! | ckkissane | directory with `cfg.json` + `cc_weights.pt`, or a `.pt`/`.safetensors` whose keys are `W_enc`, `W_dec`, ...; a `cfg.json` beside it is read when present |
 
 pub(crate) mod ckkissane;
@@ -83,6 +83,10 @@ fn load_dir(dir: &Path) -> Result<(CrosscoderCheckpoint, CheckpointFormat)> {
             };
         }
     }
+    if let Some(latest) = latest_training_checkpoint(dir)? {
+        tracing::info!(file = %latest.display(), "no model_final.pt: loading the latest checkpoint_{{step}}.pt");
+        return load_file(&latest);
+    }
     let tried: Vec<String> = DIR_LAYOUTS
         .iter()
         .map(|(f, files)| format!("{f}: {}", files.join(" + ")))
@@ -90,10 +94,32 @@ fn load_dir(dir: &Path) -> Result<(CrosscoderCheckpoint, CheckpointFormat)> {
     Err(CrosscoderError::UnrecognizedFormat {
         path: dir.to_path_buf(),
         reason: format!(
-            "the directory holds none of the known layouts ({})",
+            "the directory holds none of the known layouts ({}), nor a dictionary_learning checkpoint_{{step}}.pt",
             tried.join("; ")
         ),
     })
+}
+
+/// The `checkpoint_{step}.pt` with the largest step in a dictionary_learning training directory (steps
+/// compared as numbers, so `checkpoint_1000.pt` comes after `checkpoint_999.pt`).
+fn latest_training_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CrosscoderError::io(dir, e))?;
+    let mut latest: Option<(u64, PathBuf)> = None;
+    for entry in entries {
+        let path = entry.map_err(|e| CrosscoderError::io(dir, e))?.path();
+        let step = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
+            n.strip_prefix("checkpoint_")?
+                .strip_suffix(".pt")?
+                .parse::<u64>()
+                .ok()
+        });
+        if let Some(step) = step.filter(|_| path.is_file()) {
+            if latest.as_ref().is_none_or(|(best, _)| step > *best) {
+                latest = Some((step, path));
+            }
+        }
+    }
+    Ok(latest.map(|(_, path)| path))
 }
 
 fn load_file(path: &Path) -> Result<(CrosscoderCheckpoint, CheckpointFormat)> {
