@@ -10,8 +10,8 @@ use activation_cache::{
 };
 use crosscoder::train::{fit, FitOptions, TrainConfig, TrainerState};
 use crosscoder::{
-    BackendKind, Crosscoder, CrosscoderLoader, DecoderAnalysis, LatentClass,
-    RelativeNormThresholds, BASE, CHAT,
+    nearest_decoder_latent, BackendKind, Crosscoder, CrosscoderLoader, DecoderAnalysis,
+    LatentClass, RelativeNormThresholds, BASE, CHAT,
 };
 use diff_analysis::{ConclusionStatus, Day1, Day1Options};
 use gemma_model::{load_dir, HookPoint, LoadOptions};
@@ -45,18 +45,7 @@ fn planted_directions() -> Vec<(String, Vec<f32>)> {
 
 /// The latent whose chat decoder vector is closest in direction to `direction`, with that cosine.
 fn best_chat_latent(cc: &dyn Crosscoder, direction: &[f32]) -> (usize, f32) {
-    let latents: Vec<usize> = (0..cc.config().dict_size).collect();
-    let vectors = cc.decoder_vectors(&latents).unwrap();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    latents
-        .iter()
-        .map(|&j| {
-            let chat = vectors.slice(ndarray::s![j, CHAT, ..]).to_vec();
-            let dot: f32 = chat.iter().zip(direction).map(|(a, b)| a * b).sum();
-            (j, dot / (norm(&chat) * norm(direction)))
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap()
+    nearest_decoder_latent(cc, CHAT, direction).unwrap()
 }
 
 #[test]

@@ -55,6 +55,51 @@ pub fn cosine_rows(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array1<f32
     out
 }
 
+/// The latent whose decoder vector for `model` points most nearly along `direction` (for example a
+/// planted or probe direction), with that cosine similarity. Latents with a zero decoder vector are skipped.
+///
+/// # Errors
+/// `model` is out of range, `direction` does not have `d_model` values, or no latent has a non-zero
+/// decoder vector.
+pub fn nearest_decoder_latent(
+    cc: &dyn Crosscoder,
+    model: usize,
+    direction: &[f32],
+) -> Result<(usize, f32)> {
+    if model >= cc.n_models() {
+        return Err(CrosscoderError::ModelIndex {
+            index: model,
+            n_models: cc.n_models(),
+        });
+    }
+    if direction.len() != cc.d_model() {
+        return Err(CrosscoderError::InvalidOption(format!(
+            "the direction has {} values, the crosscoder's d_model is {}",
+            direction.len(),
+            cc.d_model()
+        )));
+    }
+    let latents: Vec<usize> = (0..cc.dict_size()).collect();
+    let vectors = cc.decoder_vectors(&latents)?;
+    let decoder = vectors.index_axis(Axis(1), model);
+    let target = ArrayView2::from_shape((1, direction.len()), direction)
+        .map_err(|e| CrosscoderError::InvalidOption(e.to_string()))?;
+    let target = target
+        .broadcast(decoder.raw_dim())
+        .ok_or_else(|| CrosscoderError::InvalidOption("direction shape".into()))?;
+    cosine_rows(decoder, target)
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, c)| !c.is_nan())
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .ok_or_else(|| {
+            CrosscoderError::InvalidOption(
+                "no latent has a non-zero decoder vector for this model".into(),
+            )
+        })
+}
+
 /// `r_j = norms[chat, j] / (norms[base, j] + norms[chat, j])`, `[F]` (NaN where both norms are zero).
 ///
 /// # Errors
@@ -286,6 +331,46 @@ mod tests {
         let b = array![[2.0f32, 4.0], [-3.0, 0.0], [1.0, 0.0]];
         let c = cosine_rows(a.view(), b.view());
         assert!((c[0] - 1.0).abs() < 1e-7 && (c[1] + 1.0).abs() < 1e-7 && c[2].is_nan());
+    }
+
+    #[test]
+    fn nearest_decoder_latent_finds_the_most_aligned_chat_vector() {
+        use crate::{BackendKind, CrosscoderCheckpoint, CrosscoderConfig, CrosscoderWeights};
+        // d = 2, F = 3; chat decoder rows: (1, 0), (1, 1), (0, 0); base rows point elsewhere.
+        let w_dec = ndarray::Array3::from_shape_vec(
+            (2, 3, 2),
+            vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0],
+        )
+        .unwrap();
+        let weights = CrosscoderWeights {
+            w_enc: ndarray::Array3::zeros((2, 2, 3)),
+            b_enc: Array1::zeros(3),
+            w_dec,
+            b_dec: Array2::zeros((2, 2)),
+        };
+        let cc = CrosscoderCheckpoint::new(
+            CrosscoderConfig::relu(2, 2, 3),
+            weights,
+            crate::InputNormalizer::Identity,
+        )
+        .unwrap()
+        .build(BackendKind::NdArray)
+        .unwrap();
+        let (j, cos) = nearest_decoder_latent(cc.as_ref(), 1, &[1.0, 0.9]).unwrap();
+        let expected = (1.0 + 0.9) / (2f32.sqrt() * (1.0f32 + 0.81).sqrt());
+        assert_eq!(j, 1);
+        assert!((cos - expected).abs() < 1e-6, "{cos} vs {expected}");
+        assert_eq!(
+            nearest_decoder_latent(cc.as_ref(), 1, &[1.0, 0.0])
+                .unwrap()
+                .0,
+            0
+        );
+        assert!(matches!(
+            nearest_decoder_latent(cc.as_ref(), 2, &[1.0, 0.0]),
+            Err(CrosscoderError::ModelIndex { index: 2, .. })
+        ));
+        assert!(nearest_decoder_latent(cc.as_ref(), 1, &[1.0]).is_err());
     }
 
     #[test]

@@ -106,7 +106,9 @@ mod tensors;
 pub mod train;
 mod traits;
 
-pub use analysis::{ClassCounts, DecoderAnalysis, LatentClass, RelativeNormThresholds};
+pub use analysis::{
+    nearest_decoder_latent, ClassCounts, DecoderAnalysis, LatentClass, RelativeNormThresholds,
+};
 pub use checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 pub use config::{
     layer_of_hook, Activation, CodeNormalization, CrosscoderConfig, InputNormalizer, BASE, CHAT,

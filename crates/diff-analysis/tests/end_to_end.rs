@@ -352,18 +352,7 @@ fn demo_pair_end_to_end() {
             .iter()
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
-        let latents: Vec<usize> = (0..cc.config().dict_size).collect();
-        let vectors = cc.decoder_vectors(&latents).unwrap();
-        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let (best, cos) = latents
-            .iter()
-            .map(|&j| {
-                let chat: Vec<f32> = vectors.slice(ndarray::s![j, 1, ..]).to_vec();
-                let dot: f32 = chat.iter().zip(&direction).map(|(a, b)| a * b).sum();
-                (j, dot / (norm(&chat) * norm(&direction)).max(1e-12))
-            })
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap();
+        let (best, cos) = crosscoder::nearest_decoder_latent(cc.as_ref(), 1, &direction).unwrap();
         assert!(cos > 0.9, "{mechanism}: best chat decoder cosine {cos}");
         best
     };
