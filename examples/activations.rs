@@ -55,6 +55,9 @@ struct Args {
     /// Compute dtype: f32 (bf16 needs a backend with bf16 kernels).
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Run RMSNorm, GeGLU and attention as chains of burn ops even on flex (for comparison).
+    #[arg(long)]
+    no_fused_kernels: bool,
     /// Read the hub cache only (same as HF_HUB_OFFLINE=1).
     #[arg(long)]
     offline: bool,
@@ -106,6 +109,7 @@ fn main() -> Result<()> {
     options.dtype = dtype;
     options.unembedding = args.logits;
     options.hub.offline |= args.offline;
+    options.fused_kernels = !args.no_fused_kernels;
     if args.logits {
         options.stop_at_layer = None;
     } else if let Some(l) = args.stop_at_layer {
@@ -219,6 +223,7 @@ fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
         dtype,
         stop_at_layer: Some(stop),
         unembedding: false,
+        fused_kernels: !args.no_fused_kernels,
         ..LoadOptions::default()
     };
     let start = Instant::now();
@@ -264,8 +269,9 @@ fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
     let flops = forward_flops(&config, stop + 1, args.seq_len) * args.batch as f64;
     let peak = peak_rss_bytes().unwrap_or(0);
     println!(
-        "{{\"backend\": \"{}\", \"batch\": {}, \"seq_len\": {}, \"layers\": {}, \"median_s\": {median:.4}, \"tokens_per_s\": {:.2}, \"gflops\": {:.1}, \"peak_rss_gb\": {:.3}, \"weight_gb\": {:.3}, \"rss_over_weights\": {:.3}}}",
+        "{{\"backend\": \"{}\", \"fused_kernels\": {}, \"batch\": {}, \"seq_len\": {}, \"layers\": {}, \"median_s\": {median:.4}, \"tokens_per_s\": {:.2}, \"gflops\": {:.1}, \"peak_rss_gb\": {:.3}, \"weight_gb\": {:.3}, \"rss_over_weights\": {:.3}}}",
         args.backend,
+        !args.no_fused_kernels,
         args.batch,
         args.seq_len,
         stop + 1,

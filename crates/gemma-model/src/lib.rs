@@ -42,7 +42,9 @@
 mod batch;
 mod config;
 mod error;
+mod flex_bridge;
 mod hooks;
+mod host_kernels;
 mod language_model;
 mod model;
 mod source;

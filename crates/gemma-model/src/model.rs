@@ -16,6 +16,10 @@
 //! - MLP: `down(gelu_tanh(gate(x)) * up(x))`.
 //!
 //! Linear weights are stored transposed, `[in, out]`, so every projection is one `x @ W`.
+//!
+//! Two kernel paths compute the non-GEMM parts (see [`Kernels`]): chains of burn ops, which run on
+//! every backend and are the reading of the math above, and fused multi-threaded host kernels
+//! (`host_kernels.rs`) on burn-flex. Both are held to the same golden fixtures.
 
 use std::collections::BTreeMap;
 
@@ -27,8 +31,49 @@ use ndarray::Array3;
 use crate::batch::TokenBatch;
 use crate::config::{AttentionKind, Gemma2Config};
 use crate::error::{GemmaError, Result};
+use crate::flex_bridge::{self, HostTensor};
 use crate::hooks::{HookPoint, RunRequest};
+use crate::host_kernels::{self, AttentionInputs, AttentionShape};
 use crate::weights::WeightFiles;
+
+/// How RMSNorm, GeGLU and attention run; the projections are burn matmuls either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernels {
+    /// Chains of burn ops: every backend.
+    BurnOps,
+    /// Fused, multi-threaded kernels on the tensors' host buffers: burn-flex only.
+    Host,
+}
+
+impl Kernels {
+    /// The fastest path `B` supports: [`Kernels::Host`] on burn-flex if `fused`.
+    pub fn for_backend<B: Backend>(fused: bool) -> Self {
+        if fused && flex_bridge::is_flex::<B>() {
+            Kernels::Host
+        } else {
+            Kernels::BurnOps
+        }
+    }
+}
+
+/// The host values of `x` (burn-flex only; see [`Kernels::Host`]).
+fn host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<HostTensor> {
+    flex_bridge::host(x).ok_or_else(host_kernels_unavailable)
+}
+
+/// A tensor owning `values` (burn-flex only; see [`Kernels::Host`]).
+fn from_host<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+) -> Result<Tensor<B, D>> {
+    flex_bridge::from_host(values, shape).ok_or_else(host_kernels_unavailable)
+}
+
+fn host_kernels_unavailable() -> GemmaError {
+    GemmaError::InvalidInput {
+        reason: "the fused host kernels need f32 tensors of the burn-flex backend".into(),
+    }
+}
 
 /// What a forward pass returns.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +108,19 @@ struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    fn forward(&self, x: Tensor<B, 3>, kernels: Kernels) -> Result<Tensor<B, 3>> {
+        match kernels {
+            Kernels::BurnOps => Ok(self.forward_burn(x)),
+            Kernels::Host => {
+                let dims = x.dims();
+                let (x, scale) = (host(x)?, host(self.scale.clone())?);
+                let out = host_kernels::rms_norm(x.values(), scale.values(), self.eps as f32);
+                from_host(out, dims)
+            }
+        }
+    }
+
+    fn forward_burn(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let d = self.scale.dims()[0];
         let mean_square = (x.clone() * x.clone()).mean_dim(2);
         // A true division: burn-ndarray's SIMD `recip` is an approximation (about 2e-5 relative).
@@ -86,28 +143,87 @@ struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    /// `x`: `[batch, pos, d_model]`; `mask`: additive `[batch, 1, pos, pos]`.
-    fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, mask: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [b, t, _] = x.dims();
-        let heads = |proj: &Linear<B>, n: usize| {
-            proj.forward(x.clone())
-                .reshape([b, t, n, self.head_dim])
-                .swap_dims(1, 2)
+    /// `x`: `[batch, pos, d_model]`; the layer's `kind` picks the mask.
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        positions: &RunPositions<B>,
+        kind: AttentionKind,
+    ) -> Result<Tensor<B, 3>> {
+        let q = self.q_proj.forward(x.clone());
+        let k = self.k_proj.forward(x.clone());
+        let v = self.v_proj.forward(x);
+        let out = match positions {
+            RunPositions::Burn {
+                rope,
+                full_mask,
+                sliding_mask,
+            } => {
+                let mask = layer_mask(kind, full_mask, sliding_mask).clone();
+                self.attend_burn([q, k, v], rope, mask)
+            }
+            RunPositions::Host {
+                rope,
+                full_mask,
+                sliding_mask,
+            } => {
+                let mask = layer_mask(kind, full_mask, sliding_mask);
+                self.attend_host([q, k, v], rope, mask)?
+            }
         };
-        let q = rope.apply(heads(&self.q_proj, self.n_heads));
-        let k = self.repeat_kv(rope.apply(heads(&self.k_proj, self.n_kv_heads)));
-        let v = self.repeat_kv(heads(&self.v_proj, self.n_kv_heads));
+        Ok(self.o_proj.forward(out))
+    }
+
+    /// The fused host kernel; `mask`: additive `[batch, pos, pos]`.
+    fn attend_host(
+        &self,
+        [q, k, v]: [Tensor<B, 3>; 3],
+        rope: &RopeTables,
+        mask: &[f32],
+    ) -> Result<Tensor<B, 3>> {
+        let [b, t, _] = q.dims();
+        let (q, k, v) = (host(q)?, host(k)?, host(v)?);
+        let out = host_kernels::attention(&AttentionInputs {
+            shape: AttentionShape {
+                batch: b,
+                seq_len: t,
+                n_heads: self.n_heads,
+                n_kv_heads: self.n_kv_heads,
+                head_dim: self.head_dim,
+            },
+            q: q.values(),
+            k: k.values(),
+            v: v.values(),
+            cos: &rope.cos,
+            sin: &rope.sin,
+            mask,
+            scale: self.scale,
+            softcap: self.softcap,
+        });
+        from_host(out, [b, t, self.n_heads * self.head_dim])
+    }
+
+    /// Burn ops; `mask`: additive `[batch, 1, pos, pos]`.
+    fn attend_burn(
+        &self,
+        [q, k, v]: [Tensor<B, 3>; 3],
+        rope: &Rope<B>,
+        mask: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = q.dims();
+        let heads = |x: Tensor<B, 3>, n: usize| x.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
+        let q = rope.apply(heads(q, self.n_heads));
+        let k = self.repeat_kv(rope.apply(heads(k, self.n_kv_heads)));
+        let v = self.repeat_kv(heads(v, self.n_kv_heads));
 
         let mut scores = q.matmul(k.swap_dims(2, 3)) * self.scale;
         if let Some(cap) = self.softcap {
             scores = (scores / cap).tanh() * cap;
         }
-        let probs = softmax(scores + mask, 3);
-        let out = probs
+        softmax(scores + mask, 3)
             .matmul(v)
             .swap_dims(1, 2)
-            .reshape([b, t, self.n_heads * self.head_dim]);
-        self.o_proj.forward(out)
+            .reshape([b, t, self.n_heads * self.head_dim])
     }
 
     /// `[batch, kv_heads, pos, head_dim]` -> `[batch, heads, pos, head_dim]`; query head `h` uses
@@ -124,23 +240,17 @@ impl<B: Backend> Attention<B> {
     }
 }
 
-/// Rotary position embedding, NeoX half-split layout. `cos`/`sin`: `[batch, 1, pos, head_dim]`.
-struct Rope<B: Backend> {
-    cos: Tensor<B, 4>,
-    sin: Tensor<B, 4>,
+/// Rotary tables on the host, NeoX half-split layout: `cos`/`sin` are `[batch, pos, head_dim]`.
+struct RopeTables {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    shape: [usize; 4],
 }
 
-impl<B: Backend> Rope<B> {
+impl RopeTables {
     /// Angles `pos * inv_freq` in f32, `inv_freq[i] = 1 / theta^(2i / head_dim)`, duplicated
     /// over both halves, as HF computes them.
-    fn new(
-        positions: &[u32],
-        batch: usize,
-        seq_len: usize,
-        head_dim: usize,
-        theta: f64,
-        device: &B::Device,
-    ) -> Self {
+    fn new(positions: &[u32], batch: usize, seq_len: usize, head_dim: usize, theta: f64) -> Self {
         let half = head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
@@ -156,13 +266,31 @@ impl<B: Backend> Rope<B> {
                 }
             }
         }
-        let shape = [batch, 1, seq_len, head_dim];
-        Rope {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        RopeTables {
+            cos,
+            sin,
+            shape: [batch, 1, seq_len, head_dim],
         }
     }
 
+    fn to_device<B: Backend>(&self, device: &B::Device) -> Rope<B> {
+        let tensor = |values: &[f32]| {
+            Tensor::from_data(TensorData::new(values.to_vec(), self.shape), device)
+        };
+        Rope {
+            cos: tensor(&self.cos),
+            sin: tensor(&self.sin),
+        }
+    }
+}
+
+/// Rotary position embedding on the device. `cos`/`sin`: `[batch, 1, pos, head_dim]`.
+struct Rope<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rope<B> {
     /// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x[half:], x[:half])`.
     fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let hd = x.dims()[3];
@@ -182,9 +310,21 @@ struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = gelu_tanh(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+    fn forward(&self, x: Tensor<B, 3>, kernels: Kernels) -> Result<Tensor<B, 3>> {
+        let gate = self.gate_proj.forward(x.clone());
+        let up = self.up_proj.forward(x);
+        let hidden = match kernels {
+            Kernels::BurnOps => gelu_tanh(gate) * up,
+            Kernels::Host => {
+                let dims = gate.dims();
+                let (gate, up) = (host(gate)?, host(up)?);
+                from_host(
+                    host_kernels::gelu_tanh_mul(gate.values(), up.values()),
+                    dims,
+                )?
+            }
+        };
+        Ok(self.down_proj.forward(hidden))
     }
 }
 
@@ -228,7 +368,64 @@ pub(crate) struct Gemma2<B: Backend> {
     embed_tokens: Tensor<B, 2>,
     layers: Vec<DecoderLayer<B>>,
     unembedding: Option<Unembedding<B>>,
+    kernels: Kernels,
     device: B::Device,
+}
+
+/// Rotary tables and attention masks of one run, in the form the chosen kernels read.
+enum RunPositions<B: Backend> {
+    /// Masks `[batch, 1, pos, pos]` on the device.
+    Burn {
+        rope: Rope<B>,
+        full_mask: Tensor<B, 4>,
+        sliding_mask: Option<Tensor<B, 4>>,
+    },
+    /// Masks `[batch, pos, pos]` on the host.
+    Host {
+        rope: RopeTables,
+        full_mask: Vec<f32>,
+        sliding_mask: Option<Vec<f32>>,
+    },
+}
+
+impl<B: Backend> RunPositions<B> {
+    fn new(
+        batch: &TokenBatch,
+        config: &Gemma2Config,
+        kernels: Kernels,
+        device: &B::Device,
+    ) -> Self {
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        let rope = RopeTables::new(&batch.positions(), b, t, config.head_dim, config.rope_theta);
+        let full_mask = additive_mask(batch, None);
+        let sliding_mask = config.sliding_window.map(|w| additive_mask(batch, Some(w)));
+        match kernels {
+            Kernels::Host => RunPositions::Host {
+                rope,
+                full_mask,
+                sliding_mask,
+            },
+            Kernels::BurnOps => {
+                let tensor = |values: Vec<f32>| {
+                    Tensor::from_data(TensorData::new(values, [b, 1, t, t]), device)
+                };
+                RunPositions::Burn {
+                    rope: rope.to_device(device),
+                    full_mask: tensor(full_mask),
+                    sliding_mask: sliding_mask.map(tensor),
+                }
+            }
+        }
+    }
+}
+
+/// The mask a layer of `kind` uses: the sliding-window one on sliding layers (if the model has a
+/// window), the full causal one otherwise.
+fn layer_mask<'a, M>(kind: AttentionKind, full: &'a M, sliding: &'a Option<M>) -> &'a M {
+    match (kind, sliding) {
+        (AttentionKind::Sliding, Some(m)) => m,
+        _ => full,
+    }
 }
 
 /// Where a model's parameters come from.
@@ -356,6 +553,7 @@ impl<B: Backend> Gemma2<B> {
             embed_tokens,
             layers,
             unembedding,
+            kernels: Kernels::for_backend::<B>(true),
             device: device.clone(),
         })
     }
@@ -421,8 +619,15 @@ impl<B: Backend> Gemma2<B> {
             embed_tokens: normal([c.vocab_size, d]),
             layers,
             unembedding,
+            kernels: Kernels::for_backend::<B>(true),
             device: device.clone(),
         }
+    }
+
+    /// The same model running its non-GEMM parts on `kernels` (see [`Kernels::for_backend`]).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
     }
 
     pub fn config(&self) -> &Gemma2Config {
@@ -451,41 +656,25 @@ impl<B: Backend> Gemma2<B> {
             * self.config.embedding_scale();
         h = hooks.visit(HookPoint::Embed, h)?;
 
-        let rope = Rope::new(
-            &batch.positions(),
-            b,
-            t,
-            self.config.head_dim,
-            self.config.rope_theta,
-            &self.device,
-        );
-        let full_mask = additive_mask::<B>(batch, None, &self.device);
-        let sliding_mask = self
-            .config
-            .sliding_window
-            .map(|w| additive_mask::<B>(batch, Some(w), &self.device));
+        let kernels = self.kernels;
+        let positions = RunPositions::new(batch, &self.config, kernels, &self.device);
 
         h = hooks.visit(HookPoint::ResidPre(0), h)?;
         for (l, layer) in self.layers.iter().enumerate().take(n_layers) {
-            let mask = match (layer.kind, &sliding_mask) {
-                (AttentionKind::Sliding, Some(m)) => m.clone(),
-                _ => full_mask.clone(),
-            };
-            let attn =
-                layer
-                    .self_attn
-                    .forward(layer.input_layernorm.forward(h.clone()), &rope, mask);
+            let attn_in = layer.input_layernorm.forward(h.clone(), kernels)?;
+            let attn = layer.self_attn.forward(attn_in, &positions, layer.kind)?;
             let attn_out = hooks.visit(
                 HookPoint::AttnOut(l),
-                layer.post_attention_layernorm.forward(attn),
+                layer.post_attention_layernorm.forward(attn, kernels)?,
             )?;
             h = hooks.visit(HookPoint::ResidMid(l), h + attn_out)?;
-            let mlp = layer
-                .mlp
-                .forward(layer.pre_feedforward_layernorm.forward(h.clone()));
+            let mlp_in = layer
+                .pre_feedforward_layernorm
+                .forward(h.clone(), kernels)?;
+            let mlp = layer.mlp.forward(mlp_in, kernels)?;
             let mlp_out = hooks.visit(
                 HookPoint::MlpOut(l),
-                layer.post_feedforward_layernorm.forward(mlp),
+                layer.post_feedforward_layernorm.forward(mlp, kernels)?,
             )?;
             h = hooks.visit(HookPoint::ResidPost(l), h + mlp_out)?;
             // blocks.{l+1}.hook_resid_pre is the same tensor, visited even when layer l+1 does not run.
@@ -514,7 +703,7 @@ impl<B: Backend> Gemma2<B> {
                 loaded: "no unembedding".into(),
             })?;
         let [b, t, d] = h.dims();
-        let h = u.norm.forward(h).reshape([b * t, d]);
+        let h = u.norm.forward(h, self.kernels)?.reshape([b * t, d]);
         let head = match &u.lm_head {
             Some(w) => w.clone(),
             None => self.embed_tokens.clone().transpose(),
@@ -660,14 +849,10 @@ fn to_host<B: Backend>(x: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32
     Ok(out)
 }
 
-/// Additive attention mask `[batch, 1, pos, pos]`: 0 where query `i` may attend key `j`
+/// Additive attention mask `[batch, pos, pos]`: 0 where query `i` may attend key `j`
 /// (`j` real, `j <= i`, and `i - j < window` for sliding layers), `f32::MIN` elsewhere, as HF.
 /// A padding query attends itself only, so that no row is fully masked.
-fn additive_mask<B: Backend>(
-    batch: &TokenBatch,
-    window: Option<usize>,
-    device: &B::Device,
-) -> Tensor<B, 4> {
+fn additive_mask(batch: &TokenBatch, window: Option<usize>) -> Vec<f32> {
     let (b, t) = (batch.batch_size(), batch.seq_len());
     let mask = batch.mask();
     let mut values = vec![f32::MIN; b * t * t];
@@ -686,7 +871,7 @@ fn additive_mask<B: Backend>(
             }
         }
     }
-    Tensor::from_data(TensorData::new(values, [b, 1, t, t]), device)
+    values
 }
 
 fn matrix<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {

@@ -94,6 +94,45 @@ fn every_real_token_of_a_padded_batch_equals_its_prompt_alone() {
     }
 }
 
+/// flex's fused host kernels against its burn-op path on padded batches (both sides): the same
+/// activations and logits up to float rounding, padding positions included in the comparison.
+#[test]
+fn fused_host_kernels_equal_burn_ops_on_padded_batches() {
+    for model in MODELS {
+        let load = |fused_kernels| {
+            let options = LoadOptions {
+                fused_kernels,
+                ..LoadOptions::default().with_backend(BackendKind::Flex)
+            };
+            load_dir(fixture(model), &options).unwrap()
+        };
+        let (fused, burn) = (load(true), load(false));
+        let hooks = HookPoint::all(fused.model.config().num_hidden_layers);
+        let request = RunRequest::capture(hooks.iter().copied()).with_logits();
+        for side in [PaddingSide::Right, PaddingSide::Left] {
+            let batch = TokenBatch::new(&prompts(model), 0, side).unwrap();
+            let (a, b) = (
+                fused.model.run(&batch, &request).unwrap(),
+                burn.model.run(&batch, &request).unwrap(),
+            );
+            let mut worst = 0f64;
+            for hook in &hooks {
+                let want: Vec<f64> = b.activations[hook].iter().map(|x| *x as f64).collect();
+                let err = relative_error(a.activations[hook].as_slice().unwrap(), &want);
+                assert!(err < 2e-5, "{model} {side:?} {hook}: {err:.2e}");
+                worst = worst.max(err);
+            }
+            let want: Vec<f64> = b.logits.unwrap().iter().map(|x| *x as f64).collect();
+            let err = relative_error(a.logits.unwrap().as_slice().unwrap(), &want);
+            assert!(err < 2e-5, "{model} {side:?} logits: {err:.2e}");
+            eprintln!(
+                "{model} {side:?}: fused vs burn ops, worst {:.2e}",
+                worst.max(err)
+            );
+        }
+    }
+}
+
 #[test]
 fn stopping_at_a_layer_gives_the_same_activations_and_refuses_deeper_hooks() {
     let model = "tiny-window";

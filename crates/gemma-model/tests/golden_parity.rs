@@ -8,11 +8,15 @@ use gemma_model::{load_dir, BackendKind, HookPoint, LoadOptions, RunRequest, Tok
 
 const TOLERANCE: f64 = 1e-4;
 
-fn check_model(model_name: &str, backend: BackendKind) {
+/// Runs every golden prompt on `backend`; `fused` picks flex's fused host kernels (`false`: burn ops).
+fn check_model(model_name: &str, backend: BackendKind, fused: bool) {
     let dir = fixture(model_name);
     let golden = read_tensors(&dir.join("golden.safetensors"));
     let meta = golden_meta(model_name);
-    let options = LoadOptions::default().with_backend(backend);
+    let options = LoadOptions {
+        fused_kernels: fused,
+        ..LoadOptions::default().with_backend(backend)
+    };
     let loaded = load_dir(&dir, &options).unwrap();
     let n_layers = loaded.model.config().num_hidden_layers;
     let hooks = HookPoint::all(n_layers);
@@ -31,7 +35,7 @@ fn check_model(model_name: &str, backend: BackendKind) {
         let mut compare = |name: String, actual: &[f32]| {
             let expected = &golden[&format!("prompt.{i}.{name}")];
             let err = relative_error(actual, expected.as_slice().unwrap());
-            assert!(err <= TOLERANCE, "{model_name} on {backend}: prompt {i} `{name}`: relative error {err:.2e} > {TOLERANCE:e}");
+            assert!(err <= TOLERANCE, "{model_name} on {backend} (fused {fused}): prompt {i} `{name}`: relative error {err:.2e} > {TOLERANCE:e}");
             if err > worst.0 {
                 worst = (err, format!("prompt {i} {name}"));
             }
@@ -45,29 +49,39 @@ fn check_model(model_name: &str, backend: BackendKind) {
         );
     }
     eprintln!(
-        "{model_name} on {backend}: worst relative error {:.2e} at {}",
+        "{model_name} on {backend} (fused {fused}): worst relative error {:.2e} at {}",
         worst.0, worst.1
     );
 }
 
 #[test]
 fn tiny_window_matches_hf_on_ndarray() {
-    check_model("tiny-window", BackendKind::NdArray);
+    check_model("tiny-window", BackendKind::NdArray, true);
 }
 
 #[test]
 fn tiny_window_matches_hf_on_flex() {
-    check_model("tiny-window", BackendKind::Flex);
+    check_model("tiny-window", BackendKind::Flex, true);
+}
+
+#[test]
+fn tiny_window_matches_hf_on_flex_with_burn_ops() {
+    check_model("tiny-window", BackendKind::Flex, false);
 }
 
 #[test]
 fn tiny_gqa_bf16_shards_match_hf_on_ndarray() {
-    check_model("tiny-gqa-bf16", BackendKind::NdArray);
+    check_model("tiny-gqa-bf16", BackendKind::NdArray, true);
 }
 
 #[test]
 fn tiny_gqa_bf16_shards_match_hf_on_flex() {
-    check_model("tiny-gqa-bf16", BackendKind::Flex);
+    check_model("tiny-gqa-bf16", BackendKind::Flex, true);
+}
+
+#[test]
+fn tiny_gqa_bf16_shards_match_hf_on_flex_with_burn_ops() {
+    check_model("tiny-gqa-bf16", BackendKind::Flex, false);
 }
 
 /// The fixtures must exercise both soft-caps; otherwise the parity above proves less than it says.

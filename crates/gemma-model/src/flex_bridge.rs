@@ -1,0 +1,85 @@
+//! Zero-copy access to burn-flex tensors from code that is generic over the backend, so that the
+//! model can hand them to the fused [`host_kernels`](crate::host_kernels).
+//!
+//! Whether `B` is burn-flex is decided at run time by the type of its float tensors; no `unsafe`
+//! is involved (the tensors are moved through `Box<dyn Any>`).
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+
+/// Whether `B` keeps its float tensors as burn-flex host buffers.
+pub(crate) fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>()
+}
+
+/// The f32 values of a burn-flex tensor, row-major.
+pub(crate) struct HostTensor(FlexTensor);
+
+impl HostTensor {
+    /// The values (the tensor's own buffer).
+    pub fn values(&self) -> &[f32] {
+        // Contiguous f32 by construction (`host`).
+        self.0.as_slice::<f32>().unwrap_or_default()
+    }
+}
+
+/// `x`'s values when `B` is burn-flex and `x` is f32: a view of its buffer, copied only when `x`
+/// is a strided view. `None` on any other backend or dtype.
+pub(crate) fn host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Option<HostTensor> {
+    let primitive: Box<dyn Any> = Box::new(x.into_primitive().tensor());
+    let flex = *primitive.downcast::<FlexTensor>().ok()?;
+    if flex.dtype() != DType::F32 {
+        return None;
+    }
+    let flex = if flex.as_slice::<f32>().is_some() {
+        flex
+    } else {
+        flex.to_contiguous()
+    };
+    Some(HostTensor(flex))
+}
+
+/// A burn-flex tensor of `shape` that takes ownership of `values`; `None` when `B` is not
+/// burn-flex.
+pub(crate) fn from_host<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+) -> Option<Tensor<B, D>> {
+    let flex: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(values, shape)));
+    let primitive = *flex.downcast::<B::FloatTensorPrimitive>().ok()?;
+    Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stereo_backend::{FlexBackend, NdArrayBackend};
+
+    #[test]
+    fn flex_tensors_round_trip_without_a_copy_of_the_values() {
+        assert!(is_flex::<FlexBackend>());
+        let device = Default::default();
+        let x = Tensor::<FlexBackend, 2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]),
+            &device,
+        );
+        let host_x = host(x.clone()).expect("flex");
+        assert_eq!(host_x.values(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        // A transposed view is made contiguous.
+        let host_t = host(x.transpose()).expect("flex");
+        assert_eq!(host_t.values(), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let back = from_host::<FlexBackend, 2>(vec![7.0, 8.0], [1, 2]).expect("flex");
+        assert_eq!(back.into_data().to_vec::<f32>().unwrap(), vec![7.0, 8.0]);
+    }
+
+    #[test]
+    fn other_backends_are_refused() {
+        assert!(!is_flex::<NdArrayBackend>());
+        let x = Tensor::<NdArrayBackend, 1>::from_data([1.0f32, 2.0], &Default::default());
+        assert!(host(x).is_none());
+        assert!(from_host::<NdArrayBackend, 1>(vec![1.0], [1]).is_none());
+    }
+}
