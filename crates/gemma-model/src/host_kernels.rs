@@ -111,6 +111,9 @@ pub(crate) fn attention(inputs: &AttentionInputs) -> Vec<f32> {
     assert_eq!(inputs.sin.len(), b * t * hd, "sin");
     assert_eq!(inputs.mask.len(), b * t * t, "mask");
     assert!(n_kv_heads > 0 && n_heads % n_kv_heads == 0, "GQA groups");
+    if b * t == 0 {
+        return Vec::new();
+    }
     let groups = n_heads / n_kv_heads;
 
     // Rotated keys, `[batch, kv_head, pos, head_dim]`, shared by the query heads of a group.

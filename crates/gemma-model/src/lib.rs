@@ -17,6 +17,8 @@
 //!   to return logits, and [`Intervention`]s that replace activations; the pass stops at the
 //!   deepest hook.
 //! - [`Gemma2Config`] reads `config.json` in both dialects (transformers 4.4x and >= 5).
+//! - On `flex`, RMSNorm, GeGLU and attention run as fused multi-threaded kernels on the tensors'
+//!   host buffers ([`LoadOptions::fused_kernels`]); other backends run them as burn ops.
 //!
 //! ## Example
 //! ```no_run
