@@ -7,11 +7,12 @@
 //!   `models--org--name/refs/<revision>` names the snapshot, `snapshots/<commit>/...` holds the files.
 //! - Online, the repository listing picks the layout, then the files are downloaded into the cache
 //!   (`HF_TOKEN` or the cached token file authenticates gated repositories; `HF_ENDPOINT` selects a mirror).
+//! - The cache and the network are reached through `stereo_backend::hub`, the client the models use;
+//!   this module adds the subfolder syntax and the choice among the crosscoder layouts.
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::ApiBuilder;
-use hf_hub::{Cache, Repo, RepoType};
+use stereo_backend::hub::{HubOptions as BackendHubOptions, HubRepo};
 
 use crate::error::{CrosscoderError, Result};
 use crate::formats::DIR_LAYOUTS;
@@ -48,12 +49,18 @@ impl HubOptions {
         self.revision.as_deref().unwrap_or("main")
     }
 
-    fn cache(&self) -> Cache {
-        match (&self.cache_dir, std::env::var_os("HF_HUB_CACHE")) {
-            (Some(dir), _) => Cache::new(dir.clone()),
-            (None, Some(dir)) => Cache::new(PathBuf::from(dir)),
-            (None, None) => Cache::from_env(),
+    /// The shared hub client's options: the environment's, with these overrides.
+    fn to_backend(&self) -> BackendHubOptions {
+        let mut options = BackendHubOptions::from_env();
+        options.offline = self.is_offline();
+        options.progress = false;
+        if let Some(dir) = &self.cache_dir {
+            options.cache_dir = dir.clone();
         }
+        if let Some(token) = &self.token {
+            options.token = Some(token.clone());
+        }
+        options
     }
 }
 
@@ -95,38 +102,9 @@ pub(crate) fn resolve(id: &str, options: &HubOptions) -> Result<PathBuf> {
         repo: id.to_string(),
         reason,
     };
-    if options.is_offline() {
-        let snapshot =
-            offline_snapshot(&options.cache(), &repo_id, options.revision()).map_err(&hub_err)?;
-        let listing = list_files(&snapshot);
-        let (folder, files) = choose_layout(&listing, subfolder.as_deref()).map_err(&hub_err)?;
-        tracing::info!(repo = %repo_id, snapshot = %snapshot.display(), ?files, "crosscoder resolved from the hub cache (offline)");
-        return Ok(join_folder(&snapshot, &folder));
-    }
-    let token = options
-        .token
-        .clone()
-        .or_else(|| std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()));
-    let mut builder = ApiBuilder::from_cache(options.cache()).with_progress(false);
-    if token.is_some() {
-        builder = builder.with_token(token);
-    }
-    if let Some(endpoint) = std::env::var("HF_ENDPOINT")
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-    {
-        builder = builder.with_endpoint(endpoint);
-    }
-    let api = builder
-        .build()
-        .map_err(|e| hub_err(format!("cannot build the hub client: {e}")))?;
-    let repo = api.repo(Repo::with_revision(
-        repo_id.clone(),
-        RepoType::Model,
-        options.revision().to_string(),
-    ));
-    let info = repo.info().map_err(|e| hub_err(format!("cannot list the repository (set HF_TOKEN for gated repos, or HF_HUB_OFFLINE=1 to use the cache): {e}")))?;
-    let listing: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let repo = HubRepo::model(&repo_id, Some(options.revision()), options.to_backend())
+        .map_err(|e| hub_err(e.to_string()))?;
+    let listing = repo.list_files().map_err(|e| hub_err(e.to_string()))?;
     let (folder, files) = choose_layout(&listing, subfolder.as_deref()).map_err(&hub_err)?;
     let mut dir = None;
     for file in &files {
@@ -135,88 +113,11 @@ pub(crate) fn resolve(id: &str, options: &HubOptions) -> Result<PathBuf> {
         } else {
             format!("{folder}/{file}")
         };
-        tracing::info!(repo = %repo_id, file = %remote, "fetching from the hub");
-        let local = repo
-            .get(&remote)
-            .map_err(|e| hub_err(format!("cannot download `{remote}`: {e}")))?;
+        tracing::info!(repo = %repo_id, file = %remote, "crosscoder file from the hub");
+        let local = repo.get(&remote).map_err(|e| hub_err(e.to_string()))?;
         dir = local.parent().map(Path::to_path_buf);
     }
     dir.ok_or_else(|| hub_err("no file to download".into()))
-}
-
-fn join_folder(base: &Path, folder: &str) -> PathBuf {
-    if folder.is_empty() {
-        base.to_path_buf()
-    } else {
-        base.join(folder)
-    }
-}
-
-/// The snapshot directory of `repo_id` at `revision` in the cache.
-fn offline_snapshot(
-    cache: &Cache,
-    repo_id: &str,
-    revision: &str,
-) -> std::result::Result<PathBuf, String> {
-    let repo_dir = cache
-        .path()
-        .join(Repo::new(repo_id.to_string(), RepoType::Model).folder_name());
-    if !repo_dir.is_dir() {
-        return Err(format!(
-            "offline mode and not in the hub cache (looked for {})",
-            repo_dir.display()
-        ));
-    }
-    let is_commit = revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit());
-    let commit = if is_commit {
-        revision.to_string()
-    } else {
-        let ref_path = repo_dir.join("refs").join(revision);
-        std::fs::read_to_string(&ref_path)
-            .map_err(|e| {
-                format!(
-                    "offline mode and revision `{revision}` is not in the cache ({}: {e})",
-                    ref_path.display()
-                )
-            })?
-            .trim()
-            .to_string()
-    };
-    let snapshot = repo_dir.join("snapshots").join(&commit);
-    if snapshot.is_dir() {
-        Ok(snapshot)
-    } else {
-        Err(format!(
-            "offline mode and snapshot {} is missing",
-            snapshot.display()
-        ))
-    }
-}
-
-/// Every file under `dir`, as `/`-separated paths relative to it.
-fn list_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(rel) = p.strip_prefix(dir) {
-                out.push(
-                    rel.components()
-                        .map(|c| c.as_os_str().to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                );
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Picks the folder and files of a known layout from a repository listing. With a subfolder, only that

@@ -132,4 +132,12 @@ fn offline_and_not_cached_is_a_hub_error() {
         .revision("v2")
         .load_checkpoint();
     assert!(matches!(err, Err(CrosscoderError::Hub { .. })), "{err:?}");
+    // A full commit hash is found in the cache without a ref naming it.
+    let pinned = CrosscoderLoader::new(repo)
+        .cache_dir(tmp.path())
+        .offline(true)
+        .revision(COMMIT)
+        .load_checkpoint()
+        .expect("pinned commit");
+    assert_eq!(pinned.config().dict_size, 53);
 }

@@ -171,30 +171,78 @@ impl HubRepo {
 
     /// The local path of `file`: from the cache if present, else downloaded (unless offline).
     pub fn get(&self, file: &str) -> Result<PathBuf, HubError> {
-        let cache = Cache::new(self.options.cache_dir.clone());
-        if let Some(path) = cache.repo(self.repo()).get(file) {
+        if let Some(path) = self
+            .cached_snapshot()
+            .map(|dir| dir.join(file))
+            .filter(|path| path.is_file())
+        {
             return Ok(path);
         }
         if self.options.offline {
-            return Err(HubError::NotCached {
-                repo: self.id.clone(),
-                file: file.into(),
-                revision: self.revision.clone(),
-                cache: self.options.cache_dir.clone(),
-            });
+            return Err(self.not_cached(file));
         }
-        let mut builder = ApiBuilder::from_cache(cache)
+        self.api(file)?
+            .repo(self.repo())
+            .get(file)
+            .map_err(|e| self.classify(file, e))
+    }
+
+    /// Every file of the repository at this revision, as `/`-separated paths: the cached snapshot's
+    /// files when offline, else the hub's listing.
+    pub fn list_files(&self) -> Result<Vec<String>, HubError> {
+        const LISTING: &str = "(the repository listing)";
+        if self.options.offline {
+            let snapshot = self
+                .cached_snapshot()
+                .ok_or_else(|| self.not_cached(&format!("refs/{}", self.revision)))?;
+            return Ok(files_under(&snapshot));
+        }
+        let info = self
+            .api(LISTING)?
+            .repo(self.repo())
+            .info()
+            .map_err(|e| self.classify(LISTING, e))?;
+        let mut files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// `snapshots/<commit>` of this revision in the cache: `refs/<revision>` names the commit, or
+    /// the revision is a full commit hash itself.
+    fn cached_snapshot(&self) -> Option<PathBuf> {
+        let repo_dir = self.options.cache_dir.join(self.repo().folder_name());
+        let is_commit =
+            self.revision.len() == 40 && self.revision.chars().all(|c| c.is_ascii_hexdigit());
+        let commit = if is_commit {
+            self.revision.clone()
+        } else {
+            std::fs::read_to_string(repo_dir.join("refs").join(&self.revision))
+                .ok()?
+                .trim()
+                .to_string()
+        };
+        Some(repo_dir.join("snapshots").join(commit)).filter(|dir| dir.is_dir())
+    }
+
+    fn api(&self, file: &str) -> Result<hf_hub::api::sync::Api, HubError> {
+        let mut builder = ApiBuilder::from_cache(Cache::new(self.options.cache_dir.clone()))
             .with_token(self.options.token.clone())
             .with_progress(self.options.progress);
         if let Some(endpoint) = &self.options.endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }
-        let api = builder
+        builder
             .build()
-            .map_err(|e| self.download_error(file, e.to_string()))?;
-        api.repo(self.repo())
-            .get(file)
-            .map_err(|e| self.classify(file, e))
+            .map_err(|e| self.download_error(file, e.to_string()))
+    }
+
+    fn not_cached(&self, file: &str) -> HubError {
+        HubError::NotCached {
+            repo: self.id.clone(),
+            file: file.into(),
+            revision: self.revision.clone(),
+            cache: self.options.cache_dir.clone(),
+        }
     }
 
     /// The directory that holds the snapshot's files (the parent of a resolved file).
@@ -225,6 +273,30 @@ impl HubRepo {
             reason,
         }
     }
+}
+
+/// Every file under `dir`, as sorted `/`-separated paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let parts: Vec<_> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn status_of(err: &hf_hub::api::sync::ApiError) -> Option<u16> {
@@ -293,5 +365,33 @@ mod tests {
             other.get("config.json"),
             Err(HubError::NotCached { .. })
         ));
+        assert!(matches!(
+            other.list_files(),
+            Err(HubError::NotCached { .. })
+        ));
+    }
+
+    #[test]
+    fn offline_listing_and_commit_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("x");
+        std::fs::write(&src, "x").unwrap();
+        let cache = dir.path().join("hub");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let snapshot = seed_cache(&cache, "org/model", commit, &[("config.json", &src)]).unwrap();
+        std::fs::create_dir_all(snapshot.join("sub/deeper")).unwrap();
+        std::fs::copy(&src, snapshot.join("sub/deeper/cfg.json")).unwrap();
+        let options = HubOptions::offline_cache(&cache);
+        let main = HubRepo::model("org/model", None, options.clone()).unwrap();
+        assert_eq!(
+            main.list_files().unwrap(),
+            vec!["config.json".to_string(), "sub/deeper/cfg.json".to_string()]
+        );
+        // A full commit hash needs no ref.
+        let pinned = HubRepo::model("org/model", Some(commit), options.clone()).unwrap();
+        assert!(pinned.get("sub/deeper/cfg.json").unwrap().is_file());
+        let unknown = HubRepo::model("org/model", Some("v2"), options).unwrap();
+        let err = unknown.list_files().unwrap_err();
+        assert!(err.to_string().contains("refs/v2"), "{err}");
     }
 }
