@@ -12,7 +12,7 @@
 //!   hook and input scaling recorded), loadable by `crosscoder::load` like any other checkpoint;
 //! - `trainer.safetensors`: the resumable trainer state (written atomically every `--checkpoint-every`
 //!   steps). Run the same command again with `--resume` after an interruption: the result equals an
-//!   uninterrupted run;
+//!   uninterrupted run. A store with other models, hook or width than the checkpoint's is refused;
 //! - `metrics.jsonl`: one line per step (loss parts, L0, FVU per model, dead latents, threshold, lr);
 //! - `relative_norms.png`: the decoder relative-norm histogram (0 = base-only, 1 = chat-only);
 //! - `training_summary.json`: validation FVU / L0 / dead latents and latent class counts.
@@ -102,6 +102,16 @@ fn main() -> Result<()> {
 
     let state = if args.resume {
         let state = TrainerState::load(&checkpoint_path)?;
+        let store_models: Vec<String> = manifest.models.iter().map(|m| m.name.clone()).collect();
+        state
+            .check_same_data(&store_models, Some(&manifest.hook), d)
+            .with_context(|| {
+                format!(
+                    "resuming {} on {}",
+                    checkpoint_path.display(),
+                    args.store.display()
+                )
+            })?;
         println!(
             "resuming at step {} of {}",
             state.step, state.config.total_steps

@@ -243,6 +243,16 @@ pub enum CrosscoderError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A run was asked to resume on other training data than it started on.
+    #[error("cannot resume: the checkpoint was trained with {field} = {checkpoint}, but the training data has {data}")]
+    ResumeMismatch {
+        /// What differs (`models[0]`, `hook`, `d_model`, ...).
+        field: String,
+        /// The checkpoint's value.
+        checkpoint: String,
+        /// The training data's value.
+        data: String,
+    },
     /// A figure could not be drawn or written.
     #[error("cannot draw `{path}`: {reason}")]
     Plot {

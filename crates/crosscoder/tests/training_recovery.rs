@@ -331,3 +331,38 @@ fn bad_batches_and_checkpoints_are_typed_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn resuming_on_other_training_data_is_refused() {
+    let models = vec![
+        "google/gemma-2-2b".to_string(),
+        "google/gemma-2-2b-it".into(),
+    ];
+    let hook = "blocks.13.hook_resid_post";
+    let state = TrainerState::new(TrainConfig::ckkissane(2, D, 48, 10), 0)
+        .unwrap()
+        .with_metadata(models.clone(), Some(hook.into()));
+    state.check_same_data(&models, Some(hook), D).unwrap();
+    let refused = |models: &[String], hook: Option<&str>, d: usize, field: &str| match state
+        .check_same_data(models, hook, d)
+    {
+        Err(CrosscoderError::ResumeMismatch { field: f, .. }) => assert_eq!(f, field),
+        other => panic!("expected a mismatch in {field}, got {other:?}"),
+    };
+    refused(&models, Some(hook), D + 1, "d_model");
+    let swapped = vec![models[1].clone(), models[0].clone()];
+    refused(&swapped, Some(hook), D, "models[0]");
+    refused(&models[..1], Some(hook), D, "the model count");
+    refused(&models, Some("blocks.14.hook_resid_pre"), D, "hook");
+    refused(&models, None, D, "hook");
+    let err = state
+        .check_same_data(&models, Some("blocks.14.hook_resid_pre"), D)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("blocks.14.hook_resid_pre"),
+        "{err}"
+    );
+    // A state without recorded metadata checks the width only.
+    let bare = TrainerState::new(TrainConfig::ckkissane(2, D, 48, 10), 0).unwrap();
+    bare.check_same_data(&swapped, None, D).unwrap();
+}

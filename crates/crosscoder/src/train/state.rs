@@ -157,6 +157,55 @@ impl TrainerState {
         self
     }
 
+    /// Checks that training data with `models` (index order), `hook` and width `d_model` is what this
+    /// run started on, so that a resumed run never continues on other activations. Models and hook
+    /// are compared only where the state recorded them ([`TrainerState::with_metadata`]).
+    ///
+    /// # Errors
+    /// [`CrosscoderError::ResumeMismatch`] naming the first field that differs.
+    pub fn check_same_data(
+        &self,
+        models: &[String],
+        hook: Option<&str>,
+        d_model: usize,
+    ) -> Result<()> {
+        let differ = |field: &str, checkpoint: String, data: String| {
+            Err(CrosscoderError::ResumeMismatch {
+                field: field.into(),
+                checkpoint,
+                data,
+            })
+        };
+        if d_model != self.config.d_model {
+            return differ(
+                "d_model",
+                self.config.d_model.to_string(),
+                d_model.to_string(),
+            );
+        }
+        if !self.models.is_empty() {
+            if models.len() != self.models.len() {
+                return differ(
+                    "the model count",
+                    self.models.len().to_string(),
+                    models.len().to_string(),
+                );
+            }
+            for (i, (ours, theirs)) in self.models.iter().zip(models).enumerate() {
+                if ours != theirs {
+                    return differ(&format!("models[{i}]"), ours.clone(), theirs.clone());
+                }
+            }
+        }
+        match (self.hook.as_deref(), hook) {
+            (Some(ours), Some(theirs)) if ours != theirs => {
+                differ("hook", ours.into(), theirs.into())
+            }
+            (Some(ours), None) => differ("hook", ours.into(), "none recorded".into()),
+            _ => Ok(()),
+        }
+    }
+
     /// The trained crosscoder as a checkpoint in this crate's format: ReLU for L1, BatchTopK with the
     /// target `k` and the learned threshold, the input scaling as [`InputNormalizer::ScalingFactors`].
     ///
