@@ -1,7 +1,8 @@
 //! Golden tests: every fixture made by the reference Python code (`fixtures/crosscoder/generate_fixtures.py`,
 //! dictionary_learning at a pinned commit, and plain PyTorch for the ckkissane layout) is loaded through the
 //! public API and must reproduce the reference's latents, scaled latents, reconstructions, decoder norms,
-//! relative norms, cosine similarities and metrics to 1e-5 relative, on both CPU backends.
+//! relative norms, cosine similarities and metrics to 1e-5 relative, on both CPU backends. Every code
+//! normalisation of the reference is covered: CROSSCODER, SAE, MIXED (non-default weights) and NONE.
 
 mod common;
 
@@ -46,6 +47,16 @@ fn cases() -> Vec<Case> {
         Case {
             source: "dl_pt_compiled/checkpoint_123.pt",
             expected_dir: "dl_pt_compiled",
+            scaling_factors: None,
+        },
+        Case {
+            source: "dl_mixed",
+            expected_dir: "dl_mixed",
+            scaling_factors: None,
+        },
+        Case {
+            source: "dl_none",
+            expected_dir: "dl_none",
             scaling_factors: None,
         },
         Case {
@@ -232,6 +243,27 @@ fn fixtures_are_read_with_the_right_settings() {
         compiled.config().code_normalization,
         CodeNormalization::Crosscoder,
         "missing id => CROSSCODER"
+    );
+
+    let mixed = ck("dl_mixed");
+    assert_eq!(
+        mixed.config().code_normalization,
+        CodeNormalization::Mixed {
+            alpha_sae: 0.7,
+            alpha_cc: 0.4
+        }
+    );
+    let exp = read_f32(&fixtures().join("dl_mixed/expected.safetensors"));
+    assert_eq!(
+        mixed.config().activation,
+        Activation::BatchTopK {
+            k: 6,
+            threshold: exp["threshold"][[0]]
+        }
+    );
+    assert_eq!(
+        ck("dl_none").config().code_normalization,
+        CodeNormalization::None
     );
 
     let kiss = ck("ckkissane/blocks.14.hook_resid_pre");
