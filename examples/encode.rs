@@ -113,7 +113,8 @@ fn main() -> Result<()> {
         println!("  model {i} ({name}): MSE {mse:.6}  FVU {fvu:.4}");
     }
     println!(
-        "  L0 {:.2}   alive latents {} / {}",
+        "  dictionary_learning FVE {:.4}   L0 {:.2}   alive latents {} / {}",
+        m.frac_variance_explained,
         m.l0,
         encoded.activity.alive_count(),
         cc.dict_size()

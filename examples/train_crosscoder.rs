@@ -224,6 +224,7 @@ fn main() -> Result<()> {
         "steps": config.total_steps,
         "validation_rows": validation.rows,
         "validation_fvu": validation.fvu,
+        "validation_frac_variance_explained": validation.frac_variance_explained,
         "validation_mse": validation.mse,
         "validation_l0": validation.l0,
         "dead_latents": activity.dead().len(),
@@ -235,10 +236,11 @@ fn main() -> Result<()> {
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
     println!(
-        "validation ({} rows): FVU base {:.4} chat {:.4}, L0 {:.1}, dead {} of {}",
+        "validation ({} rows): FVU base {:.4} chat {:.4} (dictionary_learning FVE {:.4}), L0 {:.1}, dead {} of {}",
         validation.rows,
         validation.fvu[BASE],
         validation.fvu[CHAT],
+        validation.frac_variance_explained,
         validation.l0,
         activity.dead().len(),
         config.dict_size

@@ -5,13 +5,17 @@
 //! - **MSE** `= mean_{b,i} (x[b,m,i] - x̂[b,m,i])^2`;
 //! - **FVU** (fraction of variance unexplained) `= sum_{b,i} (x - x̂)^2 / sum_{b,i} (x[b,m,i] - mean_b x[b,m,i])^2`,
 //!   the residual energy over the total variance around the per-feature mean of the rows seen;
+//! - **FVE** (dictionary_learning's `frac_variance_explained`, one number over all models)
+//!   `= 1 - sum_{m,i} var_b(x - x̂) / sum_{m,i} var_b(x)`: unlike `1 - FVU`, it subtracts the mean
+//!   residual (a constant reconstruction bias costs nothing) and pools the models. Use it to compare
+//!   with numbers from dictionary_learning's `evaluation.evaluate`;
 //! - **L0** `= mean_b #{j : f[b,j] > 0}`;
 //! - a latent is **dead** when it has not fired (`f > 0`) on any row seen.
 //!
 //! [`MetricsAccumulator`] gives exactly the single-batch numbers of [`reconstruction_metrics`] when fed the
 //! same rows in any number of batches (sums are kept in f64).
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayView3, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CrosscoderError, Result};
@@ -24,6 +28,9 @@ pub struct ReconstructionMetrics {
     pub mse: Vec<f32>,
     /// Fraction of variance unexplained per model, `[n_models]`.
     pub fvu: Vec<f32>,
+    /// dictionary_learning's fraction of variance explained, over all models (see the module docs).
+    #[serde(default)]
+    pub frac_variance_explained: f32,
     /// Mean number of active latents per row.
     pub l0: f32,
     /// Rows seen.
@@ -53,6 +60,8 @@ pub struct MetricsAccumulator {
     d_model: usize,
     rows: usize,
     sse: Vec<f64>,
+    /// Per-feature sums of the residual `x - x̂`, `[n_models, d]`.
+    sum_residual: Array2<f64>,
     sum_x: Array2<f64>,
     sum_x2: Vec<f64>,
     active: f64,
@@ -66,6 +75,7 @@ impl MetricsAccumulator {
             d_model,
             rows: 0,
             sse: vec![0.0; n_models],
+            sum_residual: Array2::zeros((n_models, d_model)),
             sum_x: Array2::zeros((n_models, d_model)),
             sum_x2: vec![0.0; n_models],
             active: 0.0,
@@ -122,6 +132,12 @@ impl MetricsAccumulator {
             for row in xm.rows() {
                 sx.zip_mut_with(&row, |s, v| *s += f64::from(*v));
             }
+            let mut sr = self.sum_residual.row_mut(m);
+            for (row, row_hat) in xm.rows().into_iter().zip(hm.rows()) {
+                for ((s, a), b) in sr.iter_mut().zip(row).zip(row_hat) {
+                    *s += f64::from(*a) - f64::from(*b);
+                }
+            }
         }
         self.active += f.iter().filter(|v| **v > 0.0).count() as f64;
         self.rows += x.dim().0;
@@ -133,16 +149,25 @@ impl MetricsAccumulator {
         let rows = self.rows as f64;
         let elems = rows * self.d_model as f64;
         let mse = self.sse.iter().map(|s| (s / elems) as f32).collect();
-        let fvu = (0..self.n_models)
-            .map(|m| {
-                let mean_sq = self.sum_x.row(m).iter().map(|s| s * s).sum::<f64>() / rows;
-                let total = self.sum_x2[m] - mean_sq;
-                (self.sse[m] / total) as f32
-            })
+        // `sum (v - mean v)^2 = sum v^2 - (sum v)^2 / rows`, per feature; the `1 / (rows - 1)` of
+        // the unbiased variance cancels in the FVE ratio.
+        let centred = |sum_sq: f64, sums: ArrayView1<'_, f64>| {
+            sum_sq - sums.iter().map(|s| s * s).sum::<f64>() / rows
+        };
+        let total: Vec<f64> = (0..self.n_models)
+            .map(|m| centred(self.sum_x2[m], self.sum_x.row(m)))
             .collect();
+        let fvu = (0..self.n_models)
+            .map(|m| (self.sse[m] / total[m]) as f32)
+            .collect();
+        let residual_variance: f64 = (0..self.n_models)
+            .map(|m| centred(self.sse[m], self.sum_residual.row(m)))
+            .sum();
+        let frac_variance_explained = (1.0 - residual_variance / total.iter().sum::<f64>()) as f32;
         ReconstructionMetrics {
             mse,
             fvu,
+            frac_variance_explained,
             l0: (self.active / rows) as f32,
             rows: self.rows,
         }
@@ -274,6 +299,12 @@ mod tests {
             assert!((whole.mse[m] - parts.mse[m]).abs() <= 1e-6 * whole.mse[m]);
             assert!((whole.fvu[m] - parts.fvu[m]).abs() <= 1e-5 * whole.fvu[m]);
         }
+        assert!(
+            (whole.frac_variance_explained - parts.frac_variance_explained).abs() <= 1e-5,
+            "{} vs {}",
+            whole.frac_variance_explained,
+            parts.frac_variance_explained
+        );
         assert_eq!(whole.l0, parts.l0);
         assert_eq!(parts.rows, 6);
     }
@@ -285,6 +316,7 @@ mod tests {
             .unwrap();
         assert_eq!(m.mse, vec![0.0]);
         assert_eq!(m.fvu, vec![0.0]);
+        assert_eq!(m.frac_variance_explained, 1.0);
         assert_eq!(m.l0, 0.0);
     }
 

@@ -160,6 +160,12 @@ fn check_case(case: &Case, backend: BackendKind) {
     assert_close(&tag("mse"), &m.mse, &[2], &exp["metrics_mse"]);
     assert_close(&tag("fvu"), &m.fvu, &[2], &exp["metrics_fvu"]);
     assert_close(&tag("l0"), &[m.l0], &[1], &exp["metrics_l0"]);
+    assert_close(
+        &tag("frac_variance_explained"),
+        &[m.frac_variance_explained],
+        &[1],
+        &exp["metrics_fve"],
+    );
 
     // Sparse top-k: with k = F it is the dense matrix; with small k, the largest values of each row.
     let all = cc.encode_top_k(x.view(), cc.dict_size()).expect("top-k");
