@@ -35,7 +35,10 @@
 //! library is loaded at run time).
 
 pub mod atomic_file;
+mod cpu_gemm;
 pub mod hub;
+
+pub use cpu_gemm::tune_cpu_gemm;
 
 use std::fmt;
 use std::str::FromStr;
@@ -161,6 +164,9 @@ pub fn dispatch<V: BackendVisitor>(
     visitor: V,
 ) -> Result<V::Output, BackendError> {
     kind.ensure_available()?;
+    if kind.is_cpu() {
+        tune_cpu_gemm();
+    }
     match kind {
         BackendKind::NdArray => Ok(visitor.visit::<NdArrayBackend>(Default::default())),
         BackendKind::Flex => Ok(visitor.visit::<FlexBackend>(Default::default())),
