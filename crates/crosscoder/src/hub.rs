@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use stereo_backend::hub::{HubOptions as BackendHubOptions, HubRepo};
+use stereo_backend::hub::{is_repo_id, offline_from_env, HubOptions as BackendHubOptions, HubRepo};
 
 use crate::error::{CrosscoderError, Result};
 use crate::formats::DIR_LAYOUTS;
@@ -33,16 +33,7 @@ pub struct HubOptions {
 impl HubOptions {
     /// Whether only the cache is read.
     pub fn is_offline(&self) -> bool {
-        self.offline.unwrap_or_else(|| {
-            std::env::var("HF_HUB_OFFLINE")
-                .map(|v| {
-                    matches!(
-                        v.trim().to_ascii_lowercase().as_str(),
-                        "1" | "true" | "yes" | "on"
-                    )
-                })
-                .unwrap_or(false)
-        })
+        self.offline.unwrap_or_else(offline_from_env)
     }
 
     fn revision(&self) -> &str {
@@ -66,19 +57,9 @@ impl HubOptions {
 
 /// Whether `s` looks like a hub id (`org/name`, optionally followed by `/subfolder...`) rather than a path.
 pub fn is_hub_id(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('/').collect();
-    let name_ok = |p: &str| {
-        !p.is_empty()
-            && p != "."
-            && p != ".."
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    };
-    parts.len() >= 2
-        && !s.starts_with('/')
-        && name_ok(parts[0])
-        && name_ok(parts[1])
-        && parts[2..].iter().all(|p| !p.is_empty() && *p != "..")
+    let (repo, _) = split_hub_id(s);
+    let subfolders_ok = s.split('/').skip(2).all(|p| !p.is_empty() && p != "..");
+    is_repo_id(&repo) && subfolders_ok
 }
 
 /// Splits `org/name/sub/folder` into the repository id and the optional subfolder.

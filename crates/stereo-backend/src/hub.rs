@@ -88,16 +88,10 @@ impl HubOptions {
             None => Cache::from_env(),
         };
         let token = var("HF_TOKEN").or_else(|| cache.token());
-        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        });
         HubOptions {
             cache_dir: cache.path().clone(),
             token,
-            offline,
+            offline: offline_from_env(),
             endpoint: var("HF_ENDPOINT"),
             progress: true,
         }
@@ -113,6 +107,16 @@ impl HubOptions {
             progress: false,
         }
     }
+}
+
+/// Whether `HF_HUB_OFFLINE` asks for offline mode (`1`, `true`, `yes` or `on`, any case).
+pub fn offline_from_env() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
 }
 
 /// Whether `id` looks like a hub repository id (`org/name`, no path separators beyond one `/`).
