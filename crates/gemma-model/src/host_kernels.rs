@@ -40,13 +40,19 @@ fn sum_of_squares(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `gelu_tanh(gate) * up`, element-wise, with `gelu_tanh(x) = x / (1 + exp(-2u))` and
-/// `u = sqrt(2/pi) (x + 0.044715 x^3)` (see `model::gelu_tanh`).
+/// `-2u = x * (GELU_MINUS_TWO_U.0 + GELU_MINUS_TWO_U.1 * x^2)` for the tanh GELU, where
+/// `u = sqrt(2/pi) (x + 0.044715 x^3)`; shared by both kernel paths.
+pub(crate) const GELU_MINUS_TWO_U: (f64, f64) = {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    (-2.0 * SQRT_2_OVER_PI, -2.0 * SQRT_2_OVER_PI * 0.044715)
+};
+
+/// `gelu_tanh(gate) * up`, element-wise, with `gelu_tanh(x) = x / (1 + exp(-2u))` (see
+/// `model::gelu_tanh`).
 pub(crate) fn gelu_tanh_mul(gate: &[f32], up: &[f32]) -> Vec<f32> {
     const CHUNK: usize = 1 << 14;
-    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-    const A: f32 = (-2.0 * SQRT_2_OVER_PI) as f32;
-    const B: f32 = (-2.0 * SQRT_2_OVER_PI * 0.044715) as f32;
+    const A: f32 = GELU_MINUS_TWO_U.0 as f32;
+    const B: f32 = GELU_MINUS_TWO_U.1 as f32;
     let mut out = vec![0.0; gate.len()];
     out.par_chunks_mut(CHUNK)
         .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
