@@ -18,45 +18,16 @@ use std::time::Duration;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use crosscoder::{
-    BackendKind, Crosscoder, CrosscoderCheckpoint, CrosscoderConfig, CrosscoderWeights,
-    InputNormalizer,
-};
-use ndarray::{Array1, Array2, Array3};
+use crosscoder::throughput::{random_checkpoint, uniform};
+use crosscoder::{BackendKind, Crosscoder, CrosscoderCheckpoint};
+use ndarray::Array3;
 use stereo_backend::{dispatch, BackendVisitor};
 
 const D: usize = 2304;
 const N_MODELS: usize = 2;
 
-/// Deterministic uniform values in [-scale, scale) (xorshift; no RNG dependency needed).
-fn uniform(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
 fn checkpoint(f: usize) -> CrosscoderCheckpoint {
-    let scale = 1.0 / ((N_MODELS * D) as f32).sqrt();
-    let weights = CrosscoderWeights {
-        w_enc: Array3::from_shape_vec((N_MODELS, D, f), uniform(N_MODELS * D * f, 1, scale))
-            .expect("shape"),
-        b_enc: Array1::from_vec(uniform(f, 2, 0.05)),
-        w_dec: Array3::from_shape_vec((N_MODELS, f, D), uniform(N_MODELS * D * f, 3, scale))
-            .expect("shape"),
-        b_dec: Array2::zeros((N_MODELS, D)),
-    };
-    CrosscoderCheckpoint::new(
-        CrosscoderConfig::relu(N_MODELS, D, f),
-        weights,
-        InputNormalizer::Identity,
-    )
-    .expect("valid")
+    random_checkpoint(N_MODELS, D, f, 1).expect("valid")
 }
 
 fn activations(rows: usize) -> Array3<f32> {

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use crosscoder::throughput::uniform;
 use crosscoder::train::{TrainConfig, TrainerState};
 use crosscoder::BackendKind;
 use ndarray::Array3;
@@ -18,15 +19,9 @@ const D: usize = 2304;
 const F: usize = 16_384;
 const BATCH: usize = 1024;
 
-/// Deterministic activations with unit-ish scale per coordinate (xorshift).
+/// Deterministic activations uniform in [-1, 1).
 fn batch(seed: u64) -> Array3<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    Array3::from_shape_simple_fn((BATCH, 2, D), || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    })
+    Array3::from_shape_vec((BATCH, 2, D), uniform(BATCH * 2 * D, seed, 1.0)).expect("shape")
 }
 
 fn train_step(c: &mut Criterion) {

@@ -22,13 +22,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use activation_cache::{
-    cache_corpus, ActivationStore, BatchOptions, CacheEvent, CacheOptions, Corpus, PairedSource,
-    SequentialPair, StereoRunner, StoreDtype, TokenizationMode,
+    cache_corpus, ActivationStore, BatchOptions, CacheEvent, CacheOptions, Corpus, StoreDtype,
 };
 use anyhow::{Context, Result};
 use clap::Parser;
 use gemma_model::{load_model, BackendKind, HookPoint, LoadOptions, ModelSource};
 use indicatif::{ProgressBar, ProgressStyle};
+use model_pair::{PairedSource, SequentialPair, StereoRunner, TokenizationMode};
 
 /// Cache paired base/chat residual-stream activations of a corpus (resumable).
 #[derive(Parser, Debug)]

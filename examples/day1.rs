@@ -17,21 +17,23 @@
 //! `crates/diff-analysis/SCHEMA.md`), `latent_stats.csv`, `token_activations.json`, PNG figures and a
 //! self-contained `report.html`.
 //!
+//! `--sequential` holds one model in memory at a time (same results).
+//!
 //! Everything that can be checked without loading a model is checked first: flag combinations, the
 //! dataset's contrasts and split, the models' `config.json`, and the crosscoder's hook and width.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use activation_cache::{StereoRunner, TokenizationMode};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use crosscoder::CrosscoderLoader;
 use diff_analysis::{
-    check_crosscoder, check_models, crosscoder_hook, plan, read_model_config, validate_options,
-    AnalysisError, Day1, Day1Options, HuntOptions, Pooling, VerificationCriteria,
+    check_crosscoder, crosscoder_hook, plan, validate_options, AnalysisError, Day1, Day1Options,
+    HuntOptions, Pooling, VerificationCriteria,
 };
 use gemma_model::{load_model, BackendKind, HookPoint, HubOptions, LoadOptions, ModelSource};
+use model_pair::{check_configs, PairedSource, SequentialPair, StereoRunner, TokenizationMode};
 use persona_dataset::PersonaDataset;
 
 /// Layer of the seed notebook (the middle of Gemma-2-2b's 26).
@@ -110,6 +112,10 @@ struct Args {
     /// Prompts per forward batch.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Hold one model in memory at a time (load base, run, drop; then chat) instead of both: for
+    /// machines where the pair does not fit. Same results, each model loaded once per batch of runs.
+    #[arg(long)]
+    sequential: bool,
     /// Results directory.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -255,11 +261,13 @@ fn main() -> Result<()> {
     hub.offline |= args.offline;
     let base_source = ModelSource::parse(&base)?;
     let chat_source = ModelSource::parse(&chat)?;
-    let base_config = read_model_config(&base_source, &hub)
+    let base_config = base_source
+        .read_config(&hub)
         .with_context(|| format!("reading the config of the base model `{base}`"))?;
-    let chat_config = read_model_config(&chat_source, &hub)
+    let chat_config = chat_source
+        .read_config(&hub)
         .with_context(|| format!("reading the config of the chat model `{chat}`"))?;
-    check_models(&base_config, &chat_config, hook)?;
+    check_configs(&base_config, &chat_config, hook)?;
     if let Some(c) = &checkpoint {
         check_crosscoder(c.config(), hook, base_config.hidden_size)?;
     }
@@ -292,23 +300,29 @@ fn main() -> Result<()> {
         ..LoadOptions::for_hooks(&[hook])
     }
     .with_backend(args.backend);
-    let base_model =
-        load_model(&base_source, &load_options).with_context(|| format!("loading `{base}`"))?;
-    let chat_model =
-        load_model(&chat_source, &load_options).with_context(|| format!("loading `{chat}`"))?;
-    let tokenizers = [
-        base_model
-            .tokenizer
-            .with_context(|| format!("`{base}` has no tokenizer.json"))?,
-        chat_model
-            .tokenizer
-            .with_context(|| format!("`{chat}` has no tokenizer.json"))?,
-    ];
-    let runner = StereoRunner::new(base_model.model, chat_model.model, tokenizers, hook)?
-        .with_batch_size(args.batch_size);
+    let pair: Box<dyn PairedSource> = if args.sequential {
+        Box::new(
+            SequentialPair::from_sources([base_source, chat_source], load_options, hook)?
+                .with_batch_size(args.batch_size),
+        )
+    } else {
+        let base_model =
+            load_model(&base_source, &load_options).with_context(|| format!("loading `{base}`"))?;
+        let chat_model =
+            load_model(&chat_source, &load_options).with_context(|| format!("loading `{chat}`"))?;
+        Box::new(
+            StereoRunner::from_loaded(base_model, chat_model, hook)?
+                .with_batch_size(args.batch_size),
+        )
+    };
     let crosscoder = checkpoint.map(|c| c.build(args.backend)).transpose()?;
     println!(
-        "loaded both models{} on {} in {:.1?}",
+        "{}{} on {} in {:.1?}",
+        if args.sequential {
+            "read both models' configs (each is loaded when it runs)"
+        } else {
+            "loaded both models"
+        },
         if crosscoder.is_some() {
             " and the crosscoder"
         } else {
@@ -319,7 +333,7 @@ fn main() -> Result<()> {
     );
 
     // 7. Run, write, report.
-    let results = Day1::new(&runner, crosscoder.as_deref(), &dataset)
+    let results = Day1::new(pair.as_ref(), crosscoder.as_deref(), &dataset)
         .options(options)
         .dataset_label(dataset_label)
         .run()?;

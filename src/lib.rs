@@ -9,19 +9,24 @@
 //!
 //! - [`backend`]: pick a compute backend (`ndarray`, `flex`, `cuda`) by name at run time.
 //! - [`gemma`]: Gemma-2 in burn, with TransformerLens-style hooks, equal to HF transformers.
-//! - [`activation_cache`]: stereo runs and the on-disk activation store.
+//! - [`model_pair`]: the base and chat models side by side (stereo runs), both in memory or one at a time.
+//! - [`activation_cache`]: the on-disk activation store.
 //! - [`crosscoder`]: crosscoder models, checkpoint formats and decoder analysis.
 //! - [`persona`]: the persona prompt-pair dataset.
 //! - [`diff_analysis`]: the latent hunt, verification and reports.
 //! - [`demo`]: the embedded demo, a tiny base/chat Gemma-2 pair with planted, documented
 //!   differences (`fixtures/demo`), its tokenizer and corpus, so that results can be checked
 //!   against the truth.
+//! - [`gpu_check`]: the one-shot device check (parity, the demo's conclusion, throughput) behind
+//!   `examples/gpu_check.rs` and `scripts/gpu-check`.
 
 pub use activation_cache;
 pub use crosscoder;
 pub use diff_analysis;
 pub use gemma_model as gemma;
+pub use model_pair;
 pub use persona_dataset as persona;
 pub use stereo_backend as backend;
 
 pub mod demo;
+pub mod gpu_check;

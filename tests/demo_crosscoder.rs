@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use activation_cache::{
-    cache_corpus, ActivationStore, BatchOptions, CacheOptions, Corpus, StepBatches, StereoRunner,
+    cache_corpus, ActivationStore, BatchOptions, CacheOptions, Corpus, StepBatches,
 };
 use crosscoder::train::{fit, FitOptions, TrainConfig, TrainerState};
 use crosscoder::{
@@ -15,6 +15,7 @@ use crosscoder::{
 };
 use diff_analysis::{ConclusionStatus, Day1, Day1Options};
 use gemma_model::{load_dir, HookPoint, LoadOptions};
+use model_pair::StereoRunner;
 use persona_dataset::PersonaDataset;
 use stereo::demo::{generate, DemoSpec};
 

@@ -5,24 +5,22 @@
 //! (`ln`, `cos`, ... may differ in the last bit between C libraries). The generator is SplitMix64
 //! (Steele, Lea and Flood, 2014); normals are Irwin-Hall sums of uniforms, which need only additions.
 
-/// SplitMix64: 64-bit state, one add and a finalising mix per draw.
+use stereo_backend::rng::{fnv1a_64, SplitMix64};
+
+/// SplitMix64 ([`stereo_backend::rng::SplitMix64`]) started from a seed and a stream label.
 #[derive(Debug, Clone)]
 pub(crate) struct Rng {
-    state: u64,
+    inner: SplitMix64,
 }
 
 impl Rng {
     /// A generator for `seed`, with a `stream` label so that independent parts of the fixture
     /// (embeddings, layer 2, the corpus, ...) draw from independent sequences.
     pub fn new(seed: u64, stream: &str) -> Self {
-        // FNV-1a over the label, mixed with the seed.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in stream.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        // FNV-1a over the label, mixed with the seed; the first draw is discarded.
+        let h = fnv1a_64(stream.bytes());
         let mut rng = Rng {
-            state: seed ^ h.rotate_left(17),
+            inner: SplitMix64::new(seed ^ h.rotate_left(17)),
         };
         rng.next_u64();
         rng
@@ -30,16 +28,12 @@ impl Rng {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.inner.next_u64()
     }
 
     /// Uniform in `[0, 1)` with 53 random bits.
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.inner.uniform()
     }
 
     /// Uniform in `[lo, hi)`.
@@ -55,8 +49,7 @@ impl Rng {
 
     /// A uniformly chosen index below `n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        // 128-bit multiply-shift (Lemire); the bias is below 2^-64 * n, irrelevant here.
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+        self.inner.below(n)
     }
 
     /// A uniformly chosen element of `items` (non-empty).

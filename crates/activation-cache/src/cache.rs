@@ -9,9 +9,8 @@ use ndarray::s;
 use crate::corpus::Corpus;
 use crate::error::{CacheError, Result};
 use crate::manifest::{CorpusInfo, StoreConfig, StoreDtype};
-use crate::source::PairedSource;
-use crate::stereo::{token_meta, tokenize_prompt, TokenMeta, TokenizationMode};
 use crate::writer::{emit, CacheEvent, StoreWriter};
+use model_pair::{token_meta, tokenize_prompt, PairedSource, TokenMeta, TokenizationMode};
 
 /// How [`cache_corpus`] builds a store.
 #[derive(Debug, Clone, PartialEq, Eq)]

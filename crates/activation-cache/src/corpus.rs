@@ -16,7 +16,7 @@ use gemma_model::{render_chat_template, ChatMessage, Role};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CacheError, Result};
-use crate::stereo::PromptInput;
+use model_pair::PromptInput;
 
 /// How a plain text file is cut into documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -3,28 +3,12 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in a stereo run or with the activation store.
+/// Everything that can go wrong with the activation store (and, wrapped, with the model pair feeding it).
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// An error of one of the two models (loading, tokenizing, running).
-    #[error("model {model} ({name}): {source}")]
-    Model {
-        /// 0 = base, 1 = chat.
-        model: usize,
-        /// The model's name.
-        name: String,
-        /// The underlying error.
-        source: Box<gemma_model::GemmaError>,
-    },
-    /// A tokenizer error.
+    /// The model pair failed (loading, tokenizing, running, or the two cannot be paired).
     #[error(transparent)]
-    Tokenizer(Box<gemma_model::GemmaError>),
-    /// The two models cannot be paired.
-    #[error("the base and chat models cannot be paired: {reason}")]
-    Mismatch {
-        /// What differs.
-        reason: String,
-    },
+    Pair(#[from] model_pair::PairError),
     /// The input is unusable.
     #[error("invalid input: {reason}")]
     InvalidInput {
@@ -172,26 +156,7 @@ pub enum CacheError {
 /// Result alias of this crate.
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;
 
-impl From<gemma_model::GemmaError> for CacheError {
-    fn from(e: gemma_model::GemmaError) -> Self {
-        CacheError::Tokenizer(Box::new(e))
-    }
-}
-
 impl CacheError {
-    /// A [`CacheError::Model`] of model `model` (0 = base, 1 = chat).
-    pub(crate) fn model(
-        model: usize,
-        name: impl Into<String>,
-        source: gemma_model::GemmaError,
-    ) -> Self {
-        CacheError::Model {
-            model,
-            name: name.into(),
-            source: Box::new(source),
-        }
-    }
-
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CacheError::Io {

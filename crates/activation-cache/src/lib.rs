@@ -1,21 +1,14 @@
 //! # activation-cache
 //!
-//! Stereo runs (the same tokens through a base model and its chat fine-tune) and the on-disk store
-//! of their paired activations that crosscoders train on. Model index 0 is the base model, 1 the
-//! chat model, everywhere.
+//! The on-disk store of paired base/chat activations that crosscoders train on. The activations come
+//! from a [`model_pair::PairedSource`] (both models in memory, or one at a time). Model index 0 is the
+//! base model, 1 the chat model, everywhere.
 //!
 //! ## Overview
-//! - [`StereoRunner`] holds both models (each loaded only up to the hook: Gemma-2-2b up to layer 13
-//!   is 6.7 GB in f32, so the pair fits a 24 GiB machine), their shared tokenizer and a hook. [`StereoRunner::run`] returns [`PairedActivations`]: `[tokens, 2, d_model]` plus a
-//!   [`TokenMeta`] per row (prompt, position, token id, BOS / padding / chat-template flags).
-//!   Prompts are raw text (`<bos>` + text) or chat-templated for both models ([`TokenizationMode`]).
-//! - [`SequentialPair`] does the same with one model in memory at a time (two model factories;
-//!   the base half waits in memory while the chat model runs), for machines where the pair does not
-//!   fit. Both implement [`PairedSource`].
 //! - [`Corpus`] reads documents from `.txt` (one per line) or `.jsonl` (`{"text"}` or chat
 //!   `{"messages"}`) files.
-//! - [`cache_corpus`] runs a corpus through a [`PairedSource`] into a store directory:
-//!   `manifest.json` ([`Manifest`]: models, hook, dtype, tokenisation, corpus fingerprint, shard
+//! - [`cache_corpus`] runs a corpus through a [`PairedSource`](model_pair::PairedSource) into a store
+//!   directory: `manifest.json` ([`Manifest`]: models, hook, dtype, tokenisation, corpus fingerprint, shard
 //!   checksums, per-model running statistics) and `shard-NNNNN.safetensors` files (`activations
 //!   [n, 2, d_model]` in f32 or bf16, `prompt`, `position`, `token_id`, `flags`). Every write is
 //!   atomic; a killed run resumes where it stopped, never storing a token twice or losing one
@@ -31,10 +24,10 @@
 //! ```
 //! use std::ops::ControlFlow;
 //! use activation_cache::{
-//!     cache_corpus, ActivationStore, BatchOptions, CacheOptions, Corpus, PromptInput, StereoRunner,
-//!     StoreDtype,
+//!     cache_corpus, ActivationStore, BatchOptions, CacheOptions, Corpus, StoreDtype,
 //! };
 //! use gemma_model::{load_dir, HookPoint, LoadOptions};
+//! use model_pair::{PromptInput, StereoRunner};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Base and chat (here the same tiny fixture twice), loaded up to the hook only.
@@ -76,27 +69,18 @@ mod corpus;
 mod error;
 mod manifest;
 mod reader;
-mod sequential;
 mod shard;
-mod source;
 mod stats;
-mod stereo;
 mod writer;
 
 pub use cache::{cache_corpus, CacheOptions, CacheSummary};
 pub use corpus::{Corpus, TextSplit};
 pub use error::{CacheError, Result};
 pub use manifest::{
-    shard_file_name, CorpusInfo, Manifest, ModelInfo, ShardEntry, StoreConfig, StoreDtype,
-    FORMAT_VERSION, MANIFEST_FILE, STORE_FORMAT,
+    shard_file_name, CorpusInfo, Manifest, ShardEntry, StoreConfig, StoreDtype, FORMAT_VERSION,
+    MANIFEST_FILE, STORE_FORMAT,
 };
 pub use reader::{ActivationStore, BatchOptions, Batches, OpenOptions, Split, StepBatches};
-pub use sequential::{ModelFactory, SequentialPair};
 pub use shard::{FLAG_BOS, FLAG_PAD, FLAG_TEMPLATE};
-pub use source::{ForwardProgress, PairedSource};
 pub use stats::{ModelStatistics, Moments};
-pub use stereo::{
-    template_flags, tokenize_prompt, PairedActivations, PromptInput, StereoRunner, TokenMeta,
-    TokenizationMode, BASE, CHAT,
-};
 pub use writer::{CacheEvent, StoreWriter};

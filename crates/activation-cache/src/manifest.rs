@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CacheError, Result};
 use crate::stats::ModelStatistics;
-use crate::stereo::TokenizationMode;
+use model_pair::{ModelInfo, TokenizationMode};
 use stereo_backend::atomic_file::write_atomic;
 
 /// Name of the manifest file in a store directory.
@@ -65,15 +65,6 @@ impl FromStr for StoreDtype {
             }),
         }
     }
-}
-
-/// One of the two models of a store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    /// The hub id or local directory (as the model reports its name).
-    pub name: String,
-    /// The hub commit, if known.
-    pub revision: Option<String>,
 }
 
 /// The corpus a store was made from.

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use gemma_model::HookPoint;
 use ndarray::Array3;
+use stereo_backend::rng::{mix64, SplitMix64};
 
 use crate::error::{CacheError, Result};
 use crate::manifest::Manifest;
 use crate::shard::{MappedShard, FLAG_BOS, FLAG_PAD};
 use crate::stats::ModelStatistics;
-use crate::stereo::TokenMeta;
+use model_pair::TokenMeta;
 
 /// How [`ActivationStore::open_with`] checks the shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,31 +409,9 @@ impl Iterator for Batches<'_> {
 
 impl ExactSizeIterator for Batches<'_> {}
 
-/// SplitMix64: a small, fast, well-mixed 64-bit generator (Steele, Lea, Flood 2014), fixed here
-/// so that a seed gives the same order on every platform and version.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(self.0)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; bias below 2^-40 for any realistic `n`).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-}
-
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Fisher-Yates shuffle seeded by `seed`.
 fn shuffle(rows: &mut [u64], seed: u64) {
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     for i in (1..rows.len()).rev() {
         let j = rng.below(i + 1);
         rows.swap(i, j);

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{CacheError, Result};
 use crate::manifest::{Manifest, ShardEntry, StoreDtype};
 use crate::stats::{ModelStatistics, Moments};
-use crate::stereo::TokenMeta;
+use model_pair::TokenMeta;
 use stereo_backend::atomic_file::sync_file;
 
 /// `flags` bit of the `<bos>` token.

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use activation_cache::{CacheError, Corpus, PromptInput, TextSplit};
+use activation_cache::{CacheError, Corpus, TextSplit};
 use gemma_model::{ChatMessage, Role};
+use model_pair::PromptInput;
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);

@@ -13,9 +13,10 @@ use std::sync::OnceLock;
 
 use activation_cache::{
     cache_corpus, shard_file_name, ActivationStore, CacheError, CacheEvent, CacheOptions,
-    StoreDtype, TokenMeta, TokenizationMode, MANIFEST_FILE,
+    StoreDtype, MANIFEST_FILE,
 };
 use common::*;
+use model_pair::{TokenMeta, TokenizationMode};
 
 const N_DOCS: usize = 14;
 
@@ -314,7 +315,7 @@ fn resuming_with_other_settings_is_refused() {
     // Other models: a runner whose chat half has another name.
     let (b, c) = (load(HOOK), load(HOOK));
     let tok = b.tokenizer.clone().unwrap();
-    let other = activation_cache::StereoRunner::new(
+    let other = model_pair::StereoRunner::new(
         Box::new(Offset::new(b.model, "base", 0.0, None)),
         Box::new(Offset::new(c.model, "another-chat", 0.0, None)),
         [tok.clone(), tok],

@@ -8,11 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use activation_cache::{
-    cache_corpus, ActivationStore, BatchOptions, CacheError, CacheOptions, ModelFactory, ModelInfo,
-    PairedSource, SequentialPair, Split, StoreDtype, TokenizationMode, MANIFEST_FILE,
+    cache_corpus, ActivationStore, BatchOptions, CacheError, CacheOptions, Split, StoreDtype,
+    MANIFEST_FILE,
 };
 use common::*;
-use gemma_model::{HookPoint, LoadOptions, ModelSource};
+use gemma_model::{BackendKind, HookPoint, LoadOptions, ModelSource};
+use model_pair::{
+    ModelFactory, ModelInfo, PairError, PairedSource, SequentialPair, TokenizationMode,
+};
 
 fn build(dir: &std::path::Path, n_docs: usize, options: &CacheOptions) -> ActivationStore {
     let summary = cache_corpus(&runner(), &corpus(n_docs), dir, options, go_on).unwrap();
@@ -455,6 +458,7 @@ fn sequential_mode_holds_one_model_at_a_time_and_stores_the_same_tokens() {
         [tok.clone(), tok],
         HOOK,
         64,
+        BackendKind::Flex,
     )
     .unwrap()
     .with_batch_size(3);
@@ -501,7 +505,7 @@ fn sequential_pair_from_sources_reads_configs_and_checks_the_pair() {
     ];
     assert!(matches!(
         SequentialPair::from_sources(sources, LoadOptions::for_hooks(&[hook]), deep),
-        Err(CacheError::Mismatch { .. })
+        Err(PairError::Mismatch { .. })
     ));
     let sources = [
         ModelSource::Local(fixture("tiny-window")),
@@ -509,7 +513,7 @@ fn sequential_pair_from_sources_reads_configs_and_checks_the_pair() {
     ];
     assert!(matches!(
         SequentialPair::from_sources(sources, LoadOptions::for_hooks(&[hook]), hook),
-        Err(CacheError::Mismatch { .. })
+        Err(PairError::Mismatch { .. })
     ));
 }
 

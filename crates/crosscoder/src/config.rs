@@ -7,10 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The two models of the workspace, in index order: 0 = base, 1 = chat.
 pub const GEMMA_2_2B_MODELS: [&str; 2] = ["google/gemma-2-2b", "google/gemma-2-2b-it"];
 
-/// Index of the base model in every crosscoder of the workspace.
-pub const BASE: usize = 0;
-/// Index of the chat model in every crosscoder of the workspace.
-pub const CHAT: usize = 1;
+pub use stereo_backend::{BASE, CHAT};
 
 /// The latent activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -103,6 +103,7 @@ mod model;
 mod pickle;
 pub mod plot;
 mod tensors;
+pub mod throughput;
 pub mod train;
 mod traits;
 

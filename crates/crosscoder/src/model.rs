@@ -181,7 +181,7 @@ impl<B: Backend> CrosscoderModel<B> {
     }
 
     /// `f = act(norm(x) @ w_enc + b_enc)`, `[batch, F]`.
-    fn encode_device(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub(crate) fn encode_device(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = match &self.norm {
             Some(n) => (x - n.shift.clone()) * n.scale.clone(),
             None => x,

@@ -8,17 +8,9 @@ use crosscoder::{
 use ndarray::{s, Array1, Array2, Array3};
 use proptest::prelude::*;
 
-/// xorshift values in [-1, 1).
+/// Deterministic values in [-1, 1).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    crosscoder::throughput::uniform(len, seed, 1.0)
 }
 
 #[derive(Debug, Clone)]

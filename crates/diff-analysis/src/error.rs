@@ -5,9 +5,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the hunt, the verification or while writing the results.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
-    /// A stereo run failed (tokenizing, one of the two models).
+    /// A stereo run failed (tokenizing, one of the two models), or the two models cannot be paired.
     #[error("stereo run: {0}")]
-    Run(#[from] activation_cache::CacheError),
+    Run(#[from] model_pair::PairError),
     /// The crosscoder refused an input or failed.
     #[error("crosscoder: {0}")]
     Crosscoder(#[from] crosscoder::CrosscoderError),
@@ -67,12 +67,6 @@ pub enum AnalysisError {
         crosscoder: String,
         /// The value of the run.
         requested: String,
-    },
-    /// The two models (or a model and the hook) do not fit together.
-    #[error("the models do not fit this run: {reason}")]
-    ModelMismatch {
-        /// What differs.
-        reason: String,
     },
     /// The pooling selected no token of a prompt.
     #[error("pooling `{pooling}` selects no token of prompt {prompt:?}: {reason}")]

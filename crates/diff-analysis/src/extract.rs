@@ -1,10 +1,10 @@
 //! From prompts to pooled feature vectors: stereo run (both models), then the crosscoder (or the
 //! residual stream itself), then pooling per prompt.
 
-use activation_cache::{PairedActivations, PromptInput, StereoRunner, TokenMeta, TokenizationMode};
 use crosscoder::Crosscoder;
 use gemma_model::ChatMessage;
 use indicatif::ProgressBar;
+use model_pair::{PairedActivations, PairedSource, PromptInput, TokenMeta, TokenizationMode};
 use ndarray::{s, Array2, ArrayView3, Axis};
 use persona_dataset::{PromptText, Role};
 
@@ -134,7 +134,7 @@ pub(crate) struct ExtractSpec<'a> {
 
 /// Runs `prompts` through both models, encodes and pools them. `texts` name the prompts in errors.
 pub(crate) fn extract(
-    runner: &StereoRunner,
+    runner: &dyn PairedSource,
     space: &FeatureSpace<'_>,
     prompts: &[PromptInput],
     texts: &[String],
@@ -142,7 +142,7 @@ pub(crate) fn extract(
     bar: &ProgressBar,
 ) -> Result<Extracted> {
     let start = bar.position();
-    let paired = runner.run_with_progress(prompts, spec.mode, |done, _| {
+    let paired = runner.run_with_progress(prompts, spec.mode, &mut |done, _| {
         bar.set_position(start + done as u64);
     })?;
     bar.set_position(start + prompts.len() as u64);

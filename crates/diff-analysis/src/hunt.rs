@@ -22,11 +22,12 @@
 use crosscoder::{DecoderAnalysis, LatentClass};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
+use stereo_backend::rng::SplitMix64;
 
 use crate::error::{AnalysisError, Result};
 use crate::stats::{
     benjamini_hochberg, mean, paired_summary, sign_flip_test, PairedSummary, PermutationOptions,
-    PermutationResult, SplitMix64,
+    PermutationResult,
 };
 
 /// What a feature index refers to.

@@ -5,9 +5,9 @@
 //! notebook's sections 6-9 (the diff analysis, the hunt, the verification, the summary) with the
 //! statistics, the held-out verification and the outputs a researcher can trust.
 //!
-//! It composes trait objects only: two [`LanguageModel`](gemma_model::LanguageModel)s through an
-//! [`activation_cache::StereoRunner`] (base = index 0, chat = index 1, same token ids) and a
-//! [`crosscoder::Crosscoder`], so the same code runs on every backend.
+//! It composes trait objects only: a [`model_pair::PairedSource`] (base = index 0, chat = index 1, same
+//! token ids; both models in memory or one at a time) and a [`crosscoder::Crosscoder`], so the same code
+//! runs on every backend and in either memory mode.
 //!
 //! ## Overview
 //!
@@ -15,9 +15,9 @@
 //!   returns [`Day1Results`]; [`Day1Results::write`] writes the results directory
 //!   (`day1_summary.json`, documented in `SCHEMA.md`; `latent_stats.csv`; `token_activations.json`;
 //!   PNG figures; a self-contained `report.html`).
-//! - [`plan()`] and the checks [`check_models`], [`check_crosscoder`], [`read_model_config`] catch
-//!   bad options, empty contrasts and a crosscoder trained on another hook or width **before any
-//!   model is loaded**.
+//! - [`plan()`] and [`check_crosscoder`] (with `model_pair::check_configs` and
+//!   `gemma_model::ModelSource::read_config` for the models) catch bad options, empty contrasts and a
+//!   crosscoder trained on another hook or width **before any model is loaded**.
 //! - [`Pooling`]: how a prompt's tokens become one vector (mean over content tokens by default; max;
 //!   last token; template tokens only; the notebook's mean over everything).
 //! - [`hunt()`](hunt::hunt) on [`PairedFeatures`]: per feature, the paired differences between the
@@ -54,7 +54,8 @@
 //! ```
 //!
 //! With models: load both with [`gemma_model::load_model`] (`LoadOptions::for_hooks`), pair them in a
-//! `StereoRunner`, load a crosscoder, then
+//! `model_pair::StereoRunner` (or a `model_pair::SequentialPair`, one model in memory at a time), load a
+//! crosscoder, then
 //! `Day1::new(&runner, Some(cc.as_ref()), &dataset).options(options).run()?.write("results")?`.
 //! The `day1` example of the workspace does exactly that, with flags.
 //!
@@ -85,8 +86,8 @@ pub use pipeline::{
     TokenizedPrompt,
 };
 pub use plan::{
-    check_crosscoder, check_models, crosscoder_hook, default_probe, plan, read_model_config,
-    validate_options, ContrastPlan, Plan, MIN_DISCOVERY_ITEMS,
+    check_crosscoder, crosscoder_hook, default_probe, plan, validate_options, ContrastPlan, Plan,
+    MIN_DISCOVERY_ITEMS,
 };
 pub use pooling::Pooling;
 pub use stats::{PairedSummary, PermutationOptions, PermutationResult};

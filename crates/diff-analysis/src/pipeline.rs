@@ -1,14 +1,14 @@
 //! [`Day1`]: the whole analysis of the seed notebook's sections 6-9, done right, on trait objects
-//! only (two [`LanguageModel`](gemma_model::LanguageModel)s through a [`StereoRunner`], an optional
-//! [`Crosscoder`]), so the same code runs on every backend.
+//! only (a [`PairedSource`] holding the two models, an optional [`Crosscoder`]), so the same code runs on
+//! every backend and in either memory mode.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use activation_cache::{StereoRunner, TokenizationMode};
 use crosscoder::{Crosscoder, DecoderAnalysis, RelativeNormThresholds, BASE, CHAT};
 use indicatif::{ProgressBar, ProgressStyle};
+use model_pair::{PairedSource, TokenizationMode};
 use ndarray::{s, Axis};
 use persona_dataset::{Expectation, PersonaDataset};
 use serde::{Serialize, Serializer};
@@ -275,7 +275,7 @@ impl Day1Results {
 /// verification through both models and the crosscoder, and the sentence.
 ///
 /// ```no_run
-/// # fn demo(runner: &activation_cache::StereoRunner, cc: &dyn crosscoder::Crosscoder) -> diff_analysis::Result<()> {
+/// # fn demo(runner: &model_pair::StereoRunner, cc: &dyn crosscoder::Crosscoder) -> diff_analysis::Result<()> {
 /// use diff_analysis::{Day1, Day1Options};
 /// let dataset = persona_dataset::PersonaDataset::shipped();
 /// let results = Day1::new(runner, Some(cc), &dataset).options(Day1Options::default()).run()?;
@@ -284,7 +284,7 @@ impl Day1Results {
 /// # Ok(()) }
 /// ```
 pub struct Day1<'a> {
-    runner: &'a StereoRunner,
+    runner: &'a dyn PairedSource,
     crosscoder: Option<&'a dyn Crosscoder>,
     dataset: &'a PersonaDataset,
     options: Day1Options,
@@ -295,7 +295,7 @@ impl<'a> Day1<'a> {
     /// A run on `runner`'s two models, through `crosscoder` (or, with `None`, on residual
     /// dimensions: the notebook's fallback), over `dataset`.
     pub fn new(
-        runner: &'a StereoRunner,
+        runner: &'a dyn PairedSource,
         crosscoder: Option<&'a dyn Crosscoder>,
         dataset: &'a PersonaDataset,
     ) -> Self {
@@ -334,13 +334,14 @@ impl<'a> Day1<'a> {
 
     fn info(&self) -> RunInfo {
         let hook = self.runner.hook();
+        let [base, chat] = self.runner.models();
         RunInfo {
-            base_model: self.runner.model(BASE).name().to_string(),
-            chat_model: self.runner.model(CHAT).name().to_string(),
+            base_model: base.name,
+            chat_model: chat.name,
             hook: hook.to_string(),
             layer: hook.layer(),
             d_model: self.runner.d_model(),
-            backend: self.runner.model(BASE).backend().to_string(),
+            backend: self.runner.backend().to_string(),
             crosscoder: self.crosscoder.map(CrosscoderInfo::of),
             dataset: self.dataset_label.clone(),
         }

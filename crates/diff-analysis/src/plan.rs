@@ -1,11 +1,9 @@
 //! Checks that run before any model is loaded: options, the dataset's contrasts and split, the
 //! models' `config.json`, and the crosscoder's config against the requested hook and width.
 
-use std::path::PathBuf;
-
-use activation_cache::TokenizationMode;
 use crosscoder::{layer_of_hook, CrosscoderConfig};
-use gemma_model::{Gemma2Config, HookPoint, HubOptions, ModelSource};
+use gemma_model::HookPoint;
+use model_pair::TokenizationMode;
 use persona_dataset::{
     PersonaDataset, CHILD_VS_ADULT, EXPERTISE_LEVEL, PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY,
     SYCOPHANCY_TRIGGERS,
@@ -242,53 +240,6 @@ pub fn plan(dataset: &PersonaDataset, options: &Day1Options) -> Result<Plan> {
         contrasts,
         dataset_items: dataset.item_count(),
     })
-}
-
-/// Reads a model's `config.json` only (for a hub id, just that file is fetched or read from the cache).
-///
-/// # Errors
-/// [`AnalysisError::Model`] when the file cannot be found or parsed.
-pub fn read_model_config(source: &ModelSource, hub: &HubOptions) -> Result<Gemma2Config> {
-    let path: PathBuf = match source {
-        ModelSource::Local(dir) => dir.join("config.json"),
-        ModelSource::Hub { repo, revision } => {
-            let repo = stereo_backend::hub::HubRepo::model(repo, revision.as_deref(), hub.clone())
-                .map_err(gemma_model::GemmaError::from)?;
-            repo.get("config.json")
-                .map_err(gemma_model::GemmaError::from)?
-        }
-    };
-    Ok(Gemma2Config::from_file(&path)?)
-}
-
-/// Checks that the base and chat models can be paired at `hook`: same width and vocabulary, and
-/// the hook's layer exists in both.
-///
-/// # Errors
-/// [`AnalysisError::ModelMismatch`].
-pub fn check_models(base: &Gemma2Config, chat: &Gemma2Config, hook: HookPoint) -> Result<()> {
-    if base.hidden_size != chat.hidden_size || base.vocab_size != chat.vocab_size {
-        return Err(AnalysisError::ModelMismatch {
-            reason: format!(
-                "base has d_model {} and vocab {}, chat has d_model {} and vocab {}",
-                base.hidden_size, base.vocab_size, chat.hidden_size, chat.vocab_size
-            ),
-        });
-    }
-    for (name, c) in [("base", base), ("chat", chat)] {
-        if let Some(l) = hook.layer() {
-            if l >= c.num_hidden_layers {
-                return Err(AnalysisError::ModelMismatch {
-                    reason: format!(
-                        "hook {hook} needs layer {l}, but the {name} model has {} layers (0..={})",
-                        c.num_hidden_layers,
-                        c.num_hidden_layers.saturating_sub(1)
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Checks a crosscoder against the run: two models, width `d_model`, and the hook (or at least the

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use activation_cache::TokenMeta;
+use model_pair::TokenMeta;
 use ndarray::{Array1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 

@@ -161,10 +161,10 @@ fn meta_table(r: &Day1Results, s: &Day1Summary, out: &mut String) {
         (
             "tokenization",
             match o.tokenization {
-                activation_cache::TokenizationMode::Raw => {
+                model_pair::TokenizationMode::Raw => {
                     "raw: <bos> + text, same ids for both models".into()
                 }
-                activation_cache::TokenizationMode::ChatTemplate => {
+                model_pair::TokenizationMode::ChatTemplate => {
                     "Gemma chat template for both models".into()
                 }
             },

@@ -29,6 +29,7 @@
 //!   tests): [`PermutationOptions::resolving`] picks `m >= 10 k / q`.
 
 use serde::{Deserialize, Serialize};
+use stereo_backend::rng::SplitMix64;
 
 /// Mean, spread, effect size and sign consistency of paired differences.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -152,38 +153,6 @@ pub struct PermutationResult {
     pub resamples: usize,
     /// Whether every pattern was enumerated.
     pub exact: bool,
-}
-
-/// SplitMix64: a tiny, frozen, high-quality 64-bit generator (Steele, Lea & Flood 2014).
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform number in `[0, 1)`.
-    #[cfg(test)]
-    pub(crate) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// A standard normal draw (Box-Muller).
-    #[cfg(test)]
-    pub(crate) fn next_normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.next_f64();
-        let u2 = self.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
 }
 
 /// The seed of latent `stream`'s sign patterns under `seed`.
@@ -351,7 +320,13 @@ mod tests {
     #[test]
     fn monte_carlo_agrees_with_exact_and_is_reproducible() {
         let mut rng = SplitMix64::new(3);
-        let d: Vec<f64> = (0..16).map(|_| rng.next_normal() + 0.3).collect();
+        // Box-Muller normals.
+        let mut normal = || {
+            let u1 = 1.0 - rng.uniform();
+            let u2 = rng.uniform();
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        };
+        let d: Vec<f64> = (0..16).map(|_| normal() + 0.3).collect();
         let exact = sign_flip_test(&d, &PermutationOptions::default(), 7);
         let mc_options = PermutationOptions {
             exact_max_items: 8,

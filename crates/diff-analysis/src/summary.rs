@@ -9,8 +9,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use activation_cache::TokenizationMode;
 use crosscoder::LatentClass;
+use model_pair::TokenizationMode;
 use serde::Serialize;
 
 use crate::error::{AnalysisError, Result};

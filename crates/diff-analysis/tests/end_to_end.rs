@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use activation_cache::{StereoRunner, TokenizationMode};
 use crosscoder::{
     BackendKind, Crosscoder, CrosscoderCheckpoint, CrosscoderConfig, CrosscoderLoader,
     CrosscoderWeights, InputNormalizer,
@@ -13,6 +12,7 @@ use diff_analysis::{
     AnalysisError, ConclusionStatus, Day1, Day1Options, FeatureKind, HuntOptions, Pooling,
 };
 use gemma_model::{load_dir, HookPoint, LoadOptions};
+use model_pair::{StereoRunner, TokenizationMode};
 use ndarray::{Array1, Array2, Array3};
 use persona_dataset::PersonaDataset;
 

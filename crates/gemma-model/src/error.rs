@@ -147,6 +147,12 @@ pub enum GemmaError {
         /// What is wrong.
         reason: String,
     },
+    /// The backend returned data that cannot be read back to the host (a device failure).
+    #[error("the backend returned {reason}")]
+    DeviceData {
+        /// What was wrong with it.
+        reason: String,
+    },
     /// An intervention returned an activation of the wrong shape.
     #[error(
         "intervention on `{hook}` changed the activation shape from {expected:?} to {actual:?}"

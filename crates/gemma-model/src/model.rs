@@ -792,7 +792,7 @@ impl<'a> HookState<'a> {
         } else {
             let device = x.device();
             let dims = x.dims();
-            let mut host = raw_to_host(x);
+            let mut host = raw_to_host(x)?;
             for edit in edits {
                 (edit.edit)(&mut host);
                 if host.shape() != dims {
@@ -813,31 +813,26 @@ impl<'a> HookState<'a> {
     }
 }
 
-/// Copies a `[batch, pos, d]` tensor to the host, unchanged.
-fn raw_to_host<B: Backend>(x: Tensor<B, 3>) -> Array3<f32> {
-    let [b, t, d] = x.dims();
-    let values: Vec<f32> = x
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap_or_default();
-    Array3::from_shape_vec((b, t, d), values).unwrap_or_else(|_| Array3::zeros((b, t, d)))
-}
-
-/// Copies a `[batch, pos, d]` tensor to the host and zeroes the padding positions.
-fn to_host<B: Backend>(x: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32>> {
+/// Copies a `[batch, pos, d]` tensor to the host, unchanged. A backend that hands back unreadable or
+/// mis-sized data is an error ([`GemmaError::DeviceData`]), never zeros.
+fn raw_to_host<B: Backend>(x: Tensor<B, 3>) -> Result<Array3<f32>> {
     let [b, t, d] = x.dims();
     let values: Vec<f32> =
         x.into_data()
             .convert::<f32>()
             .into_vec()
-            .map_err(|e| GemmaError::InvalidInput {
-                reason: format!("backend returned unreadable data: {e:?}"),
+            .map_err(|e| GemmaError::DeviceData {
+                reason: format!("unreadable data: {e:?}"),
             })?;
-    let mut out =
-        Array3::from_shape_vec((b, t, d), values).map_err(|e| GemmaError::InvalidInput {
-            reason: format!("backend returned a tensor of the wrong size: {e}"),
-        })?;
+    Array3::from_shape_vec((b, t, d), values).map_err(|e| GemmaError::DeviceData {
+        reason: format!("a tensor of the wrong size for [{b}, {t}, {d}]: {e}"),
+    })
+}
+
+/// Copies a `[batch, pos, d]` tensor to the host and zeroes the padding positions.
+fn to_host<B: Backend>(x: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32>> {
+    let t = x.dims()[1];
+    let mut out = raw_to_host(x)?;
     for (i, real) in batch.mask().iter().enumerate() {
         if !real {
             out.slice_mut(ndarray::s![i / t, i % t, ..]).fill(0.0);

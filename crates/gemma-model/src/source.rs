@@ -48,6 +48,21 @@ impl ModelSource {
         }
     }
 
+    /// Reads the model's `config.json` only (for a hub repository, just that file is taken from the cache
+    /// or downloaded): enough to check a run before any weight is read.
+    ///
+    /// # Errors
+    /// [`GemmaError::Hub`] when the hub file cannot be had; the errors of [`Gemma2Config::from_file`].
+    pub fn read_config(&self, hub: &HubOptions) -> Result<crate::Gemma2Config> {
+        let path = match self {
+            ModelSource::Local(dir) => dir.join("config.json"),
+            ModelSource::Hub { repo, revision } => {
+                HubRepo::model(repo, revision.as_deref(), hub.clone())?.get("config.json")?
+            }
+        };
+        crate::Gemma2Config::from_file(&path)
+    }
+
     /// Makes every file the model needs available locally and returns the directory holding them.
     ///
     /// For a hub repository, `config.json`, `tokenizer.json` (if present) and the safetensors files

@@ -28,7 +28,7 @@
 //! assert_eq!(dispatch(kind, SumOnes).unwrap(), 4.0);
 //! ```
 //!
-//! The [`hub`] module resolves Hugging Face hub files through the standard cache (`HF_HOME`,
+//! [`rng`] is the one seeded random number generator of the workspace (SplitMix64, frozen). The [`hub`] module resolves Hugging Face hub files through the standard cache (`HF_HOME`,
 //! `HF_TOKEN`, `HF_HUB_OFFLINE`), for every crate that loads checkpoints.
 //!
 //! Cargo features: `cuda` compiles the CUDA backend (no CUDA toolkit is needed to build; the driver
@@ -37,8 +37,14 @@
 pub mod atomic_file;
 mod cpu_gemm;
 pub mod hub;
+pub mod rng;
 
 pub use cpu_gemm::tune_cpu_gemm;
+
+/// Model index of the base model, in every crate, array and file (`[n_models, ...]` axes, store rows).
+pub const BASE: usize = 0;
+/// Model index of the chat model.
+pub const CHAT: usize = 1;
 
 use std::fmt;
 use std::str::FromStr;

@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use activation_cache::{
-    ActivationStore, CacheEvent, CacheOptions, Corpus, PromptInput, StereoRunner, TokenMeta,
-};
+use activation_cache::{ActivationStore, CacheEvent, CacheOptions, Corpus};
 use gemma_model::{
     load_dir, BackendKind, ChatMessage, Gemma2Config, HookPoint, LanguageModel, LoadOptions,
     RunOutput, RunRequest, TokenBatch,
 };
+use model_pair::{PromptInput, StereoRunner, TokenMeta};
 
 pub const HOOK: HookPoint = HookPoint::ResidPost(1);
 pub const HOOK_NAME: &str = "blocks.1.hook_resid_post";

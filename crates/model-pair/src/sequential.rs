@@ -5,10 +5,13 @@ use gemma_model::{
 };
 use ndarray::Array3;
 
-use crate::error::{CacheError, Result};
-use crate::manifest::ModelInfo;
-use crate::source::{ForwardProgress, PairedSource};
-use crate::stereo::{check_depth, run_batch_into, BASE, CHAT};
+use stereo_backend::BackendKind;
+
+use crate::checks::{check_configs, check_depth};
+use crate::error::{PairError, Result};
+use crate::runner::run_batch_into;
+use crate::source::{ForwardProgress, ModelInfo, PairedSource};
+use crate::{BASE, CHAT};
 
 /// Builds a model on demand (typically a closure around [`gemma_model::load_model`]).
 pub type ModelFactory = Box<dyn Fn() -> gemma_model::Result<Box<dyn LanguageModel>> + Send + Sync>;
@@ -22,7 +25,7 @@ pub type ModelFactory = Box<dyn Fn() -> gemma_model::Result<Box<dyn LanguageMode
 /// in between. Peak memory is one model's weights (up to the hook) plus `[rows, 2, d_model]` f32.
 ///
 /// The trade-off: every call loads both models once. The store writer calls it once per group of
-/// `shards_per_group` shards ([`crate::CacheOptions`]), so larger groups load the models less often
+/// `shards_per_group` shards (`activation_cache::CacheOptions`), so larger groups load the models less often
 /// but hold more activations in memory and lose more work if the run is killed (a shard is only
 /// committed once both halves exist, which keeps resuming as simple as in the parallel mode).
 pub struct SequentialPair {
@@ -31,6 +34,7 @@ pub struct SequentialPair {
     tokenizer: GemmaTokenizer,
     hook: HookPoint,
     d_model: usize,
+    backend: BackendKind,
     batch_size: usize,
 }
 
@@ -50,17 +54,18 @@ impl SequentialPair {
     ///
     /// `models` name the models in the store's manifest; `tokenizers` are the models' own
     /// tokenizers and must be identical; every model a factory builds must have width `d_model`
-    /// and be loaded at least as deep as `hook` (checked on each load).
+    /// and be loaded at least as deep as `hook` (checked on each load), on `backend`.
     pub fn new(
         models: [ModelInfo; 2],
         factories: [ModelFactory; 2],
         tokenizers: [GemmaTokenizer; 2],
         hook: HookPoint,
         d_model: usize,
+        backend: BackendKind,
     ) -> Result<Self> {
         let [base_tok, chat_tok] = tokenizers;
         if !base_tok.same_as(&chat_tok) {
-            return Err(CacheError::Mismatch {
+            return Err(PairError::Mismatch {
                 reason: format!(
                     "their tokenizers differ ({} vs {}); the same token ids must go through both",
                     base_tok.path().display(),
@@ -74,6 +79,7 @@ impl SequentialPair {
             tokenizer: base_tok,
             hook,
             d_model,
+            backend,
             batch_size: 8,
         })
     }
@@ -89,39 +95,20 @@ impl SequentialPair {
     ) -> Result<Self> {
         let read = |m: usize| -> Result<(ModelInfo, Gemma2Config, GemmaTokenizer)> {
             let source = &sources[m];
-            let model_error = |e| CacheError::model(m, source.to_string(), e);
+            let model_error = |e| PairError::model(m, source.to_string(), e);
             let resolved = source.resolve(&options.hub).map_err(model_error)?;
             let config = Gemma2Config::from_file(resolved.config_path()).map_err(model_error)?;
             let tokenizer =
                 GemmaTokenizer::from_file(resolved.tokenizer_path()).map_err(model_error)?;
-            if hook.layers_needed() > config.num_hidden_layers {
-                return Err(CacheError::Mismatch {
-                    reason: format!(
-                        "hook {hook} needs {} layers, but model {m} ({source}) has {}",
-                        hook.layers_needed(),
-                        config.num_hidden_layers
-                    ),
-                });
-            }
-            Ok((
-                ModelInfo {
-                    name: source.to_string(),
-                    revision: resolved.revision,
-                },
-                config,
-                tokenizer,
-            ))
+            let info = ModelInfo {
+                name: source.to_string(),
+                revision: resolved.revision,
+            };
+            Ok((info, config, tokenizer))
         };
         let (base_info, b, base_tok) = read(BASE)?;
         let (chat_info, c, chat_tok) = read(CHAT)?;
-        if b.hidden_size != c.hidden_size || b.vocab_size != c.vocab_size {
-            return Err(CacheError::Mismatch {
-                reason: format!(
-                    "d_model {} vs {}, vocab {} vs {}",
-                    b.hidden_size, c.hidden_size, b.vocab_size, c.vocab_size
-                ),
-            });
-        }
+        check_configs(&b, &c, hook)?;
         let factory = |source: ModelSource| -> ModelFactory {
             let options = options.clone();
             Box::new(move || Ok(load_model(&source, &options)?.model))
@@ -133,6 +120,7 @@ impl SequentialPair {
             [base_tok, chat_tok],
             hook,
             b.hidden_size,
+            options.backend,
         )
     }
 
@@ -145,14 +133,24 @@ impl SequentialPair {
     /// Loads model `m` and checks it against the pair's width and hook.
     fn load(&self, m: usize) -> Result<Box<dyn LanguageModel>> {
         let model = (self.factories[m])()
-            .map_err(|source| CacheError::model(m, self.models[m].name.clone(), source))?;
+            .map_err(|source| PairError::model(m, self.models[m].name.clone(), source))?;
         if model.config().hidden_size != self.d_model {
-            return Err(CacheError::Mismatch {
+            return Err(PairError::Mismatch {
                 reason: format!(
                     "model {m} ({}) has d_model {}, the pair expects {}",
                     model.name(),
                     model.config().hidden_size,
                     self.d_model
+                ),
+            });
+        }
+        if model.backend() != self.backend {
+            return Err(PairError::Mismatch {
+                reason: format!(
+                    "model {m} ({}) runs on {}, the pair on {}",
+                    model.name(),
+                    model.backend(),
+                    self.backend
                 ),
             });
         }
@@ -172,6 +170,10 @@ impl PairedSource for SequentialPair {
 
     fn d_model(&self) -> usize {
         self.d_model
+    }
+
+    fn backend(&self) -> BackendKind {
+        self.backend
     }
 
     fn models(&self) -> [ModelInfo; 2] {

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use activation_cache::{CacheError, PromptInput, StereoRunner, TokenizationMode};
 use gemma_model::{
     load_dir, GemmaTokenizer, HookPoint, LoadOptions, PaddingSide, RunRequest, TokenBatch,
 };
+use model_pair::{PairError, PairedSource, PromptInput, StereoRunner, TokenizationMode};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn runner(base: &str, chat: &str, hook: HookPoint) -> Result<StereoRunner, CacheError> {
+fn runner(base: &str, chat: &str, hook: HookPoint) -> Result<StereoRunner, PairError> {
     let load = |name: &str| load_dir(fixture(name), &LoadOptions::for_hooks(&[hook])).unwrap();
     let (b, c) = (load(base), load(chat));
     StereoRunner::new(
@@ -124,7 +124,7 @@ fn chat_template_tokens_are_flagged() {
 fn models_that_cannot_be_paired_are_refused() {
     let hook = HookPoint::ResidPost(1);
     let err = runner("tiny-window", "tiny-gqa-bf16", hook).unwrap_err();
-    assert!(matches!(err, CacheError::Mismatch { .. }), "{err}");
+    assert!(matches!(err, PairError::Mismatch { .. }), "{err}");
     // A hook deeper than what was loaded.
     let b = load_dir(
         fixture("tiny-window"),
