@@ -170,6 +170,16 @@ impl Default for RelativeNormThresholds {
 }
 
 impl RelativeNormThresholds {
+    /// The four class boundaries, left to right: base-only max, shared min, shared max, chat-only min.
+    pub fn lines(&self) -> Vec<f32> {
+        vec![
+            self.base_only_max,
+            self.shared_min,
+            self.shared_max,
+            self.chat_only_min,
+        ]
+    }
+
     /// Checks `0 <= base_only_max < shared_min <= shared_max < chat_only_min <= 1`.
     ///
     /// # Errors

@@ -253,14 +253,9 @@ pub enum CrosscoderError {
         /// The training data's value.
         data: String,
     },
-    /// A figure could not be drawn or written.
-    #[error("cannot draw `{path}`: {reason}")]
-    Plot {
-        /// The output file.
-        path: PathBuf,
-        /// What the plotting library reported.
-        reason: String,
-    },
+    /// A figure could not be drawn (names the file).
+    #[error(transparent)]
+    Figure(#[from] figures::FigureError),
 }
 
 /// The crate's result type.

@@ -59,3 +59,28 @@ fn histogram_of_the_fixture_decoder() {
     };
     assert!(relative_norm_histogram(&r, &png, &bad).is_err());
 }
+
+/// The demo's committed `relative_norms.png` (written by `train_crosscoder`) is redrawn byte for byte from
+/// the committed crosscoder: the figure code is deterministic and has not drifted.
+#[test]
+fn the_demo_histogram_is_redrawn_byte_for_byte() {
+    let demo = fixtures().join("../demo/crosscoder");
+    let cc = CrosscoderLoader::new(demo.to_string_lossy())
+        .backend(BackendKind::Flex)
+        .load()
+        .expect("the demo crosscoder");
+    let diff = DecoderAnalysis::new(cc.as_ref(), BASE, CHAT, RelativeNormThresholds::default())
+        .expect("analysis");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let png = tmp.path().join("relative_norms.png");
+    let options = HistogramOptions {
+        title: "Relative decoder norm, l1".into(),
+        thresholds: Some(RelativeNormThresholds::default()),
+        ..HistogramOptions::default()
+    };
+    relative_norm_histogram(&diff.relative_norms.to_vec(), &png, &options).expect("plot");
+    assert!(
+        std::fs::read(&png).unwrap() == std::fs::read(demo.join("relative_norms.png")).unwrap(),
+        "the redrawn histogram differs from fixtures/demo/crosscoder/relative_norms.png"
+    );
+}

@@ -114,14 +114,9 @@ pub enum AnalysisError {
         /// The serde error.
         reason: String,
     },
-    /// Drawing a figure failed.
-    #[error("figure {}: {reason}", path.display())]
-    Plot {
-        /// The PNG being drawn.
-        path: PathBuf,
-        /// What failed.
-        reason: String,
-    },
+    /// A figure could not be drawn (names the file).
+    #[error(transparent)]
+    Figure(#[from] figures::FigureError),
 }
 
 impl AnalysisError {

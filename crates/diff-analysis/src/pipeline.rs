@@ -260,7 +260,7 @@ impl Day1Results {
     /// `report.html` to `dir` (created if needed); returns the files written.
     ///
     /// # Errors
-    /// [`AnalysisError::Io`](crate::AnalysisError::Io), [`AnalysisError::Plot`](crate::AnalysisError::Plot).
+    /// [`AnalysisError::Io`](crate::AnalysisError::Io), [`AnalysisError::Figure`](crate::AnalysisError::Figure).
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<Vec<std::path::PathBuf>> {
         crate::summary::write_all(self, dir.as_ref())
     }

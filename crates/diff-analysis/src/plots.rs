@@ -1,6 +1,6 @@
-//! The figures, as PNGs drawn with plotters' bitmap backend and an embedded font (DejaVu Sans, the
-//! same file as the crosscoder crate's histogram, `assets/fonts/`), so they render on a fresh machine
-//! without system fonts.
+//! The figures, as PNGs drawn with plotters' bitmap backend through the workspace's `figures` crate (its
+//! embedded font, typed errors and the relative-norm histogram), so they render on a fresh machine without
+//! system fonts.
 //!
 //! | file | what |
 //! |---|---|
@@ -11,13 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-// The embedded font is owned and registered by the crosscoder crate.
-use crosscoder::plot::{register_font, FAMILY};
+use figures::histogram::{HistogramSpec, MarkedLatents};
+use figures::{diverging, draw_png, err, padded, tick, Drawn, FAMILY};
 use persona_dataset::Expectation;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::error::{AnalysisError, Result};
+use crate::error::Result;
 use crate::pipeline::Day1Results;
 use crate::pooling::shorten;
 use crate::verify::CandidateVerification;
@@ -45,79 +45,12 @@ pub fn expectation_color(e: Expectation) -> (u8, u8, u8) {
     (c.0, c.1, c.2)
 }
 
-type Drawn = std::result::Result<(), String>;
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 fn style(size: u32) -> TextStyle<'static> {
     TextStyle::from((FAMILY, size).into_font()).color(&BLACK)
 }
 
 fn right_center(size: u32) -> TextStyle<'static> {
     style(size).pos(Pos::new(HPos::Right, VPos::Center))
-}
-
-/// Blue (0) through grey (0.5) to red (1).
-fn diverging(t: f64) -> RGBColor {
-    let t = if t.is_finite() {
-        t.clamp(0.0, 1.0)
-    } else {
-        0.5
-    };
-    let lerp = |a: f64, b: f64, u: f64| (a + (b - a) * u).round() as u8;
-    let (lo, mid, hi) = (
-        (49.0, 99.0, 206.0),
-        (190.0, 190.0, 190.0),
-        (206.0, 49.0, 49.0),
-    );
-    if t < 0.5 {
-        let u = t / 0.5;
-        RGBColor(
-            lerp(lo.0, mid.0, u),
-            lerp(lo.1, mid.1, u),
-            lerp(lo.2, mid.2, u),
-        )
-    } else {
-        let u = (t - 0.5) / 0.5;
-        RGBColor(
-            lerp(mid.0, hi.0, u),
-            lerp(mid.1, hi.1, u),
-            lerp(mid.2, hi.2, u),
-        )
-    }
-}
-
-/// Tick label without a negative zero.
-fn tick(x: &f64) -> String {
-    let v = if x.abs() < 1e-12 { 0.0 } else { *x };
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".into()
-    } else {
-        s.to_string()
-    }
-}
-
-fn run(path: &Path, f: impl FnOnce() -> Drawn) -> Result<()> {
-    let plot_err = |reason: String| AnalysisError::Plot {
-        path: path.to_path_buf(),
-        reason,
-    };
-    register_font().map_err(plot_err)?;
-    f().map_err(plot_err)
-}
-
-fn padded(lo: f64, hi: f64) -> (f64, f64) {
-    let (lo, hi) = if lo.is_finite() && hi.is_finite() {
-        (lo, hi)
-    } else {
-        (0.0, 1.0)
-    };
-    let span = (hi - lo).abs().max(1e-6);
-    (lo - 0.05 * span, hi + 0.05 * span)
 }
 
 fn candidate_label(r: &Day1Results, s: &crate::hunt::LatentStats) -> String {
@@ -468,101 +401,35 @@ fn draw_verification(r: &Day1Results, v: &CandidateVerification, path: &Path) ->
     root.present().map_err(err)
 }
 
-fn draw_histogram(r: &Day1Results, relative: &[f32], path: &Path) -> Drawn {
-    let bins = 100usize;
-    let counts = crosscoder::plot::histogram_counts(relative, bins);
-    let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let root = BitMapBackend::new(path, (1100, 620)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Relative decoder norm n_chat / (n_base + n_chat) of every latent, candidates marked",
-            (FAMILY, 18),
-        )
-        .margin(14)
-        .x_label_area_size(46)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.01f64..1.01f64, (0.8f64..max * 4.0).log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .light_line_style(WHITE.mix(0.0))
-        .x_label_formatter(&tick)
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .x_desc("relative decoder norm (0 = base-only, 0.5 = shared, 1 = chat-only)")
-        .y_desc("latents (log)")
-        .label_style((FAMILY, 13))
-        .axis_desc_style((FAMILY, 14))
-        .draw()
-        .map_err(err)?;
-    let bar = RGBColor(170, 170, 170);
-    chart
-        .draw_series(
-            counts
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(|(i, c)| {
-                    Rectangle::new(
-                        [
-                            (i as f64 / bins as f64, 0.8),
-                            ((i + 1) as f64 / bins as f64, *c as f64),
-                        ],
-                        bar.filled(),
-                    )
-                }),
-        )
-        .map_err(err)?;
-    let t = r.options.thresholds;
-    for x in [t.base_only_max, t.shared_min, t.shared_max, t.chat_only_min] {
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(f64::from(x), 0.8), (f64::from(x), max * 4.0)],
-                4,
-                4,
-                RGBColor(90, 90, 90).into(),
-            ))
-            .map_err(err)?;
-    }
-    for (c, h) in r.hunts.iter().enumerate() {
-        let color = PALETTE[c % PALETTE.len()];
-        let xs: Vec<f64> = h
-            .candidate_stats()
-            .filter_map(|s| s.decoder.map(|d| f64::from(d.relative_norm)))
-            .filter(|x| x.is_finite())
-            .collect();
-        if xs.is_empty() {
-            continue;
-        }
-        // Staggered marker heights, so contrasts sharing a latent's position stay visible.
-        let top = max * 3.2 / 1.35f64.powi(c as i32);
-        chart
-            .draw_series(xs.iter().map(|x| {
-                PathElement::new(vec![(*x, 0.8), (*x, top)], color.mix(0.6).stroke_width(1))
-            }))
-            .map_err(err)?;
-        chart
-            .draw_series(
-                xs.iter()
-                    .map(|x| TriangleMarker::new((*x, top), 7, color.filled())),
-            )
-            .map_err(err)?
-            .label(format!(
-                "candidates of {} ({})",
-                h.contrast.category,
-                xs.len()
-            ))
-            .legend(move |(x, y)| TriangleMarker::new((x + 7, y), 6, color.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperMiddle)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font((FAMILY, 13))
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+/// The relative-norm histogram of every latent (log counts), each contrast's candidates marked.
+fn draw_histogram(r: &Day1Results, relative: &[f32], path: &Path) -> Result<()> {
+    let marks = r
+        .hunts
+        .iter()
+        .enumerate()
+        .map(|(c, h)| {
+            let color = PALETTE[c % PALETTE.len()];
+            MarkedLatents {
+                label: format!("candidates of {}", h.contrast.category),
+                color: (color.0, color.1, color.2),
+                positions: h
+                    .candidate_stats()
+                    .filter_map(|s| s.decoder.map(|d| d.relative_norm))
+                    .collect(),
+            }
+        })
+        .collect();
+    let spec = HistogramSpec {
+        width: 1100,
+        height: 620,
+        title: "Relative decoder norm of every latent, candidates marked".into(),
+        log_y: true,
+        lines: r.options.thresholds.lines(),
+        marks,
+        ..HistogramSpec::default()
+    };
+    figures::histogram::relative_norm_histogram(relative, path, &spec)?;
+    Ok(())
 }
 
 /// File name of a probe's verification figure.
@@ -583,14 +450,14 @@ pub fn verification_file(probe: &str) -> String {
 /// Draws every figure of `r` into `dir`; returns the files, in report order.
 ///
 /// # Errors
-/// [`AnalysisError::Plot`] naming the file.
+/// [`AnalysisError::Figure`](crate::AnalysisError::Figure) naming the file.
 pub fn draw_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let path = dir.join("top_candidates.png");
-    run(&path, || draw_top_candidates(r, &path))?;
+    draw_png(&path, || draw_top_candidates(r, &path))?;
     out.push(path);
     let path = dir.join("consistency.png");
-    run(&path, || draw_consistency(r, &path))?;
+    draw_png(&path, || draw_consistency(r, &path))?;
     out.push(path);
     for pc in &r.conclusion.per_probe {
         let (Some(feature), Some(contrast)) = (pc.feature, pc.contrast.as_deref()) else {
@@ -598,14 +465,14 @@ pub fn draw_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         };
         if let Some(v) = r.verification(contrast, feature) {
             let path = dir.join(verification_file(&pc.probe));
-            run(&path, || draw_verification(r, v, &path))?;
+            draw_png(&path, || draw_verification(r, v, &path))?;
             out.push(path);
         }
     }
     if let Some(d) = &r.decoder {
         let path = dir.join("relative_norm_histogram.png");
         let rel = d.relative_norms.to_vec();
-        run(&path, || draw_histogram(r, &rel, &path))?;
+        draw_histogram(r, &rel, &path)?;
         out.push(path);
     }
     Ok(out)
@@ -614,14 +481,6 @@ pub fn draw_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn diverging_scale_ends_and_middle() {
-        assert_eq!(diverging(0.0), RGBColor(49, 99, 206));
-        assert_eq!(diverging(0.5), RGBColor(190, 190, 190));
-        assert_eq!(diverging(1.0), RGBColor(206, 49, 49));
-        assert_eq!(diverging(f64::NAN), diverging(0.5));
-    }
 
     #[test]
     fn verification_file_names_are_safe() {
