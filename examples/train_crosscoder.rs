@@ -104,7 +104,7 @@ fn main() -> Result<()> {
         let state = TrainerState::load(&checkpoint_path)?;
         let store_models: Vec<String> = manifest.models.iter().map(|m| m.name.clone()).collect();
         state
-            .check_same_data(&store_models, Some(&manifest.hook), d)
+            .check_same_data(&store_models, Some(manifest.hook), d)
             .with_context(|| {
                 format!(
                     "resuming {} on {}",
@@ -121,7 +121,7 @@ fn main() -> Result<()> {
         let config = build_config(&args, d)?;
         let mut state = TrainerState::new(config, args.seed)?.with_metadata(
             manifest.models.iter().map(|m| m.name.clone()).collect(),
-            Some(manifest.hook.clone()),
+            Some(manifest.hook),
         );
         if !args.no_input_scaling {
             let factors = store.normalization_factors(false).to_vec();

@@ -56,7 +56,7 @@ fn committed_crosscoder_has_a_chat_only_latent_per_plant_and_no_base_only_latent
         .load()
         .unwrap();
     assert_eq!(
-        cc.config().hook.as_deref(),
+        cc.config().hook.map(|h| h.to_string()).as_deref(),
         Some("blocks.1.hook_resid_post")
     );
     let analysis =

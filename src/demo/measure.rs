@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::corpus::CorpusEntry;
 use super::cues::{find_cues, first_cue, CueHit, Mechanism};
 use super::error::{DemoError, Result};
-use super::HOOK;
+use super::HOOK_POINT;
 
 /// The demo base and chat models at the hook, with their shared tokenizer.
 pub struct DemoPair {
@@ -112,7 +112,7 @@ impl DemoPair {
 
     /// Loads two model directories up to the hook layer.
     pub fn load_dirs(base: &Path, chat: &Path) -> Result<Self> {
-        let hook: HookPoint = HOOK.parse()?;
+        let hook = HOOK_POINT;
         let options = LoadOptions::for_hooks(&[hook]);
         let base = load_dir(base, &options)?;
         let chat = load_dir(chat, &options)?;

@@ -86,6 +86,8 @@ pub const DEFAULT_SEED: u64 = 6;
 pub const HOOK: &str = "blocks.1.hook_resid_post";
 /// The layer of [`HOOK`].
 pub const HOOK_LAYER: usize = 1;
+/// [`HOOK`], typed.
+pub const HOOK_POINT: gemma_model::HookPoint = gemma_model::HookPoint::ResidPost(HOOK_LAYER);
 /// Entries of the committed corpus.
 pub const CORPUS_ENTRIES: usize = 3000;
 /// Format tag of `demo.json`.

@@ -4,18 +4,18 @@
 
 use crosscoder::{nearest_decoder_latent, CrosscoderLoader, CHAT};
 use diff_analysis::{ConclusionStatus, Day1, Day1Options, Day1Results};
-use gemma_model::{load_dir, HookPoint, LoadOptions};
+use gemma_model::{load_dir, LoadOptions};
 use model_pair::StereoRunner;
 use persona_dataset::{PersonaDataset, PROBE_CHILD_NOVICE};
 use stereo_backend::BackendKind;
 
 use super::golden::Tally;
 use super::{CheckError, CheckOptions, CheckRecord};
-use crate::demo::{DemoManifest, Mechanism, HOOK};
+use crate::demo::{DemoManifest, Mechanism, HOOK_POINT};
 
 fn day1(options: &CheckOptions, backend: BackendKind) -> Result<Day1Results, CheckError> {
     let dir = options.fixtures.join("demo");
-    let hook: HookPoint = HOOK.parse()?;
+    let hook = HOOK_POINT;
     let load = |part: &str| -> Result<_, CheckError> {
         let loaded = load_dir(
             dir.join(part),

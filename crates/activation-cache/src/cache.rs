@@ -99,7 +99,7 @@ pub fn cache_corpus(
     }
     let config = StoreConfig {
         models: source.models(),
-        hook: source.hook().to_string(),
+        hook: source.hook(),
         d_model: source.d_model(),
         dtype: options.dtype,
         tokenization: options.tokenization,

@@ -49,7 +49,7 @@
 //! // Train on it: check it was made for this crosscoder, scale, and draw shuffled batches.
 //! let store = ActivationStore::open(dir.path())?;
 //! let fixture_name = store.manifest().models[0].name.clone();
-//! store.check_compatible([&fixture_name, &fixture_name], "blocks.1.hook_resid_post", 64)?;
+//! store.check_compatible([&fixture_name, &fixture_name], hook, 64)?;
 //! let [base_scale, chat_scale] = store.normalization_factors(false);
 //! let mut seen = 0;
 //! for batch in store.batches(BatchOptions { batch_size: 4, seed: 1, ..BatchOptions::default() })? {

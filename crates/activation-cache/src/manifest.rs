@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CacheError, Result};
 use crate::stats::ModelStatistics;
+use gemma_model::HookPoint;
 use model_pair::{ModelInfo, TokenizationMode};
 use stereo_backend::atomic_file::write_atomic;
 
@@ -109,8 +110,8 @@ pub fn shard_file_name(index: usize) -> String {
 pub struct StoreConfig {
     /// Base (index 0) and chat (index 1).
     pub models: [ModelInfo; 2],
-    /// The hook, TransformerLens name (`blocks.13.hook_resid_post`).
-    pub hook: String,
+    /// The hook (`blocks.13.hook_resid_post`).
+    pub hook: HookPoint,
     /// Width of the activations.
     pub d_model: usize,
     /// Storage dtype.
@@ -138,8 +139,8 @@ pub struct Manifest {
     pub version: u32,
     /// Base (index 0) and chat (index 1).
     pub models: [ModelInfo; 2],
-    /// The hook, TransformerLens name.
-    pub hook: String,
+    /// The hook, stored under its TransformerLens name.
+    pub hook: HookPoint,
     /// Width of the activations.
     pub d_model: usize,
     /// Storage dtype of `activations`.
@@ -177,7 +178,7 @@ impl Manifest {
             format: STORE_FORMAT.into(),
             version: FORMAT_VERSION,
             models: config.models.clone(),
-            hook: config.hook.clone(),
+            hook: config.hook,
             d_model: config.d_model,
             dtype: config.dtype,
             tokenization: config.tokenization,
@@ -239,7 +240,7 @@ impl Manifest {
     pub fn config(&self) -> StoreConfig {
         StoreConfig {
             models: self.models.clone(),
-            hook: self.hook.clone(),
+            hook: self.hook,
             d_model: self.d_model,
             dtype: self.dtype,
             tokenization: self.tokenization,

@@ -176,7 +176,12 @@ impl ActivationStore {
 
     /// Checks that the store was made from `models` (base, chat; compared with the manifest's model
     /// names) at `hook` with width `d_model`: [`CacheError::IncompatibleStore`] names what differs.
-    pub fn check_compatible(&self, models: [&str; 2], hook: &str, d_model: usize) -> Result<()> {
+    pub fn check_compatible(
+        &self,
+        models: [&str; 2],
+        hook: HookPoint,
+        d_model: usize,
+    ) -> Result<()> {
         let differ = |field: String, store: String, expected: String| {
             Err(CacheError::IncompatibleStore {
                 dir: self.dir.clone(),
@@ -194,15 +199,12 @@ impl ActivationStore {
                 );
             }
         }
-        let same_hook = match (
-            self.manifest.hook.parse::<HookPoint>(),
-            hook.parse::<HookPoint>(),
-        ) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => self.manifest.hook == hook,
-        };
-        if !same_hook {
-            return differ("hook".into(), self.manifest.hook.clone(), hook.into());
+        if self.manifest.hook != hook {
+            return differ(
+                "hook".into(),
+                self.manifest.hook.to_string(),
+                hook.to_string(),
+            );
         }
         if self.manifest.d_model != d_model {
             return differ(

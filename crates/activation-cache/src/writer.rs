@@ -280,7 +280,7 @@ fn check_resume(dir: &Path, store: &StoreConfig, run: &StoreConfig) -> Result<()
         }
     }
     let fields: [(&str, String, String); 7] = [
-        ("hook", store.hook.clone(), run.hook.clone()),
+        ("hook", store.hook.to_string(), run.hook.to_string()),
         (
             "d_model",
             store.d_model.to_string(),

@@ -33,10 +33,7 @@ fn round_trip_equals_a_direct_stereo_run() {
         "the corpus should span several shards: {}",
         m.shards.len()
     );
-    assert_eq!(
-        (m.hook.as_str(), m.d_model, m.dtype),
-        (HOOK_NAME, 64, StoreDtype::F32)
-    );
+    assert_eq!((m.hook, m.d_model, m.dtype), (HOOK, 64, StoreDtype::F32));
     assert_eq!(
         m.models.each_ref().map(|i| i.name.as_str()),
         ["base", "chat"]
@@ -46,6 +43,11 @@ fn round_trip_equals_a_direct_stereo_run() {
         (17, 17, true)
     );
     assert!(dir.path().join(MANIFEST_FILE).exists());
+    // The hook is stored under its TransformerLens name.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(json["hook"], HOOK_NAME);
 
     // The same documents through the runner directly (truncated to the context length).
     let runner = runner();
@@ -356,31 +358,29 @@ fn validation_split_is_by_document_and_disjoint() {
 fn a_store_made_for_other_models_or_another_hook_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = build(dir.path(), 4, &options());
-    store
-        .check_compatible(["base", "chat"], HOOK_NAME, 64)
-        .unwrap();
+    store.check_compatible(["base", "chat"], HOOK, 64).unwrap();
     let field = |r: Result<(), CacheError>| match r {
         Err(CacheError::IncompatibleStore { field, .. }) => field,
         other => panic!("expected IncompatibleStore, got {other:?}"),
     };
     assert_eq!(
-        field(store.check_compatible(["google/gemma-2-2b", "chat"], HOOK_NAME, 64)),
+        field(store.check_compatible(["google/gemma-2-2b", "chat"], HOOK, 64)),
         "models[0]"
     );
     assert_eq!(
-        field(store.check_compatible(["base", "base"], HOOK_NAME, 64)),
+        field(store.check_compatible(["base", "base"], HOOK, 64)),
         "models[1]"
     );
     assert_eq!(
-        field(store.check_compatible(["base", "chat"], "blocks.13.hook_resid_post", 64)),
+        field(store.check_compatible(["base", "chat"], HookPoint::ResidPost(13), 64)),
         "hook"
     );
     assert_eq!(
-        field(store.check_compatible(["base", "chat"], HOOK_NAME, 2304)),
+        field(store.check_compatible(["base", "chat"], HOOK, 2304)),
         "d_model"
     );
     let err = store
-        .check_compatible(["base", "chat"], "blocks.2.hook_resid_pre", 64)
+        .check_compatible(["base", "chat"], HookPoint::ResidPre(2), 64)
         .unwrap_err();
     assert!(
         err.to_string().contains("blocks.1.hook_resid_post"),
@@ -492,9 +492,7 @@ fn sequential_pair_from_sources_reads_configs_and_checks_the_pair() {
     cache_corpus(&pair, &corpus(3), dir.path(), &options(), go_on).unwrap();
     let store = ActivationStore::open(dir.path()).unwrap();
     let name = fixture("tiny-window").display().to_string();
-    store
-        .check_compatible([&name, &name], HOOK_NAME, 64)
-        .unwrap();
+    store.check_compatible([&name, &name], HOOK, 64).unwrap();
     // Identical models: both halves equal.
     assert!(dump(&store).iter().all(|(_, a)| a[..64] == a[64..]));
     // A hook deeper than the model, or two models of different widths, are refused before loading.

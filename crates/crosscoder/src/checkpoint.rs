@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2, Array3, ArrayView, Axis, Dimension};
+use stereo_backend::hook::HookPoint;
 use stereo_backend::{dispatch, BackendKind};
 
 use crate::analysis;
@@ -177,12 +178,11 @@ impl CrosscoderCheckpoint {
     pub fn set_metadata(
         &mut self,
         models: Vec<String>,
-        hook: Option<String>,
+        hook: Option<HookPoint>,
         layer: Option<usize>,
     ) {
         self.config.models = models;
-        self.config.layer =
-            layer.or_else(|| hook.as_deref().and_then(crate::config::layer_of_hook));
+        self.config.layer = layer.or_else(|| hook.and_then(HookPoint::layer));
         self.config.hook = hook;
     }
 

@@ -3,6 +3,7 @@
 
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
+use stereo_backend::hook::HookPoint;
 
 /// The two models of the workspace, in index order: 0 = base, 1 = chat.
 pub const GEMMA_2_2B_MODELS: [&str; 2] = ["google/gemma-2-2b", "google/gemma-2-2b-it"];
@@ -230,9 +231,10 @@ pub struct CrosscoderConfig {
     /// Model names in index order (0 = base, 1 = chat); empty when the checkpoint does not say.
     #[serde(default)]
     pub models: Vec<String>,
-    /// TransformerLens hook name of the activations, e.g. `blocks.13.hook_resid_post`, when known.
+    /// The hook of the activations, e.g. `blocks.13.hook_resid_post`, when known (stored under its
+    /// TransformerLens name).
     #[serde(default)]
-    pub hook: Option<String>,
+    pub hook: Option<HookPoint>,
     /// Layer of the activations, when known.
     #[serde(default)]
     pub layer: Option<usize>,
@@ -262,7 +264,7 @@ impl CrosscoderConfig {
     pub fn preset_science_of_finetuning_l13() -> Self {
         CrosscoderConfig {
             models: GEMMA_2_2B_MODELS.iter().map(|s| s.to_string()).collect(),
-            hook: Some("blocks.13.hook_resid_post".into()),
+            hook: Some(HookPoint::ResidPost(13)),
             layer: Some(13),
             ..CrosscoderConfig::relu(2, 2304, 73_728)
         }
@@ -273,7 +275,7 @@ impl CrosscoderConfig {
     pub fn preset_ckkissane_gemma_2_2b() -> Self {
         CrosscoderConfig {
             models: GEMMA_2_2B_MODELS.iter().map(|s| s.to_string()).collect(),
-            hook: Some("blocks.14.hook_resid_pre".into()),
+            hook: Some(HookPoint::ResidPre(14)),
             layer: Some(14),
             ..CrosscoderConfig::relu(2, 2304, 16_384)
         }
@@ -297,18 +299,12 @@ impl CrosscoderConfig {
             self.models = other.models.clone();
         }
         if self.hook.is_none() {
-            self.hook = other.hook.clone();
+            self.hook = other.hook;
         }
         if self.layer.is_none() {
             self.layer = other.layer;
         }
     }
-}
-
-/// Parses the layer out of a TransformerLens hook name (`blocks.{l}.hook_*`).
-pub fn layer_of_hook(hook: &str) -> Option<usize> {
-    let rest = hook.strip_prefix("blocks.")?;
-    rest.split('.').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -355,12 +351,6 @@ mod tests {
             CodeNormalization::from_reference_name("DECOUPLED", 1.0, 0.1),
             None
         );
-    }
-
-    #[test]
-    fn hooks_name_their_layer() {
-        assert_eq!(layer_of_hook("blocks.13.hook_resid_post"), Some(13));
-        assert_eq!(layer_of_hook("hook_embed"), None);
     }
 
     #[test]

@@ -253,6 +253,16 @@ pub enum CrosscoderError {
         /// The training data's value.
         data: String,
     },
+    /// A checkpoint names a hook that is not a TransformerLens hook of ours.
+    #[error("{path}: field `{field}` is `{name}`, not a hook name (hook_embed or blocks.{{layer}}.hook_*)")]
+    UnknownHook {
+        /// The config file.
+        path: PathBuf,
+        /// The field, as in the file.
+        field: String,
+        /// Its value.
+        name: String,
+    },
     /// A figure could not be drawn (names the file).
     #[error(transparent)]
     Figure(#[from] figures::FigureError),

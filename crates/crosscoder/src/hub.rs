@@ -12,14 +12,15 @@
 
 use std::path::{Path, PathBuf};
 
-use stereo_backend::hub::{is_repo_id, offline_from_env, HubOptions as BackendHubOptions, HubRepo};
+use stereo_backend::hub::{is_repo_id, offline_from_env, HubOptions, HubRepo};
 
 use crate::error::{CrosscoderError, Result};
 use crate::formats::DIR_LAYOUTS;
 
-/// How to reach the hub.
+/// What a [`crate::CrosscoderLoader`] changes of the environment's hub settings
+/// ([`HubOptions::from_env`], read when the crosscoder is resolved).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HubOptions {
+pub(crate) struct HubOverrides {
     /// Branch, tag or commit (default `main`).
     pub revision: Option<String>,
     /// Only read the local cache. `None` follows `HF_HUB_OFFLINE` (`1`, `true`, `yes`, `on`).
@@ -28,28 +29,39 @@ pub struct HubOptions {
     pub cache_dir: Option<PathBuf>,
     /// Access token; `None` uses `HF_TOKEN`, then the token file of the cache.
     pub token: Option<String>,
+    /// Hub endpoint; `None` uses `HF_ENDPOINT`.
+    pub endpoint: Option<String>,
 }
 
-impl HubOptions {
-    /// Whether only the cache is read.
-    pub fn is_offline(&self) -> bool {
-        self.offline.unwrap_or_else(offline_from_env)
+impl HubOverrides {
+    /// Overrides that pin every setting of `options`.
+    pub fn pinning(options: HubOptions, revision: Option<String>) -> Self {
+        HubOverrides {
+            revision,
+            offline: Some(options.offline),
+            cache_dir: Some(options.cache_dir),
+            token: options.token,
+            endpoint: options.endpoint,
+        }
     }
 
     fn revision(&self) -> &str {
         self.revision.as_deref().unwrap_or("main")
     }
 
-    /// The shared hub client's options: the environment's, with these overrides.
-    fn to_backend(&self) -> BackendHubOptions {
-        let mut options = BackendHubOptions::from_env();
-        options.offline = self.is_offline();
+    /// The hub client's options: the environment's, with these overrides.
+    fn options(&self) -> HubOptions {
+        let mut options = HubOptions::from_env();
+        options.offline = self.offline.unwrap_or_else(offline_from_env);
         options.progress = false;
         if let Some(dir) = &self.cache_dir {
             options.cache_dir = dir.clone();
         }
         if let Some(token) = &self.token {
             options.token = Some(token.clone());
+        }
+        if let Some(endpoint) = &self.endpoint {
+            options.endpoint = Some(endpoint.clone());
         }
         options
     }
@@ -77,13 +89,13 @@ pub fn split_hub_id(s: &str) -> (String, Option<String>) {
 }
 
 /// Resolves a hub id to a local directory holding a known layout, downloading it unless offline.
-pub(crate) fn resolve(id: &str, options: &HubOptions) -> Result<PathBuf> {
+pub(crate) fn resolve(id: &str, options: &HubOverrides) -> Result<PathBuf> {
     let (repo_id, subfolder) = split_hub_id(id);
     let hub_err = |reason: String| CrosscoderError::Hub {
         repo: id.to_string(),
         reason,
     };
-    let repo = HubRepo::model(&repo_id, Some(options.revision()), options.to_backend())
+    let repo = HubRepo::model(&repo_id, Some(options.revision()), options.options())
         .map_err(|e| hub_err(e.to_string()))?;
     let listing = repo.list_files().map_err(|e| hub_err(e.to_string()))?;
     let (folder, files) = choose_layout(&listing, subfolder.as_deref()).map_err(&hub_err)?;

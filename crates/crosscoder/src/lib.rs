@@ -112,17 +112,17 @@ pub use analysis::{
 };
 pub use checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 pub use config::{
-    layer_of_hook, Activation, CodeNormalization, CrosscoderConfig, InputNormalizer, BASE, CHAT,
-    GEMMA_2_2B_MODELS,
+    Activation, CodeNormalization, CrosscoderConfig, InputNormalizer, BASE, CHAT, GEMMA_2_2B_MODELS,
 };
 pub use error::{CrosscoderError, Result};
 pub use formats::CheckpointFormat;
-pub use hub::{is_hub_id, split_hub_id, HubOptions};
+pub use hub::{is_hub_id, split_hub_id};
 pub use latents::SparseLatents;
 pub use loader::{load, CrosscoderLoader};
 pub use metrics::{
     reconstruction_metrics, LatentActivity, MetricsAccumulator, ReconstructionMetrics,
 };
 pub use plot::{relative_norm_histogram, HistogramOptions};
+pub use stereo_backend::hub::HubOptions;
 pub use stereo_backend::BackendKind;
 pub use traits::{Crosscoder, ForwardOutput};

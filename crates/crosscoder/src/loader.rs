@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use stereo_backend::BackendKind;
 
 use crate::checkpoint::CrosscoderCheckpoint;
-use crate::config::{layer_of_hook, CrosscoderConfig};
+use crate::config::CrosscoderConfig;
 use crate::error::{CrosscoderError, Result};
 use crate::formats::{load_local, CheckpointFormat};
-use crate::hub::{self, HubOptions};
+use crate::hub::{self, HubOverrides};
 use crate::traits::Crosscoder;
+use stereo_backend::hook::HookPoint;
+use stereo_backend::hub::HubOptions;
 
 /// Loads a crosscoder from a local path or a hub id, and builds it on a backend.
 ///
@@ -37,9 +39,9 @@ pub struct CrosscoderLoader {
     source: String,
     backend: BackendKind,
     scaling_factors: Option<Vec<f32>>,
-    hub: HubOptions,
+    hub: HubOverrides,
     models: Option<Vec<String>>,
-    hook: Option<String>,
+    hook: Option<HookPoint>,
 }
 
 impl CrosscoderLoader {
@@ -50,7 +52,7 @@ impl CrosscoderLoader {
             source: source.into(),
             backend: BackendKind::DEFAULT_CPU,
             scaling_factors: None,
-            hub: HubOptions::default(),
+            hub: HubOverrides::default(),
             models: None,
             hook: None,
         }
@@ -92,9 +94,9 @@ impl CrosscoderLoader {
         self
     }
 
-    /// All hub options at once.
+    /// All hub settings at once (the same [`HubOptions`] the models load with), keeping the revision.
     pub fn hub_options(mut self, options: HubOptions) -> Self {
-        self.hub = options;
+        self.hub = HubOverrides::pinning(options, self.hub.revision.take());
         self
     }
 
@@ -104,9 +106,9 @@ impl CrosscoderLoader {
         self
     }
 
-    /// TransformerLens hook of the activations (e.g. `blocks.13.hook_resid_post`), overriding the checkpoint's.
-    pub fn hook(mut self, hook: impl Into<String>) -> Self {
-        self.hook = Some(hook.into());
+    /// The hook of the activations (e.g. `blocks.13.hook_resid_post`), overriding the checkpoint's.
+    pub fn hook(mut self, hook: HookPoint) -> Self {
+        self.hook = Some(hook);
         self
     }
 
@@ -143,9 +145,9 @@ impl CrosscoderLoader {
             config.source = Some(format!("{format} from hub {}", self.source));
         }
         let models = self.models.clone().unwrap_or(config.models);
-        let hook = self.hook.clone().or(config.hook);
-        let layer = if self.hook.is_some() {
-            self.hook.as_deref().and_then(layer_of_hook)
+        let hook = self.hook.or(config.hook);
+        let layer = if let Some(h) = self.hook {
+            h.layer()
         } else {
             config.layer
         };

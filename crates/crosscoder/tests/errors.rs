@@ -407,6 +407,40 @@ fn ckkissane_cfg_disagreeing_with_the_weights_is_an_error() {
 }
 
 #[test]
+fn a_hook_name_that_is_not_a_hook_is_an_error_naming_the_file_and_field() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("kiss");
+    copy_dir(&fixtures().join("ckkissane/blocks.14.hook_resid_pre"), &dir);
+    edit_json(&dir.join("cfg.json"), |c| {
+        c["hook_point"] = "blocks.14.hook_resid".into()
+    });
+    match load_err(&dir) {
+        CrosscoderError::UnknownHook { path, field, name } => {
+            assert_eq!(path, dir.join("cfg.json"));
+            assert_eq!(
+                (field.as_str(), name.as_str()),
+                ("hook_point", "blocks.14.hook_resid")
+            );
+        }
+        other => panic!("expected UnknownHook, got {other}"),
+    }
+    // Our own format stores the hook by name and refuses a broken one when it is read.
+    let ours = tmp.path().join("ours");
+    tiny(2, 5, 7).save(&ours).expect("save");
+    let config_file = ours.join(crosscoder::formats::ours::CONFIG_FILE);
+    edit_json(&config_file, |c| {
+        c["hook"] = "blocks.1.hook_resid_post".into()
+    });
+    crosscoder::load(ours.to_string_lossy()).expect("a valid hook loads");
+    edit_json(&config_file, |c| c["hook"] = "layer 1".into());
+    let err = match crosscoder::load(ours.to_string_lossy()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a broken hook name was accepted"),
+    };
+    assert!(err.contains("layer 1"), "{err}");
+}
+
+#[test]
 fn our_format_refuses_a_config_that_disagrees_with_its_tensors_or_a_newer_version() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let original = tmp.path().join("ours");

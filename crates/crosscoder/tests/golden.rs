@@ -236,7 +236,7 @@ fn fixtures_are_read_with_the_right_settings() {
         "layer from the trainer config.json beside the .pt"
     );
     assert_eq!(
-        pt.config().hook.as_deref(),
+        pt.config().hook.map(|h| h.to_string()).as_deref(),
         Some("blocks.13.hook_resid_post")
     );
     assert!(matches!(
@@ -274,7 +274,7 @@ fn fixtures_are_read_with_the_right_settings() {
 
     let kiss = ck("ckkissane/blocks.14.hook_resid_pre");
     assert_eq!(
-        kiss.config().hook.as_deref(),
+        kiss.config().hook.map(|h| h.to_string()).as_deref(),
         Some("blocks.14.hook_resid_pre")
     );
     assert_eq!(kiss.config().layer, Some(14));

@@ -43,7 +43,7 @@ fn dictionary_learning_repo_from_the_cache() {
     // Known release: metadata filled in from the preset.
     assert_eq!(ckpt.config().models[CHAT], "google/gemma-2-2b-it");
     assert_eq!(
-        ckpt.config().hook.as_deref(),
+        ckpt.config().hook.map(|h| h.to_string()).as_deref(),
         Some("blocks.13.hook_resid_post")
     );
     assert_eq!(ckpt.config().layer, Some(13));

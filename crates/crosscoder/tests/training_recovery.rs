@@ -338,12 +338,12 @@ fn resuming_on_other_training_data_is_refused() {
         "google/gemma-2-2b".to_string(),
         "google/gemma-2-2b-it".into(),
     ];
-    let hook = "blocks.13.hook_resid_post";
+    let hook = stereo_backend::hook::HookPoint::ResidPost(13);
     let state = TrainerState::new(TrainConfig::ckkissane(2, D, 48, 10), 0)
         .unwrap()
-        .with_metadata(models.clone(), Some(hook.into()));
+        .with_metadata(models.clone(), Some(hook));
     state.check_same_data(&models, Some(hook), D).unwrap();
-    let refused = |models: &[String], hook: Option<&str>, d: usize, field: &str| match state
+    let refused = |models: &[String], hook: Option<_>, d: usize, field: &str| match state
         .check_same_data(models, hook, d)
     {
         Err(CrosscoderError::ResumeMismatch { field: f, .. }) => assert_eq!(f, field),
@@ -353,11 +353,10 @@ fn resuming_on_other_training_data_is_refused() {
     let swapped = vec![models[1].clone(), models[0].clone()];
     refused(&swapped, Some(hook), D, "models[0]");
     refused(&models[..1], Some(hook), D, "the model count");
-    refused(&models, Some("blocks.14.hook_resid_pre"), D, "hook");
+    let other = stereo_backend::hook::HookPoint::ResidPre(14);
+    refused(&models, Some(other), D, "hook");
     refused(&models, None, D, "hook");
-    let err = state
-        .check_same_data(&models, Some("blocks.14.hook_resid_pre"), D)
-        .unwrap_err();
+    let err = state.check_same_data(&models, Some(other), D).unwrap_err();
     assert!(
         err.to_string().contains("blocks.14.hook_resid_pre"),
         "{err}"

@@ -120,7 +120,7 @@ impl CrosscoderInfo {
             activation: c.activation.name().into(),
             code_normalization: c.code_normalization.reference_name().into(),
             input_normalization: cc.normalizer().name().into(),
-            hook: c.hook.clone(),
+            hook: c.hook.map(|h| h.to_string()),
             layer: c.layer,
             models: c.models.clone(),
         }

@@ -1,7 +1,7 @@
 //! Checks that run before any model is loaded: options, the dataset's contrasts and split, the
 //! models' `config.json`, and the crosscoder's config against the requested hook and width.
 
-use crosscoder::{layer_of_hook, CrosscoderConfig};
+use crosscoder::CrosscoderConfig;
 use gemma_model::HookPoint;
 use model_pair::TokenizationMode;
 use persona_dataset::{
@@ -272,8 +272,8 @@ pub fn check_crosscoder(config: &CrosscoderConfig, hook: HookPoint, d_model: usi
         ));
     }
     let requested = hook.to_string();
-    match (&config.hook, config.layer) {
-        (Some(h), _) if *h != requested => Err(mismatch("hook", h.clone(), requested)),
+    match (config.hook, config.layer) {
+        (Some(h), _) if h != hook => Err(mismatch("hook", h.to_string(), requested)),
         (None, Some(l)) if Some(l) != hook.layer() => Err(mismatch(
             "layer",
             l.to_string(),
@@ -292,15 +292,7 @@ pub fn check_crosscoder(config: &CrosscoderConfig, hook: HookPoint, d_model: usi
 
 /// The hook a crosscoder was trained on, from its config (`hook`, else `layer` as `resid_post`).
 pub fn crosscoder_hook(config: &CrosscoderConfig) -> Option<HookPoint> {
-    if let Some(h) = &config.hook {
-        if let Ok(hook) = h.parse::<HookPoint>() {
-            return Some(hook);
-        }
-        if let Some(l) = layer_of_hook(h) {
-            return Some(HookPoint::ResidPost(l));
-        }
-    }
-    config.layer.map(HookPoint::ResidPost)
+    config.hook.or(config.layer.map(HookPoint::ResidPost))
 }
 
 #[cfg(test)]
@@ -310,7 +302,7 @@ mod tests {
     #[test]
     fn crosscoder_checks_name_the_field() {
         let mut c = CrosscoderConfig::relu(2, 64, 128);
-        c.hook = Some("blocks.1.hook_resid_post".into());
+        c.hook = Some(HookPoint::ResidPost(1));
         assert!(check_crosscoder(&c, HookPoint::ResidPost(1), 64).is_ok());
         let e = check_crosscoder(&c, HookPoint::ResidPost(2), 64).unwrap_err();
         assert!(

@@ -62,8 +62,9 @@ fn random_crosscoder(d: usize, f: usize, hook: &str) -> Box<dyn Crosscoder> {
         b_dec: Array2::zeros((2, d)),
     };
     let mut config = CrosscoderConfig::relu(2, d, f);
-    config.hook = Some(hook.to_string());
-    config.layer = crosscoder::layer_of_hook(hook);
+    let hook: HookPoint = hook.parse().expect("a hook name");
+    config.hook = Some(hook);
+    config.layer = hook.layer();
     config.source = Some("random test crosscoder".into());
     CrosscoderCheckpoint::new(config, weights, InputNormalizer::Identity)
         .expect("valid checkpoint")

@@ -181,6 +181,12 @@ pub enum GemmaError {
 /// Result alias of this crate.
 pub type Result<T, E = GemmaError> = std::result::Result<T, E>;
 
+impl From<stereo_backend::hook::UnknownHook> for GemmaError {
+    fn from(e: stereo_backend::hook::UnknownHook) -> Self {
+        GemmaError::UnknownHook { name: e.name }
+    }
+}
+
 impl GemmaError {
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

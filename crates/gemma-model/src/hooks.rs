@@ -1,114 +1,11 @@
 //! Hook points with TransformerLens names, and run requests (what to capture, what to replace).
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use ndarray::Array3;
 
-use crate::error::GemmaError;
-
-/// A place in the forward pass whose activation can be read or replaced.
-///
-/// Names follow TransformerLens: `hook_embed`, `blocks.{l}.hook_resid_pre`, `blocks.{l}.hook_attn_out`,
-/// `blocks.{l}.hook_resid_mid`, `blocks.{l}.hook_mlp_out`, `blocks.{l}.hook_resid_post` (layers 0-based).
-/// Every activation is `[batch, pos, d_model]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HookPoint {
-    /// The scaled token embedding, `embed(ids) * sqrt(d_model)` (equal to `blocks.0.hook_resid_pre`).
-    Embed,
-    /// Input of layer `l` (HF `hidden_states[l]`).
-    ResidPre(usize),
-    /// What attention adds to the residual: `post_attention_layernorm(o_proj(...))`.
-    AttnOut(usize),
-    /// Residual after the attention add.
-    ResidMid(usize),
-    /// What the MLP adds: `post_feedforward_layernorm(down(...))`.
-    MlpOut(usize),
-    /// Output of layer `l` (HF `hidden_states[l + 1]`, before the final norm).
-    ResidPost(usize),
-}
-
-impl HookPoint {
-    /// The layer this hook belongs to (`None` for the embedding).
-    pub fn layer(self) -> Option<usize> {
-        match self {
-            HookPoint::Embed => None,
-            HookPoint::ResidPre(l)
-            | HookPoint::AttnOut(l)
-            | HookPoint::ResidMid(l)
-            | HookPoint::MlpOut(l)
-            | HookPoint::ResidPost(l) => Some(l),
-        }
-    }
-
-    /// How many layers must run before this hook's value exists.
-    pub fn layers_needed(self) -> usize {
-        match self {
-            HookPoint::Embed => 0,
-            HookPoint::ResidPre(l) => l,
-            HookPoint::AttnOut(l)
-            | HookPoint::ResidMid(l)
-            | HookPoint::MlpOut(l)
-            | HookPoint::ResidPost(l) => l + 1,
-        }
-    }
-
-    /// Every hook of a model with `n_layers` layers, in forward order.
-    pub fn all(n_layers: usize) -> Vec<HookPoint> {
-        let mut hooks = vec![HookPoint::Embed];
-        for l in 0..n_layers {
-            hooks.extend([
-                HookPoint::ResidPre(l),
-                HookPoint::AttnOut(l),
-                HookPoint::ResidMid(l),
-                HookPoint::MlpOut(l),
-                HookPoint::ResidPost(l),
-            ]);
-        }
-        hooks
-    }
-}
-
-impl fmt::Display for HookPoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HookPoint::Embed => write!(f, "hook_embed"),
-            HookPoint::ResidPre(l) => write!(f, "blocks.{l}.hook_resid_pre"),
-            HookPoint::AttnOut(l) => write!(f, "blocks.{l}.hook_attn_out"),
-            HookPoint::ResidMid(l) => write!(f, "blocks.{l}.hook_resid_mid"),
-            HookPoint::MlpOut(l) => write!(f, "blocks.{l}.hook_mlp_out"),
-            HookPoint::ResidPost(l) => write!(f, "blocks.{l}.hook_resid_post"),
-        }
-    }
-}
-
-impl FromStr for HookPoint {
-    type Err = GemmaError;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        let unknown = || GemmaError::UnknownHook {
-            name: name.to_string(),
-        };
-        if name == "hook_embed" {
-            return Ok(HookPoint::Embed);
-        }
-        let rest = name.strip_prefix("blocks.").ok_or_else(unknown)?;
-        let (layer, hook) = rest.split_once('.').ok_or_else(unknown)?;
-        if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(unknown());
-        }
-        let l: usize = layer.parse().map_err(|_| unknown())?;
-        match hook {
-            "hook_resid_pre" => Ok(HookPoint::ResidPre(l)),
-            "hook_attn_out" => Ok(HookPoint::AttnOut(l)),
-            "hook_resid_mid" => Ok(HookPoint::ResidMid(l)),
-            "hook_mlp_out" => Ok(HookPoint::MlpOut(l)),
-            "hook_resid_post" => Ok(HookPoint::ResidPost(l)),
-            _ => Err(unknown()),
-        }
-    }
-}
+pub use stereo_backend::hook::HookPoint;
 
 /// A function that edits an activation in place, `[batch, pos, d_model]` (padding positions included).
 pub type EditFn = dyn Fn(&mut Array3<f32>) + Send + Sync;

@@ -36,6 +36,7 @@
 
 pub mod atomic_file;
 mod cpu_gemm;
+pub mod hook;
 pub mod hub;
 pub mod rng;
 

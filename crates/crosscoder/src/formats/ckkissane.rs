@@ -21,9 +21,10 @@ use ndarray::{Ix1, Ix2, Ix3};
 use serde_json::Value;
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
-use crate::config::{layer_of_hook, CrosscoderConfig, InputNormalizer, GEMMA_2_2B_MODELS};
+use crate::config::{CrosscoderConfig, InputNormalizer, GEMMA_2_2B_MODELS};
 use crate::error::{CrosscoderError, Result};
 use crate::tensors::TensorMap;
+use stereo_backend::hook::HookPoint;
 
 /// The replication's `cfg.json` (only the fields this crate uses are read).
 #[derive(Debug, Clone)]
@@ -100,9 +101,14 @@ pub(crate) fn from_tensors(
                 }
             }
         }
-        if let Some(hook) = c.str("hook_point") {
-            config.hook = Some(hook.to_string());
-            config.layer = layer_of_hook(hook);
+        if let Some(name) = c.str("hook_point") {
+            let hook: HookPoint = name.parse().map_err(|_| CrosscoderError::UnknownHook {
+                path: c.path.clone(),
+                field: "hook_point".into(),
+                name: name.to_string(),
+            })?;
+            config.hook = Some(hook);
+            config.layer = hook.layer();
         }
         // The replication names only the base model; its pair is the instruction-tuned sibling.
         if n == 2

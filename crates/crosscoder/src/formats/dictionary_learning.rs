@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2, Ix1, Ix2, Ix3};
 use serde_json::Value;
+use stereo_backend::hook::HookPoint;
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{Activation, CodeNormalization, CrosscoderConfig, InputNormalizer};
@@ -295,7 +296,7 @@ pub(crate) fn from_tensors(
             .and_then(|s| s.strip_prefix("model.layers."))
             .and_then(|s| s.parse::<usize>().ok())
         {
-            config.hook = Some(format!("blocks.{l}.hook_resid_post"));
+            config.hook = Some(HookPoint::ResidPost(l));
             config.layer = config.layer.or(Some(l));
         }
     }

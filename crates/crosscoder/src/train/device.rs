@@ -7,6 +7,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ndarray::{Array3, ArrayView3};
+use stereo_backend::hook::HookPoint;
 use stereo_backend::{BackendKind, BackendVisitor};
 
 use crate::checkpoint::CrosscoderWeights;
@@ -125,7 +126,7 @@ pub(crate) struct DeviceTrainer<B: Backend> {
     threshold: f32,
     input_scaling: Option<Vec<f32>>,
     models: Vec<String>,
-    hook: Option<String>,
+    hook: Option<HookPoint>,
 }
 
 /// Quantities of one forward pass that the host needs.
@@ -595,7 +596,7 @@ impl<B: Backend> CrosscoderTrainer for DeviceTrainer<B> {
             threshold: self.threshold,
             input_scaling: self.input_scaling.clone(),
             models: self.models.clone(),
-            hook: self.hook.clone(),
+            hook: self.hook,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use stereo_backend::hook::HookPoint;
 
 use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
 use rand::SeedableRng;
@@ -52,7 +53,7 @@ pub struct TrainerState {
     /// Model names in index order (0 = base, 1 = chat), recorded in the trained crosscoder.
     pub models: Vec<String>,
     /// Hook of the activations, recorded in the trained crosscoder.
-    pub hook: Option<String>,
+    pub hook: Option<HookPoint>,
 }
 
 /// The JSON header of a checkpoint file: everything but the tensors.
@@ -67,7 +68,7 @@ struct Header {
     tokens_since_fired: Vec<u64>,
     input_scaling: Option<Vec<f32>>,
     models: Vec<String>,
-    hook: Option<String>,
+    hook: Option<HookPoint>,
 }
 
 impl TrainerState {
@@ -151,7 +152,7 @@ impl TrainerState {
     }
 
     /// Records the models (index 0 = base, 1 = chat) and hook of the training activations.
-    pub fn with_metadata(mut self, models: Vec<String>, hook: Option<String>) -> Self {
+    pub fn with_metadata(mut self, models: Vec<String>, hook: Option<HookPoint>) -> Self {
         self.models = models;
         self.hook = hook;
         self
@@ -166,7 +167,7 @@ impl TrainerState {
     pub fn check_same_data(
         &self,
         models: &[String],
-        hook: Option<&str>,
+        hook: Option<HookPoint>,
         d_model: usize,
     ) -> Result<()> {
         let differ = |field: &str, checkpoint: String, data: String| {
@@ -197,11 +198,11 @@ impl TrainerState {
                 }
             }
         }
-        match (self.hook.as_deref(), hook) {
+        match (self.hook, hook) {
             (Some(ours), Some(theirs)) if ours != theirs => {
-                differ("hook", ours.into(), theirs.into())
+                differ("hook", ours.to_string(), theirs.to_string())
             }
-            (Some(ours), None) => differ("hook", ours.into(), "none recorded".into()),
+            (Some(ours), None) => differ("hook", ours.to_string(), "none recorded".into()),
             _ => Ok(()),
         }
     }
@@ -229,7 +230,7 @@ impl TrainerState {
             None => InputNormalizer::Identity,
         };
         let mut checkpoint = CrosscoderCheckpoint::new(config, self.weights.clone(), normalizer)?;
-        checkpoint.set_metadata(self.models.clone(), self.hook.clone(), None);
+        checkpoint.set_metadata(self.models.clone(), self.hook, None);
         checkpoint.set_source(format!(
             "trained by stereo ({} objective, {} steps)",
             self.config.objective.name(),
@@ -256,7 +257,7 @@ impl TrainerState {
             tokens_since_fired: self.tokens_since_fired.clone(),
             input_scaling: self.input_scaling.clone(),
             models: self.models.clone(),
-            hook: self.hook.clone(),
+            hook: self.hook,
         };
         let json = serde_json::to_string(&header).map_err(|e| CrosscoderError::json(path, e))?;
         let mut entries = weight_entries("weights", &self.weights);
