@@ -4,10 +4,8 @@
 //! Throughput is reported in tokens/s; see `benches/README.md` for recorded numbers.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gemma_model::{
-    random_model, BackendKind, Gemma2Config, HookPoint, LoadOptions, PaddingSide, RunRequest,
-    TokenBatch,
-};
+use gemma_model::throughput::benchmark_batch;
+use gemma_model::{random_model, BackendKind, Gemma2Config, HookPoint, LoadOptions, RunRequest};
 
 const STOP_AT_LAYER: usize = 13;
 
@@ -39,20 +37,7 @@ fn forward(c: &mut Criterion) {
             }
         };
         for (batch, seq_len) in [(1usize, 64usize), (8, 64)] {
-            let seqs: Vec<Vec<u32>> = (0..batch)
-                .map(|b| {
-                    (0..seq_len)
-                        .map(|t| {
-                            if t == 0 {
-                                2
-                            } else {
-                                ((b * 7919 + t * 104_729) % 256_000) as u32
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            let tokens = TokenBatch::new(&seqs, 0, PaddingSide::Right).unwrap();
+            let tokens = benchmark_batch(&config, batch, seq_len, 0).unwrap();
             let request = RunRequest::capture([hook]);
             group.throughput(Throughput::Elements((batch * seq_len) as u64));
             group.bench_with_input(

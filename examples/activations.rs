@@ -9,23 +9,23 @@
 //! The output holds one f32 tensor per hook, named exactly by the hook and shaped
 //! `[n_prompts, max_len, d_model]`, plus `input_ids` and `attention_mask` (`[n_prompts, max_len]`, i64)
 //! and, with `--logits`, `logits` `[n_prompts, max_len, vocab]`. Prompts are right-padded; padding
-//! positions hold zeros. These names and shapes are stable: other tools read them.
+//! positions hold zeros. These names and shapes are stable: other tools read them
+//! (`gemma_model::activations_file` writes the file; its golden test reads it back against HF).
 //!
 //! Benchmark mode: `--random-weights gemma-2-2b --stop-at-layer 13 --batch 8 --seq-len 64` builds random
 //! weights in the real shapes (nothing is downloaded) and reports tokens/s and peak memory.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use gemma_model::activations_file::{write_activations, ActivationsSource};
+use gemma_model::throughput::{benchmark_batch, forward_flops, peak_rss_bytes, time_forward};
 use gemma_model::{
     load_model, random_model, BackendKind, ChatMessage, ComputeDtype, Gemma2Config, HookPoint,
     LoadOptions, ModelSource, PaddingSide, RunRequest, TokenBatch,
 };
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 
 /// Capture Gemma-2 activations at TransformerLens-named hooks.
 #[derive(Parser, Debug)]
@@ -151,62 +151,26 @@ fn main() -> Result<()> {
     let output = loaded.model.run(&batch, &request)?;
     let seconds = start.elapsed().as_secs_f64();
 
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (hook, acts) in &output.activations {
-        tensors.push((
-            hook.to_string(),
-            Dtype::F32,
-            acts.shape().to_vec(),
-            f32_bytes(acts.iter()),
-        ));
-    }
-    if let Some(logits) = &output.logits {
-        tensors.push((
-            "logits".into(),
-            Dtype::F32,
-            logits.shape().to_vec(),
-            f32_bytes(logits.iter()),
-        ));
-    }
-    let shape = vec![batch.batch_size(), batch.seq_len()];
-    tensors.push((
-        "input_ids".into(),
-        Dtype::I64,
-        shape.clone(),
-        i64_bytes(batch.ids_array().iter()),
-    ));
-    tensors.push((
-        "attention_mask".into(),
-        Dtype::I64,
-        shape,
-        i64_bytes(batch.mask_array().iter()),
-    ));
-    let views = tensors
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes)?))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([
-        ("model".to_string(), source.to_string()),
-        (
-            "revision".to_string(),
-            loaded.revision.clone().unwrap_or_default(),
-        ),
-        ("chat_template".to_string(), args.chat_template.to_string()),
-        ("padding".to_string(), "right".to_string()),
-    ]);
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    safetensors::serialize_to_file(views, Some(metadata), &out)?;
+    let written = write_activations(
+        &out,
+        &batch,
+        &output,
+        &ActivationsSource {
+            model: source.to_string(),
+            revision: loaded.revision.clone(),
+            chat_template: args.chat_template,
+        },
+    )?;
     let n_tokens = batch.n_real_tokens();
     eprintln!(
         "ran {} prompts ({n_tokens} tokens) in {seconds:.2}s: {:.1} tokens/s; wrote {} ({} tensors)",
         batch.batch_size(),
         n_tokens as f64 / seconds,
         out.display(),
-        tensors.len()
+        written
     );
     Ok(())
 }
@@ -234,35 +198,9 @@ fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
         weight_bytes as f64 / 1e9,
         start.elapsed().as_secs_f64()
     );
-    let mut state = args
-        .seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let sequences: Vec<Vec<u32>> = (0..args.batch)
-        .map(|_| {
-            (0..args.seq_len)
-                .map(|i| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    if i == 0 {
-                        config.bos_token_id
-                    } else {
-                        (state >> 33) as u32 % config.vocab_size as u32
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    let batch = TokenBatch::new(&sequences, config.pad_token_id, PaddingSide::Right)?;
+    let batch = benchmark_batch(&config, args.batch, args.seq_len, args.seed)?;
     let request = RunRequest::capture([HookPoint::ResidPost(stop)]);
-    model.run(&batch, &request)?; // warm-up
-    let mut times = Vec::with_capacity(args.iters);
-    for _ in 0..args.iters {
-        let t = Instant::now();
-        model.run(&batch, &request)?;
-        times.push(t.elapsed().as_secs_f64());
-    }
+    let mut times = time_forward(model.as_ref(), &batch, &request, args.iters)?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tokens = (args.batch * args.seq_len) as f64;
@@ -282,33 +220,4 @@ fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
         peak as f64 / weight_bytes as f64
     );
     Ok(())
-}
-
-/// Multiply-add FLOPs (2 per MAC) of one sequence of `t` tokens through `n_layers` layers.
-fn forward_flops(c: &Gemma2Config, n_layers: usize, t: usize) -> f64 {
-    let (d, q, kv, ff) = (
-        c.hidden_size,
-        c.num_attention_heads * c.head_dim,
-        c.num_key_value_heads * c.head_dim,
-        c.intermediate_size,
-    );
-    let per_token = 2 * (d * q + 2 * d * kv + q * d + 3 * d * ff);
-    let attention = 2 * 2 * c.num_attention_heads * c.head_dim * t * t; // scores and weighted sum
-    (n_layers * (per_token * t + attention)) as f64
-}
-
-/// Peak resident set size (VmHWM) on Linux.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn f32_bytes<'a>(values: impl Iterator<Item = &'a f32>) -> Vec<u8> {
-    values.flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn i64_bytes<'a>(values: impl Iterator<Item = &'a i64>) -> Vec<u8> {
-    values.flat_map(|v| v.to_le_bytes()).collect()
 }

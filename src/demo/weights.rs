@@ -59,6 +59,9 @@
 //! `user:*` plus a small rescaling term (see `measure`).
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use stereo_backend::safetensors_file::{encode, metadata, OwnedTensor};
 
 use super::cues::{self, Marker, Mechanism, Second};
 use super::error::{DemoError, Result};
@@ -689,31 +692,17 @@ impl Weights {
 
     /// `model.safetensors` bytes (f32, HF names, metadata `{"format": "pt"}`).
     pub fn safetensors(&self) -> Result<Vec<u8>> {
-        let tensors = self.tensors();
-        let bytes: BTreeMap<&String, (Vec<usize>, Vec<u8>)> = tensors
-            .iter()
-            .map(|(k, (shape, v))| {
-                (
-                    k,
-                    (
-                        shape.clone(),
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    ),
-                )
-            })
+        let tensors: Vec<OwnedTensor> = self
+            .tensors()
+            .into_iter()
+            .map(|(name, (shape, values))| OwnedTensor::f32(name, shape, values))
             .collect();
-        let views = bytes
-            .iter()
-            .map(|(k, (shape, b))| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
-                    .map(|v| (k.as_str(), v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| DemoError::Safetensors {
-                reason: e.to_string(),
-            })?;
-        let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-        safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| DemoError::Safetensors {
+        encode(
+            Path::new("model.safetensors"),
+            &tensors,
+            metadata([("format", "pt")]),
+        )
+        .map_err(|e| DemoError::Safetensors {
             reason: e.to_string(),
         })
     }

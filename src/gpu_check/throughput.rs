@@ -2,12 +2,9 @@
 //! pass to a middle layer with random weights. Names are shared with `benches/reference/gpu_reference.py`,
 //! which times the same workloads in PyTorch.
 
-use std::time::Instant;
-
 use crosscoder::throughput::{device_encode, device_gemm, random_checkpoint, DeviceTiming};
-use gemma_model::{
-    random_model, Gemma2Config, HookPoint, LoadOptions, PaddingSide, RunRequest, TokenBatch,
-};
+use gemma_model::throughput::{benchmark_batch, time_forward};
+use gemma_model::{random_model, Gemma2Config, HookPoint, LoadOptions, RunRequest};
 use stereo_backend::BackendKind;
 
 use super::{CheckError, Measurement};
@@ -181,26 +178,9 @@ fn forward(
     }
     .with_backend(backend);
     let model = random_model(config, &options, 0)?;
-    let vocab = config.vocab_size;
-    let seqs: Vec<Vec<u32>> = (0..batch)
-        .map(|b| {
-            (0..seq_len)
-                .map(|t| match t {
-                    0 => 2,
-                    _ => ((b * 7919 + t * 104_729) % vocab) as u32,
-                })
-                .collect()
-        })
-        .collect();
-    let tokens = TokenBatch::new(&seqs, 0, PaddingSide::Right)?;
+    let tokens = benchmark_batch(config, batch, seq_len, 0)?;
     let request = RunRequest::capture([HookPoint::ResidPost(stop_at_layer)]);
-    model.run(&tokens, &request)?;
-    let mut seconds = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let start = Instant::now();
-        model.run(&tokens, &request)?;
-        seconds.push(start.elapsed().as_secs_f64());
-    }
+    let seconds = time_forward(model.as_ref(), &tokens, &request, repeats)?;
     let timing = DeviceTiming {
         what: "forward".into(),
         backend: backend.to_string(),

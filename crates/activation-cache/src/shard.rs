@@ -16,8 +16,6 @@
 //! The safetensors `__metadata__` holds one key, `format` = `stereo-activation-shard/1` (one key,
 //! so that the same content always gives the same bytes and checksum).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
@@ -26,7 +24,7 @@ use std::path::{Path, PathBuf};
 use half::bf16;
 use memmap2::Mmap;
 use ndarray::{ArrayView1, ArrayView3};
-use safetensors::tensor::{SafeTensors, View};
+use safetensors::tensor::SafeTensors;
 use safetensors::Dtype;
 use sha2::{Digest, Sha256};
 
@@ -35,6 +33,7 @@ use crate::manifest::{Manifest, ShardEntry, StoreDtype};
 use crate::stats::{ModelStatistics, Moments};
 use model_pair::TokenMeta;
 use stereo_backend::atomic_file::sync_file;
+use stereo_backend::safetensors_file::{encode, metadata, OwnedTensor};
 
 /// `flags` bit of the `<bos>` token.
 pub const FLAG_BOS: u8 = 1;
@@ -59,36 +58,6 @@ pub(crate) struct WrittenShard {
     pub entry: ShardEntry,
     /// Statistics of the stored (rounded) values, per model.
     pub statistics: [ModelStatistics; 2],
-}
-
-/// An owned tensor for the safetensors serializer.
-struct Owned {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for Owned {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-fn i64_bytes(values: impl Iterator<Item = i64>) -> Vec<u8> {
-    values.flat_map(i64::to_le_bytes).collect()
-}
-
-fn f64_bytes<'a>(values: impl Iterator<Item = &'a f64>) -> Vec<u8> {
-    values.flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Writes a shard to `path` (the caller's temporary file) and flushes it to disk.
@@ -147,95 +116,50 @@ pub(crate) fn write_shard(
     ];
     let subsets = |m: &ModelStatistics| [m.all.clone(), m.without_bos.clone()];
     let moments: Vec<Moments> = statistics.iter().flat_map(subsets).collect();
-    let tensors = vec![
-        (
-            "activations",
-            Owned {
-                dtype: activations_dtype,
-                shape: vec![n, 2, d],
-                data,
-            },
-        ),
-        (
-            "prompt",
-            Owned {
-                dtype: Dtype::I64,
-                shape: vec![n],
-                data: i64_bytes(tokens.iter().map(|t| t.prompt as i64)),
-            },
-        ),
-        (
+    let moment = |f: fn(&Moments) -> &[f64]| -> Vec<f64> {
+        moments.iter().flat_map(|m| f(m).iter().copied()).collect()
+    };
+    let tensors = [
+        OwnedTensor {
+            name: "activations".into(),
+            dtype: activations_dtype,
+            shape: vec![n, 2, d],
+            data,
+        },
+        OwnedTensor::i64("prompt", vec![n], tokens.iter().map(|t| t.prompt as i64)),
+        OwnedTensor::i64(
             "position",
-            Owned {
-                dtype: Dtype::I64,
-                shape: vec![n],
-                data: i64_bytes(tokens.iter().map(|t| t.position as i64)),
-            },
+            vec![n],
+            tokens.iter().map(|t| t.position as i64),
         ),
-        (
+        OwnedTensor::i64(
             "token_id",
-            Owned {
-                dtype: Dtype::I64,
-                shape: vec![n],
-                data: i64_bytes(tokens.iter().map(|t| i64::from(t.token_id))),
-            },
+            vec![n],
+            tokens.iter().map(|t| i64::from(t.token_id)),
         ),
-        (
-            "flags",
-            Owned {
-                dtype: Dtype::U8,
-                shape: vec![n],
-                data: tokens.iter().map(flags_of).collect(),
-            },
-        ),
-        (
-            "documents",
-            Owned {
-                dtype: Dtype::I64,
-                shape: vec![2],
-                data: i64_bytes(documents.iter().map(|&d| d as i64)),
-            },
-        ),
-        (
-            "stats.count",
-            Owned {
-                dtype: Dtype::I64,
-                shape: vec![2],
-                data: i64_bytes(counts.into_iter()),
-            },
-        ),
-        (
-            "stats.sum",
-            Owned {
-                dtype: Dtype::F64,
-                shape: vec![2, 2, d],
-                data: f64_bytes(moments.iter().flat_map(|m| &m.sum)),
-            },
-        ),
-        (
-            "stats.sum_sq",
-            Owned {
-                dtype: Dtype::F64,
-                shape: vec![2, 2, d],
-                data: f64_bytes(moments.iter().flat_map(|m| &m.sum_sq)),
-            },
-        ),
-        (
+        OwnedTensor {
+            name: "flags".into(),
+            dtype: Dtype::U8,
+            shape: vec![n],
+            data: tokens.iter().map(flags_of).collect(),
+        },
+        OwnedTensor::i64("documents", vec![2], documents.iter().map(|&d| d as i64)),
+        OwnedTensor::i64("stats.count", vec![2], counts),
+        OwnedTensor::f64("stats.sum", vec![2, 2, d], moment(|m| &m.sum)),
+        OwnedTensor::f64("stats.sum_sq", vec![2, 2, d], moment(|m| &m.sum_sq)),
+        OwnedTensor::f64(
             "stats.sum_norm",
-            Owned {
-                dtype: Dtype::F64,
-                shape: vec![2, 2],
-                data: f64_bytes(moments.iter().map(|m| &m.sum_norm)),
-            },
+            vec![2, 2],
+            moments.iter().map(|m| m.sum_norm),
         ),
     ];
-    let metadata = HashMap::from([("format".to_string(), SHARD_FORMAT.to_string())]);
-    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| {
+    let bytes = encode(path, &tensors, metadata([("format", SHARD_FORMAT)])).map_err(|e| {
         CacheError::io(
             path,
             std::io::Error::other(format!("cannot write the shard: {e}")),
         )
     })?;
+    std::fs::write(path, bytes).map_err(|e| CacheError::io(path, e))?;
     sync_file(path)?;
     let (bytes, sha256) = hash_file(path)?;
     let count = |bit: u8| tokens.iter().filter(|t| flags_of(t) & bit != 0).count() as u64;

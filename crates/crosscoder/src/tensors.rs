@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use stereo_backend::safetensors_file::{encode, OwnedTensor};
 
 use crate::error::{CrosscoderError, Result};
 
@@ -279,15 +280,12 @@ pub(crate) fn decode_le(name: &str, bytes: &[u8]) -> Option<HostData> {
     })
 }
 
-/// A named f32 tensor waiting to be written: name, shape, little-endian bytes.
-pub(crate) type F32Entry = (String, Vec<usize>, Vec<u8>);
-
 /// The four tensors of `w` as entries named `W_enc`, `b_enc`, `W_dec`, `b_dec`, each after `prefix.` when
 /// `prefix` is not empty.
 pub(crate) fn weight_entries(
     prefix: &str,
     w: &crate::checkpoint::CrosscoderWeights,
-) -> Vec<F32Entry> {
+) -> Vec<OwnedTensor> {
     let name = |key: &str| {
         if prefix.is_empty() {
             key.to_string()
@@ -303,38 +301,26 @@ pub(crate) fn weight_entries(
     ]
 }
 
-/// One entry from an array's shape and elements (in logical order).
+/// One f32 entry from an array's shape and elements (in logical order).
 pub(crate) fn f32_entry<'a>(
     name: String,
     shape: &[usize],
     values: impl Iterator<Item = &'a f32>,
-) -> F32Entry {
-    (
-        name,
-        shape.to_vec(),
-        values.flat_map(|v| v.to_le_bytes()).collect(),
-    )
+) -> OwnedTensor {
+    OwnedTensor::f32(name, shape.to_vec(), values.copied())
 }
 
-/// Serialises entries and string metadata into safetensors bytes; errors name `path`, the file they are
-/// meant for.
+/// Serialises entries and string metadata into safetensors bytes (the workspace's one writer,
+/// `stereo_backend::safetensors_file`); errors name `path`, the file they are meant for.
 pub(crate) fn serialize_f32(
-    entries: &[F32Entry],
+    entries: &[OwnedTensor],
     metadata: HashMap<String, String>,
     path: &Path,
 ) -> Result<Vec<u8>> {
-    let st_err = |e: safetensors::SafeTensorError| CrosscoderError::Safetensors {
+    encode(path, entries, Some(metadata)).map_err(|e| CrosscoderError::Safetensors {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    };
-    let views = entries
-        .iter()
-        .map(|(k, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (k.clone(), v))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(st_err)?;
-    safetensors::serialize(views, Some(metadata)).map_err(st_err)
+    })
 }
 
 #[cfg(test)]

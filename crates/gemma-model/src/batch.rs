@@ -25,6 +25,7 @@ pub struct TokenBatch {
     mask: Vec<bool>,
     batch: usize,
     seq_len: usize,
+    side: PaddingSide,
 }
 
 impl TokenBatch {
@@ -62,12 +63,18 @@ impl TokenBatch {
             mask,
             batch,
             seq_len,
+            side,
         })
     }
 
     /// A batch of one unpadded sequence.
     pub fn single(sequence: Vec<u32>) -> Result<Self> {
         Self::new(&[sequence], 0, PaddingSide::Right)
+    }
+
+    /// Which end of a short sequence was padded.
+    pub fn padding_side(&self) -> PaddingSide {
+        self.side
     }
 
     /// Number of sequences.

@@ -41,6 +41,7 @@
 //! - `cuda`: the CUDA backend (builds without a CUDA toolkit; the driver is loaded at run time, and
 //!   asking for CUDA where there is none is an error).
 
+pub mod activations_file;
 mod batch;
 mod config;
 mod error;
@@ -50,6 +51,7 @@ mod host_kernels;
 mod language_model;
 mod model;
 mod source;
+pub mod throughput;
 mod tokenizer;
 mod weights;
 

@@ -39,6 +39,7 @@ mod cpu_gemm;
 pub mod hook;
 pub mod hub;
 pub mod rng;
+pub mod safetensors_file;
 
 pub use cpu_gemm::tune_cpu_gemm;
 

@@ -1,0 +1,131 @@
+//! Forward-pass benchmarks on any [`LanguageModel`]: deterministic token ids, repeated timed runs, the
+//! pass's FLOPs and the process's peak memory. Used by the `activations` example's benchmark mode, the
+//! `gemma_forward` criterion bench and the device check.
+//!
+//! ```
+//! use gemma_model::throughput::{benchmark_batch, forward_flops, time_forward};
+//! use gemma_model::{random_model, Gemma2Config, HookPoint, LoadOptions, RunRequest};
+//!
+//! let config = Gemma2Config::from_file(concat!(
+//!     env!("CARGO_MANIFEST_DIR"),
+//!     "/../../fixtures/gemma/tiny-window/config.json"
+//! ))?;
+//! let model = random_model(&config, &LoadOptions::default(), 0)?;
+//! let batch = benchmark_batch(&config, 2, 8, 0)?;
+//! let seconds = time_forward(model.as_ref(), &batch, &RunRequest::capture([HookPoint::ResidPost(1)]), 3)?;
+//! assert_eq!(seconds.len(), 3);
+//! assert!(forward_flops(&config, 2, 8) > 0.0);
+//! # Ok::<(), gemma_model::GemmaError>(())
+//! ```
+
+use std::time::Instant;
+
+use crate::batch::{PaddingSide, TokenBatch};
+use crate::config::Gemma2Config;
+use crate::error::Result;
+use crate::hooks::RunRequest;
+use crate::language_model::LanguageModel;
+
+/// `batch` sequences of `seq_len` deterministic pseudo-random token ids (`<bos>` first), from `seed`.
+///
+/// # Errors
+/// [`crate::GemmaError::InvalidInput`] for an empty batch or zero length.
+pub fn benchmark_batch(
+    config: &Gemma2Config,
+    batch: usize,
+    seq_len: usize,
+    seed: u64,
+) -> Result<TokenBatch> {
+    let step = |s: u64| {
+        s.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    };
+    let mut state = step(seed);
+    let sequences: Vec<Vec<u32>> = (0..batch)
+        .map(|_| {
+            (0..seq_len)
+                .map(|i| {
+                    state = step(state);
+                    if i == 0 {
+                        config.bos_token_id
+                    } else {
+                        (state >> 33) as u32 % config.vocab_size as u32
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    TokenBatch::new(&sequences, config.pad_token_id, PaddingSide::Right)
+}
+
+/// Runs `request` on `batch` once untimed (warm-up: kernel compilation, allocation), then `iters` times,
+/// and returns the seconds of each timed run (each includes the copy of the results to the host).
+///
+/// # Errors
+/// Whatever a run returns.
+pub fn time_forward(
+    model: &dyn LanguageModel,
+    batch: &TokenBatch,
+    request: &RunRequest,
+    iters: usize,
+) -> Result<Vec<f64>> {
+    model.run(batch, request)?;
+    let mut seconds = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        model.run(batch, request)?;
+        seconds.push(start.elapsed().as_secs_f64());
+    }
+    Ok(seconds)
+}
+
+/// Multiply-add FLOPs (2 per multiply-accumulate) of one sequence of `t` tokens through `n_layers` layers:
+/// the projections and the MLP per token, the attention scores and weighted sum per pair of tokens.
+pub fn forward_flops(c: &Gemma2Config, n_layers: usize, t: usize) -> f64 {
+    let (d, q, kv, ff) = (
+        c.hidden_size,
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    let per_token = 2 * (d * q + 2 * d * kv + q * d + 3 * d * ff);
+    let attention = 2 * 2 * c.num_attention_heads * c.head_dim * t * t;
+    (n_layers * (per_token * t + attention)) as f64
+}
+
+/// The process's peak resident set size (`VmHWM`), on Linux; `None` elsewhere.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benchmark_batches_are_deterministic_and_start_with_bos() {
+        let c = Gemma2Config::gemma_2_2b();
+        let a = benchmark_batch(&c, 3, 5, 7).unwrap();
+        assert_eq!(a, benchmark_batch(&c, 3, 5, 7).unwrap());
+        assert_ne!(a, benchmark_batch(&c, 3, 5, 8).unwrap());
+        assert!(a
+            .ids_array()
+            .column(0)
+            .iter()
+            .all(|id| *id == c.bos_token_id as i64));
+        assert_eq!(a.n_real_tokens(), 15);
+    }
+
+    #[test]
+    fn flops_count_the_projections_and_attention() {
+        let c = Gemma2Config::gemma_2_2b();
+        // Gemma-2-2b: 2 x (2304 x 2048 + 2 x 2304 x 1024 + 2048 x 2304 + 3 x 2304 x 9216) per token and layer.
+        let per_token =
+            2.0 * (2304.0 * 2048.0 * 2.0 + 2.0 * 2304.0 * 1024.0 + 3.0 * 2304.0 * 9216.0);
+        let attention = 4.0 * 8.0 * 256.0 * 64.0 * 64.0;
+        assert_eq!(forward_flops(&c, 1, 64), per_token * 64.0 + attention);
+    }
+}
