@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use crosscoder::throughput::uniform;
-use crosscoder::train::{TrainConfig, TrainerState};
 use crosscoder::BackendKind;
+use crosscoder_train::{TrainConfig, TrainerState};
 use ndarray::Array3;
 
 const D: usize = 2304;

@@ -15,20 +15,20 @@
 //!   uninterrupted run. A store with other models, hook or width than the checkpoint's is refused;
 //! - `metrics.jsonl`: one line per step (loss parts, L0, FVU per model, dead latents, threshold, lr);
 //! - `relative_norms.png`: the decoder relative-norm histogram (0 = base-only, 1 = chat-only);
-//! - `training_summary.json`: validation FVU / L0 / dead latents and latent class counts.
+//! - `training_summary.json`: validation FVU / L0 / dead latents and latent class counts (schema in
+//!   `crosscoder_train::store`, which does the whole run: this example is its command line).
 //!
 //! Activations are scaled per model by `sqrt(d) / mean ||x||` from the store's statistics (BOS excluded;
 //! the ckkissane normalisation), and the factors are saved with the crosscoder so it takes raw activations.
 
 use std::path::PathBuf;
 
-use activation_cache::{ActivationStore, BatchOptions, Split, StepBatches};
+use activation_cache::ActivationStore;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use crosscoder::train::{fit, FitOptions, Objective, Reconstruction, TrainConfig, TrainerState};
-use crosscoder::{
-    relative_norm_histogram, BackendKind, DecoderAnalysis, HistogramOptions, LatentActivity,
-    MetricsAccumulator, RelativeNormThresholds, BASE, CHAT,
+use crosscoder::{BackendKind, BASE, CHAT};
+use crosscoder_train::{
+    train_on_store, Objective, Reconstruction, Start, StoreTraining, TrainConfig,
 };
 
 /// Train a crosscoder (L1 or BatchTopK) on cached paired activations.
@@ -95,162 +95,68 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let store = ActivationStore::open(&args.store)
         .with_context(|| format!("opening the store {}", args.store.display()))?;
-    let manifest = store.manifest();
-    let d = store.d_model();
-    std::fs::create_dir_all(&args.out)?;
-    let checkpoint_path = args.out.join("trainer.safetensors");
-
-    let state = if args.resume {
-        let state = TrainerState::load(&checkpoint_path)?;
-        let store_models: Vec<String> = manifest.models.iter().map(|m| m.name.clone()).collect();
-        state
-            .check_same_data(&store_models, Some(manifest.hook), d)
-            .with_context(|| {
-                format!(
-                    "resuming {} on {}",
-                    checkpoint_path.display(),
-                    args.store.display()
-                )
-            })?;
-        println!(
-            "resuming at step {} of {}",
-            state.step, state.config.total_steps
-        );
-        state
+    let start = if args.resume {
+        Start::Resume
     } else {
-        let config = build_config(&args, d)?;
-        let mut state = TrainerState::new(config, args.seed)?.with_metadata(
-            manifest.models.iter().map(|m| m.name.clone()).collect(),
-            Some(manifest.hook),
-        );
-        if !args.no_input_scaling {
-            let factors = store.normalization_factors(false).to_vec();
-            println!("input scaling factors (sqrt(d) / mean ||x||, BOS excluded): {factors:?}");
-            state = state.with_input_scaling(factors)?;
-        }
-        state
+        Start::Fresh(build_config(&args, store.d_model())?)
     };
-    let config = state.config.clone();
-    println!(
-        "{} crosscoder: 2 x {d} -> {} latents, {} steps of {} rows on {}",
-        config.objective.name(),
-        config.dict_size,
-        config.total_steps,
-        config.batch_size,
-        args.backend
-    );
-
-    let train_options = BatchOptions {
-        batch_size: config.batch_size,
+    let run = StoreTraining {
+        out: args.out.clone(),
+        backend: args.backend,
         seed: args.seed,
-        split: Split::Train,
         validation_fraction: args.validation_fraction,
-        ..BatchOptions::default()
+        input_scaling: !args.no_input_scaling,
+        checkpoint_every: args.checkpoint_every,
+        progress: true,
     };
-    let mut batches = StepBatches::new(&store, train_options)?;
+    let outcome = train_on_store(&store, start, &run).with_context(|| {
+        format!(
+            "training on {} into {}",
+            args.store.display(),
+            args.out.display()
+        )
+    })?;
+    let (state, s) = (&outcome.started, &outcome.summary);
+    let config = &state.config;
+    if args.resume {
+        println!("resumed at step {} of {}", state.step, config.total_steps);
+    }
+    if let Some(factors) = &state.input_scaling {
+        println!("input scaling factors (sqrt(d) / mean ||x||, BOS excluded): {factors:?}");
+    }
     println!(
-        "{} batches per epoch ({:.1} epochs)",
-        batches.batches_per_epoch(),
-        config.total_steps as f64 / batches.batches_per_epoch() as f64
+        "{} crosscoder: 2 x {} -> {} latents, {} steps of {} rows on {} ({} batches per epoch)",
+        s.objective,
+        config.d_model,
+        s.dict_size,
+        s.steps,
+        config.batch_size,
+        args.backend,
+        outcome.batches_per_epoch
     );
-    let mut trainer = state.build(args.backend)?;
-    let summary = fit(
-        trainer.as_mut(),
-        |step| {
-            batches
-                .batch(step)
-                .map_err(|e| crosscoder::CrosscoderError::TrainingData {
-                    step,
-                    reason: e.to_string(),
-                })
-        },
-        &FitOptions {
-            until_step: None,
-            checkpoint: Some(checkpoint_path),
-            checkpoint_every: args.checkpoint_every,
-            metrics: Some(args.out.join("metrics.jsonl")),
-            progress: true,
-        },
-    )?;
+    let fit = &outcome.fit;
     println!(
         "{} steps in {:.1} s ({:.2} steps/s)",
-        summary.steps_run,
-        summary.seconds,
-        summary.steps_run as f64 / summary.seconds.max(1e-9)
+        fit.steps_run,
+        fit.seconds,
+        fit.steps_run as f64 / fit.seconds.max(1e-9)
     );
-
-    let checkpoint = trainer.crosscoder()?;
-    checkpoint.save(&args.out)?;
-    let crosscoder = checkpoint.build(args.backend)?;
-
-    // Validation: reconstruction and dead latents on held-out documents (all of them if there are none).
-    let split = if args.validation_fraction > 0.0 {
-        Split::Validation
-    } else {
-        Split::All
-    };
-    let mut accumulator = MetricsAccumulator::new(2, d);
-    let mut activity = LatentActivity::new(config.dict_size);
-    for batch in store.batches(BatchOptions {
-        batch_size: 1024,
-        split,
-        validation_fraction: args.validation_fraction,
-        ..BatchOptions::default()
-    })? {
-        let out = crosscoder.forward(batch.view())?;
-        accumulator.update(batch.view(), out.reconstruction.view(), out.latents.view())?;
-        activity.update(out.latents.view())?;
-    }
-    let validation = accumulator.finish();
-    let analysis = DecoderAnalysis::new(
-        crosscoder.as_ref(),
-        BASE,
-        CHAT,
-        RelativeNormThresholds::default(),
-    )?;
-    let counts = analysis.counts();
-    relative_norm_histogram(
-        analysis.relative_norms.as_slice().unwrap_or(&[]),
-        &args.out.join("relative_norms.png"),
-        &HistogramOptions {
-            title: format!("Relative decoder norm, {}", config.objective.name()),
-            thresholds: Some(RelativeNormThresholds::default()),
-            ..HistogramOptions::default()
-        },
-    )?;
-    let report = serde_json::json!({
-        "objective": config.objective.name(),
-        "dict_size": config.dict_size,
-        "steps": config.total_steps,
-        "validation_rows": validation.rows,
-        "validation_fvu": validation.fvu,
-        "validation_frac_variance_explained": validation.frac_variance_explained,
-        "validation_mse": validation.mse,
-        "validation_l0": validation.l0,
-        "dead_latents": activity.dead().len(),
-        "classes": {"shared": counts.shared, "base_only": counts.base_only, "chat_only": counts.chat_only, "other": counts.other},
-        "last_step": summary.last,
-    });
-    std::fs::write(
-        args.out.join("training_summary.json"),
-        serde_json::to_string_pretty(&report)? + "\n",
-    )?;
     println!(
         "validation ({} rows): FVU base {:.4} chat {:.4} (dictionary_learning FVE {:.4}), L0 {:.1}, dead {} of {}",
-        validation.rows,
-        validation.fvu[BASE],
-        validation.fvu[CHAT],
-        validation.frac_variance_explained,
-        validation.l0,
-        activity.dead().len(),
-        config.dict_size
+        s.validation_rows,
+        s.validation_fvu[BASE],
+        s.validation_fvu[CHAT],
+        s.validation_frac_variance_explained,
+        s.validation_l0,
+        s.dead_latents,
+        s.dict_size
     );
     println!(
         "latents: {} shared, {} base-only, {} chat-only, {} other -> {}",
-        counts.shared,
-        counts.base_only,
-        counts.chat_only,
-        counts.other,
+        s.classes.shared,
+        s.classes.base_only,
+        s.classes.chat_only,
+        s.classes.other,
         args.out.display()
     );
     Ok(())

@@ -20,7 +20,7 @@ const KNOWN: [(&str, &str, usize); 9] = [
     ),
     ("crates/crosscoder/src/pickle.rs", "", 846),
     ("crates/crosscoder/src/pickle.rs", "run", 221),
-    ("crates/crosscoder/src/train/device.rs", "run_step", 277),
+    ("crates/crosscoder-train/src/device.rs", "run_step", 277),
     ("crates/diff-analysis/src/pipeline.rs", "run", 214),
     ("crates/diff-analysis/src/verify.rs", "conclude", 238),
     ("crates/gemma-model/src/model.rs", "", 917),

@@ -5,14 +5,12 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use activation_cache::{
-    cache_corpus, ActivationStore, BatchOptions, CacheOptions, Corpus, StepBatches,
-};
-use crosscoder::train::{fit, FitOptions, TrainConfig, TrainerState};
+use activation_cache::{cache_corpus, ActivationStore, CacheOptions, Corpus};
 use crosscoder::{
     nearest_decoder_latent, BackendKind, Crosscoder, CrosscoderLoader, DecoderAnalysis,
     LatentClass, RelativeNormThresholds, BASE, CHAT,
 };
+use crosscoder_train::{train_on_store, Start, StoreTraining, TrainConfig, TrainingSummary};
 use diff_analysis::{ConclusionStatus, Day1, Day1Options};
 use gemma_model::{load_dir, HookPoint, LoadOptions};
 use model_pair::StereoRunner;
@@ -116,44 +114,48 @@ fn negative_control_trains_to_no_chat_only_latent() {
     let runner = runner(tmp.path());
     let store = ActivationStore::open(cache(&runner, tmp.path())).unwrap();
 
-    // The demo recipe (ckkissane L1, F = 256, lr 1e-3) on a shorter schedule.
+    // The demo recipe (ckkissane L1, F = 256, lr 1e-3) on a shorter schedule, through the store glue the
+    // train_crosscoder example uses.
     let mut config = TrainConfig::ckkissane(2, 64, 256, 600);
     config.lr = 1e-3;
     config.batch_size = 512;
-    let state = TrainerState::new(config.clone(), 0)
-        .unwrap()
-        .with_input_scaling(store.normalization_factors(false).to_vec())
-        .unwrap();
-    let mut trainer = state.build(BackendKind::Flex).unwrap();
-    let mut batches = StepBatches::new(
-        &store,
-        BatchOptions {
-            batch_size: config.batch_size,
-            ..BatchOptions::default()
-        },
-    )
-    .unwrap();
-    let summary = fit(
-        trainer.as_mut(),
-        |step| Ok(batches.batch(step).unwrap()),
-        &FitOptions {
-            progress: false,
-            ..FitOptions::default()
-        },
-    )
-    .unwrap();
-    let last = summary.last.unwrap();
+    let run = StoreTraining {
+        out: tmp.path().join("trained"),
+        backend: BackendKind::Flex,
+        seed: 0,
+        validation_fraction: 0.05,
+        input_scaling: true,
+        checkpoint_every: 200,
+        progress: false,
+    };
+    let outcome = train_on_store(&store, Start::Fresh(config), &run).unwrap();
+    let last = outcome.summary.last_step.clone().unwrap();
     println!("negative control: {last:?}");
+    assert_eq!(outcome.fit.steps_run, 600);
     assert!(
         last.fvu.iter().all(|v| *v < 0.5),
         "it learned something: {:?}",
         last.fvu
     );
+    assert!(outcome.summary.validation_fvu.iter().all(|v| *v < 0.5));
+    // The summary on disk is the one returned; resuming a finished run runs no step and changes nothing.
+    let written: TrainingSummary = serde_json::from_str(
+        &std::fs::read_to_string(run.out.join("training_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written, outcome.summary);
+    let weights = std::fs::read(run.out.join("crosscoder.safetensors")).unwrap();
+    let resumed = train_on_store(&store, Start::Resume, &run).unwrap();
+    assert_eq!(resumed.fit.steps_run, 0);
+    assert_eq!(resumed.summary.classes, outcome.summary.classes);
+    assert_eq!(
+        std::fs::read(run.out.join("crosscoder.safetensors")).unwrap(),
+        weights
+    );
 
-    let cc = trainer
-        .crosscoder()
-        .unwrap()
-        .build(BackendKind::Flex)
+    let cc = CrosscoderLoader::new(run.out.to_string_lossy())
+        .backend(BackendKind::Flex)
+        .load()
         .unwrap();
     let analysis =
         DecoderAnalysis::new(cc.as_ref(), BASE, CHAT, RelativeNormThresholds::default()).unwrap();

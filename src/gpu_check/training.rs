@@ -5,8 +5,8 @@
 //! trainers by `crates/crosscoder/tests/training_parity.rs`.)
 
 use crosscoder::throughput::uniform;
-use crosscoder::train::{StepMetrics, TrainConfig, TrainerState};
 use crosscoder::CrosscoderWeights;
+use crosscoder_train::{StepMetrics, TrainConfig, TrainerState};
 use ndarray::Array3;
 use stereo_backend::BackendKind;
 

@@ -272,14 +272,14 @@ pub enum CrosscoderError {
 pub type Result<T, E = CrosscoderError> = std::result::Result<T, E>;
 
 impl CrosscoderError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CrosscoderError::Io {
             path: path.into(),
             source,
         }
     }
 
-    pub(crate) fn json(path: impl Into<PathBuf>, source: serde_json::Error) -> Self {
+    pub fn json(path: impl Into<PathBuf>, source: serde_json::Error) -> Self {
         CrosscoderError::Json {
             path: path.into(),
             source,

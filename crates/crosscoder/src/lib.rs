@@ -34,6 +34,9 @@
 //!   ([`RelativeNormThresholds`], [`DecoderAnalysis`]), decoder cosine similarity; [`plot`] draws the
 //!   relative-norm histogram to a PNG.
 //!
+//! Training lives in the `crosscoder-train` crate; [`tensors`] gives it (and any crate adding a format)
+//! the checkpoint tensor I/O.
+//!
 //! Latent scaling (Minder et al., a later issue) needs nothing more than this trait: per-latent decoder
 //! vectors ([`Crosscoder::decoder_vectors`]), raw latents and reconstructions ([`Crosscoder::forward`]).
 //!
@@ -102,9 +105,8 @@ pub mod metrics;
 mod model;
 mod pickle;
 pub mod plot;
-mod tensors;
+pub mod tensors;
 pub mod throughput;
-pub mod train;
 mod traits;
 
 pub use analysis::{

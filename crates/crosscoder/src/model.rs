@@ -16,7 +16,8 @@
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use ndarray::{Array, Array1, Array2, Array3, ArrayView2, ArrayView3, Axis, Dimension};
+use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
+use stereo_backend::host::upload;
 use stereo_backend::{BackendKind, BackendVisitor};
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
@@ -380,35 +381,7 @@ impl<B: Backend> Crosscoder for CrosscoderModel<B> {
     }
 }
 
-/// Moves a host array into a device tensor of the given 2-D shape (same number of elements).
-pub(crate) fn upload<B: Backend, D: Dimension>(
-    a: Array<f32, D>,
-    shape: [usize; 2],
-    device: &B::Device,
-) -> Tensor<B, 2> {
-    Tensor::from_data(TensorData::new(into_vec(a), shape), device)
-}
-
-/// The row-major elements of an array, without a copy when it is already standard-layout.
-fn into_vec<D: Dimension>(a: Array<f32, D>) -> Vec<f32> {
-    if a.is_standard_layout() {
-        let len = a.len();
-        let (v, offset) = a.into_raw_vec_and_offset();
-        if offset.unwrap_or(0) == 0 && v.len() == len {
-            return v;
-        }
-        return v.into_iter().skip(offset.unwrap_or(0)).take(len).collect();
-    }
-    a.iter().copied().collect()
-}
-
-/// Reads a 2-D device tensor back into a host array.
+/// Reads a 2-D device tensor back into a host array ([`stereo_backend::host::download2`]).
 pub(crate) fn download2<B: Backend>(t: Tensor<B, 2>) -> Result<Array2<f32>> {
-    let [rows, cols] = t.dims();
-    let v = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| CrosscoderError::Device(format!("{e:?}")))?;
-    Array2::from_shape_vec((rows, cols), v).map_err(|e| CrosscoderError::Device(e.to_string()))
+    stereo_backend::host::download2(t).map_err(|e| CrosscoderError::Device(e.to_string()))
 }

@@ -1,6 +1,7 @@
 //! Host tensors read from checkpoint files (safetensors or torch pickles), keyed by name, with the
 //! look-ups the format readers need: take a float tensor of an expected rank, read a scalar, and fail with
-//! the key, the file and the shapes when something is off.
+//! the key, the file and the shapes when something is off. Public for crates that add files of their own
+//! next to the crosscoder formats (the trainer's checkpoint in `crosscoder-train`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use crate::error::{CrosscoderError, Result};
 
 /// The element data of a host tensor: floats are widened or narrowed to f32, integers to i64.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum HostData {
+pub enum HostData {
     /// F16, BF16, F32 or F64 in the file.
     F32(Vec<f32>),
     /// Any integer or bool dtype in the file.
@@ -22,7 +23,7 @@ pub(crate) enum HostData {
 
 /// One tensor read from a file: row-major data and its shape.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct HostTensor {
+pub struct HostTensor {
     pub shape: Vec<usize>,
     pub data: HostData,
     /// The dtype's name in the file, for error messages.
@@ -37,7 +38,7 @@ impl HostTensor {
 
 /// The tensors of one checkpoint, with the file they came from.
 #[derive(Debug, Clone)]
-pub(crate) struct TensorMap {
+pub struct TensorMap {
     pub path: PathBuf,
     pub tensors: BTreeMap<String, HostTensor>,
     /// Every key the file had, for error messages (tensors are removed as they are taken).
@@ -170,7 +171,7 @@ impl TensorMap {
 }
 
 /// Reads every tensor of a safetensors file, and its `__metadata__`.
-pub(crate) fn read_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
+pub fn read_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| CrosscoderError::io(path, e))?;
     let bad = |reason: String| CrosscoderError::Safetensors {
         path: path.to_path_buf(),
@@ -282,10 +283,7 @@ pub(crate) fn decode_le(name: &str, bytes: &[u8]) -> Option<HostData> {
 
 /// The four tensors of `w` as entries named `W_enc`, `b_enc`, `W_dec`, `b_dec`, each after `prefix.` when
 /// `prefix` is not empty.
-pub(crate) fn weight_entries(
-    prefix: &str,
-    w: &crate::checkpoint::CrosscoderWeights,
-) -> Vec<OwnedTensor> {
+pub fn weight_entries(prefix: &str, w: &crate::checkpoint::CrosscoderWeights) -> Vec<OwnedTensor> {
     let name = |key: &str| {
         if prefix.is_empty() {
             key.to_string()
@@ -302,7 +300,7 @@ pub(crate) fn weight_entries(
 }
 
 /// One f32 entry from an array's shape and elements (in logical order).
-pub(crate) fn f32_entry<'a>(
+pub fn f32_entry<'a>(
     name: String,
     shape: &[usize],
     values: impl Iterator<Item = &'a f32>,
@@ -312,7 +310,7 @@ pub(crate) fn f32_entry<'a>(
 
 /// Serialises entries and string metadata into safetensors bytes (the workspace's one writer,
 /// `stereo_backend::safetensors_file`); errors name `path`, the file they are meant for.
-pub(crate) fn serialize_f32(
+pub fn serialize_f32(
     entries: &[OwnedTensor],
     metadata: HashMap<String, String>,
     path: &Path,

@@ -37,6 +37,7 @@
 pub mod atomic_file;
 mod cpu_gemm;
 pub mod hook;
+pub mod host;
 pub mod hub;
 pub mod rng;
 pub mod safetensors_file;

@@ -7,8 +7,8 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 
-use crate::error::{CrosscoderError, Result};
-use crate::train::{CrosscoderTrainer, StepMetrics};
+use crate::{CrosscoderTrainer, StepMetrics};
+use crosscoder::{CrosscoderError, Result};
 use stereo_backend::atomic_file::write_atomic;
 
 /// How [`fit`] runs.

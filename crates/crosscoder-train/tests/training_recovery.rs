@@ -4,10 +4,10 @@
 //! exclusive ones by relative decoder norm, with both objectives. Also: an interrupted run resumed from its
 //! checkpoint equals an uninterrupted one, bit for bit.
 
-use crosscoder::train::{
+use crosscoder::{BackendKind, CrosscoderError, BASE, CHAT};
+use crosscoder_train::{
     fit, FitOptions, Objective, Reconstruction, StepMetrics, TrainConfig, TrainerState,
 };
-use crosscoder::{BackendKind, CrosscoderError, BASE, CHAT};
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -10,14 +10,19 @@ use ndarray::{Array3, ArrayView3};
 use stereo_backend::hook::HookPoint;
 use stereo_backend::{BackendKind, BackendVisitor};
 
-use crate::checkpoint::CrosscoderWeights;
-use crate::config::CodeNormalization;
-use crate::error::{CrosscoderError, Result};
-use crate::model::{download2, upload};
-use crate::train::config::{DecoderBiasInit, Objective, Reconstruction, TrainConfig};
-use crate::train::select::{aux_k_mask, batch_top_k_cut, geometric_median};
-use crate::train::state::TrainerState;
-use crate::train::{CrosscoderTrainer, StepMetrics};
+use crate::config::{DecoderBiasInit, Objective, Reconstruction, TrainConfig};
+use crate::select::{aux_k_mask, batch_top_k_cut, geometric_median};
+use crate::state::TrainerState;
+use crate::{CrosscoderTrainer, StepMetrics};
+use crosscoder::CodeNormalization;
+use crosscoder::CrosscoderWeights;
+use crosscoder::{CrosscoderError, Result};
+use stereo_backend::host::upload;
+
+/// Reads a 2-D device tensor back to the host ([`stereo_backend::host::download2`]).
+fn download2<B: Backend>(t: Tensor<B, 2>) -> Result<ndarray::Array2<f32>> {
+    stereo_backend::host::download2(t).map_err(|e| CrosscoderError::Device(e.to_string()))
+}
 
 /// L1 runs count a latent as dead once it has not fired for this many tokens (BatchTopK uses its
 /// objective's `dead_tokens`).

@@ -1,9 +1,14 @@
+//! # crosscoder-train
+//!
 //! Training crosscoders on burn's autodiff: the L1 objective (ckkissane and dictionary_learning flavours)
 //! and BatchTopK (dictionary_learning fork), with Adam, schedules, clipping, atomic checkpoints that resume
-//! bit for bit, JSONL metrics and a progress bar.
+//! bit for bit, JSONL metrics and a progress bar. [`train_on_store`] does a whole run on an activation
+//! store (`activation-cache`): batches, checkpoints, the trained crosscoder, validation and
+//! `training_summary.json` ([`store`] documents the files); the `train_crosscoder` example is its command
+//! line.
 //!
 //! ```no_run
-//! use crosscoder::train::{fit, FitOptions, TrainConfig, TrainerState};
+//! use crosscoder_train::{fit, FitOptions, TrainConfig, TrainerState};
 //! use crosscoder::BackendKind;
 //! use ndarray::Array3;
 //!
@@ -31,12 +36,17 @@
 //!
 //! One step of each objective equals the reference (PyTorch and dictionary_learning's trainers): see
 //! `tests/training_parity.rs`.
+//!
+//! ## Cargo features
+//!
+//! - `cuda`: the CUDA backend (`stereo-backend/cuda`).
 
 mod config;
 mod device;
 mod fit;
 mod select;
 mod state;
+pub mod store;
 
 use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
@@ -48,9 +58,12 @@ pub use config::{
 pub use device::L1_DEAD_WINDOW_TOKENS;
 pub use fit::{fit, FitOptions, FitSummary};
 pub use state::TrainerState;
+pub use store::{
+    train_on_store, Start, StoreTraining, StoreTrainingOutcome, TrainError, TrainingSummary,
+};
 
-use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
-use crate::error::Result;
+use crosscoder::Result;
+use crosscoder::{CrosscoderCheckpoint, CrosscoderWeights};
 
 /// What one training step measured (one line of the metrics JSONL).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,8 +117,8 @@ pub trait CrosscoderTrainer: Send {
     /// is applied inside).
     ///
     /// # Errors
-    /// [`crate::CrosscoderError::TrainingData`] for a batch of the wrong shape;
-    /// [`crate::CrosscoderError::Diverged`] for a non-finite loss or gradient (parameters unchanged).
+    /// [`crosscoder::CrosscoderError::TrainingData`] for a batch of the wrong shape;
+    /// [`crosscoder::CrosscoderError::Diverged`] for a non-finite loss or gradient (parameters unchanged).
     fn step(&mut self, batch: ArrayView3<'_, f32>) -> Result<StepMetrics>;
 
     /// Like [`CrosscoderTrainer::step`], also returning the gradients before clipping, in the reference
@@ -121,7 +134,7 @@ pub trait CrosscoderTrainer: Send {
     /// A host snapshot of everything needed to resume (see [`TrainerState::save`]).
     ///
     /// # Errors
-    /// [`crate::CrosscoderError::Device`] if the backend's data cannot be read back.
+    /// [`crosscoder::CrosscoderError::Device`] if the backend's data cannot be read back.
     fn state(&self) -> Result<TrainerState>;
 
     /// The crosscoder trained so far, in this crate's format (see [`TrainerState::crosscoder`]).
@@ -137,7 +150,7 @@ impl TrainerState {
     /// Builds a trainer on `backend` that continues from this state.
     ///
     /// # Errors
-    /// [`crate::CrosscoderError::Backend`] when the backend is not compiled in or not usable here.
+    /// [`crosscoder::CrosscoderError::Backend`] when the backend is not compiled in or not usable here.
     pub fn build(self, backend: BackendKind) -> Result<Box<dyn CrosscoderTrainer>> {
         Ok(stereo_backend::dispatch(
             backend,

@@ -4,15 +4,16 @@
 //! each step, BatchTopK's threshold, k and dead-latent counters. Fixtures:
 //! `fixtures/crosscoder/training/generate_training_fixtures.py`.
 
+#[path = "../../crosscoder/tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
 
-use crosscoder::train::{
+use crosscoder::{BackendKind, CrosscoderWeights};
+use crosscoder_train::{
     BatchTopKObjective, LrSchedule, Objective, Reconstruction, StepMetrics, TrainConfig,
     TrainerState,
 };
-use crosscoder::{BackendKind, CrosscoderWeights};
 use ndarray::{ArrayD, Ix1, Ix2, Ix3};
 use serde_json::Value;
 

@@ -11,11 +11,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
-use crate::config::{Activation, CrosscoderConfig, InputNormalizer};
-use crate::error::{CrosscoderError, Result};
-use crate::tensors::{read_safetensors, serialize_f32, weight_entries};
-use crate::train::config::{Objective, TrainConfig};
+use crate::config::{Objective, TrainConfig};
+use crosscoder::tensors::{read_safetensors, serialize_f32, weight_entries};
+use crosscoder::{Activation, CrosscoderConfig, InputNormalizer};
+use crosscoder::{CrosscoderCheckpoint, CrosscoderWeights};
+use crosscoder::{CrosscoderError, Result};
 
 /// Key of the JSON header inside a trainer checkpoint's safetensors metadata.
 const HEADER_KEY: &str = "stereo_trainer_state";

@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CodeNormalization;
-use crate::error::{CrosscoderError, Result};
+use crosscoder::CodeNormalization;
+use crosscoder::{CrosscoderError, Result};
 
 /// The reconstruction term of the L1 objective, with `e_m = x_m - x̂_m` per model:
 ///

@@ -1,0 +1,296 @@
+//! Training on an activation store (`activation-cache`), start to finish: what `train_crosscoder` runs.
+//!
+//! [`train_on_store`] starts a run (or resumes one from `out/trainer.safetensors`, refusing a store with other
+//! models, hook or width), scales the activations per model by `sqrt(d) / mean ||x||` from the store's
+//! statistics (BOS excluded; saved with the crosscoder so that it takes raw activations), draws seeded
+//! batches that depend on the step only (so a resumed run equals an uninterrupted one), trains with
+//! [`fit`](crate::fit), and then evaluates the crosscoder on the held-out documents.
+//!
+//! What lands in `out`:
+//!
+//! | file | what |
+//! |---|---|
+//! | `crosscoder.safetensors`, `crosscoder_config.json` | the crosscoder in our format (models, hook and input scaling recorded) |
+//! | `trainer.safetensors` | the resumable trainer state, replaced atomically every `checkpoint_every` steps |
+//! | `metrics.jsonl` | one [`StepMetrics`](crate::StepMetrics) per line |
+//! | `relative_norms.png` | the relative decoder-norm histogram with the class thresholds |
+//! | `training_summary.json` | a [`TrainingSummary`] |
+//!
+//! `training_summary.json` (keys in this order):
+//!
+//! | key | type | meaning |
+//! |---|---|---|
+//! | `classes` | `{base_only, chat_only, other, shared}` (counts) | latent classes by relative decoder norm (default thresholds) |
+//! | `dead_latents` | integer | latents that never fired on the validation rows |
+//! | `dict_size` | integer | `F` |
+//! | `last_step` | [`StepMetrics`](crate::StepMetrics) or `null` | the last step run by this call |
+//! | `objective` | `"l1"` or `"batch_top_k"` | the objective's name |
+//! | `steps` | integer | the run's total steps |
+//! | `validation_frac_variance_explained` | number | dictionary_learning's FVE, pooled over both models |
+//! | `validation_fvu` | `[base, chat]` | fraction of variance unexplained per model |
+//! | `validation_l0` | number | mean active latents per row |
+//! | `validation_mse` | `[base, chat]` | mean squared error per model |
+//! | `validation_rows` | integer | rows evaluated (the held-out documents, or all rows without a split) |
+
+use std::path::{Path, PathBuf};
+
+use activation_cache::{ActivationStore, BatchOptions, CacheError, Split, StepBatches};
+use crosscoder::{
+    relative_norm_histogram, BackendKind, CrosscoderError, DecoderAnalysis, HistogramOptions,
+    LatentActivity, MetricsAccumulator, RelativeNormThresholds, BASE, CHAT,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::fit::{fit, FitOptions, FitSummary};
+use crate::{StepMetrics, TrainConfig, TrainerState};
+
+/// The trainer checkpoint in the output directory.
+pub const TRAINER_FILE: &str = "trainer.safetensors";
+/// The per-step metrics in the output directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The histogram in the output directory.
+pub const HISTOGRAM_FILE: &str = "relative_norms.png";
+/// The summary in the output directory.
+pub const SUMMARY_FILE: &str = "training_summary.json";
+
+/// A training run could not start, continue or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] CacheError),
+    /// Training, saving or evaluating the crosscoder failed.
+    #[error(transparent)]
+    Crosscoder(#[from] CrosscoderError),
+}
+
+/// How a run starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// A new run with this configuration (its width must be the store's).
+    Fresh(TrainConfig),
+    /// Continue from `out/trainer.safetensors`.
+    Resume,
+}
+
+/// Where and how to train.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreTraining {
+    /// The output directory (created if missing).
+    pub out: PathBuf,
+    /// The backend.
+    pub backend: BackendKind,
+    /// Seed of the initialisation and of the batch order.
+    pub seed: u64,
+    /// Fraction of documents held out for validation (0: evaluate on every row).
+    pub validation_fraction: f64,
+    /// Scale each model's activations by `sqrt(d) / mean ||x||` (a fresh run only; a resumed run keeps
+    /// its own).
+    pub input_scaling: bool,
+    /// Write the trainer checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Latent counts per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classes {
+    /// Base-only latents.
+    pub base_only: usize,
+    /// Chat-only latents.
+    pub chat_only: usize,
+    /// Everything else.
+    pub other: usize,
+    /// Shared latents.
+    pub shared: usize,
+}
+
+/// `training_summary.json` (see the module docs for the schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// Latent classes by relative decoder norm.
+    pub classes: Classes,
+    /// Latents that never fired on the validation rows.
+    pub dead_latents: usize,
+    /// `F`.
+    pub dict_size: usize,
+    /// The last step run by this call.
+    pub last_step: Option<StepMetrics>,
+    /// The objective's name.
+    pub objective: String,
+    /// The run's total steps.
+    pub steps: usize,
+    /// dictionary_learning's fraction of variance explained, pooled over both models.
+    pub validation_frac_variance_explained: f32,
+    /// Fraction of variance unexplained per model.
+    pub validation_fvu: Vec<f32>,
+    /// Mean active latents per row.
+    pub validation_l0: f32,
+    /// Mean squared error per model.
+    pub validation_mse: Vec<f32>,
+    /// Rows evaluated.
+    pub validation_rows: usize,
+}
+
+/// What [`train_on_store`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreTrainingOutcome {
+    /// The state the run started from (step, configuration, input scaling).
+    pub started: TrainerState,
+    /// Batches per epoch of the training split.
+    pub batches_per_epoch: usize,
+    /// The training loop's own summary (steps run, seconds).
+    pub fit: FitSummary,
+    /// The summary written to `training_summary.json`.
+    pub summary: TrainingSummary,
+}
+
+/// The trainer state a run starts from: fresh (with the store's models, hook and, if asked, input
+/// scaling) or resumed (checked against the store).
+fn starting_state(
+    store: &ActivationStore,
+    start: Start,
+    run: &StoreTraining,
+) -> Result<TrainerState, TrainError> {
+    let manifest = store.manifest();
+    let models: Vec<String> = manifest.models.iter().map(|m| m.name.clone()).collect();
+    match start {
+        Start::Resume => {
+            let state = TrainerState::load(run.out.join(TRAINER_FILE))?;
+            state.check_same_data(&models, Some(manifest.hook), store.d_model())?;
+            Ok(state)
+        }
+        Start::Fresh(config) => {
+            let mut state =
+                TrainerState::new(config, run.seed)?.with_metadata(models, Some(manifest.hook));
+            if run.input_scaling {
+                state = state.with_input_scaling(store.normalization_factors(false).to_vec())?;
+            }
+            Ok(state)
+        }
+    }
+}
+
+/// Trains a crosscoder on `store` into `run.out` (see the module docs).
+///
+/// # Errors
+/// [`TrainError::Store`] when the store cannot be read; [`TrainError::Crosscoder`] for an invalid
+/// configuration, a resume on other data, a diverged step, or a file that cannot be written (each error
+/// names its file or field).
+pub fn train_on_store(
+    store: &ActivationStore,
+    start: Start,
+    run: &StoreTraining,
+) -> Result<StoreTrainingOutcome, TrainError> {
+    std::fs::create_dir_all(&run.out).map_err(|e| CrosscoderError::io(&run.out, e))?;
+    let started = starting_state(store, start, run)?;
+    let config = started.config.clone();
+    let mut batches = StepBatches::new(
+        store,
+        BatchOptions {
+            batch_size: config.batch_size,
+            seed: run.seed,
+            split: Split::Train,
+            validation_fraction: run.validation_fraction,
+            ..BatchOptions::default()
+        },
+    )?;
+    let batches_per_epoch = batches.batches_per_epoch();
+    let mut trainer = started.clone().build(run.backend)?;
+    let fitted = fit(
+        trainer.as_mut(),
+        |step| {
+            batches
+                .batch(step)
+                .map_err(|e| CrosscoderError::TrainingData {
+                    step,
+                    reason: e.to_string(),
+                })
+        },
+        &FitOptions {
+            until_step: None,
+            checkpoint: Some(run.out.join(TRAINER_FILE)),
+            checkpoint_every: run.checkpoint_every,
+            metrics: Some(run.out.join(METRICS_FILE)),
+            progress: run.progress,
+        },
+    )?;
+    let checkpoint = trainer.crosscoder()?;
+    checkpoint.save(&run.out)?;
+    let summary = evaluate(store, checkpoint, &config, run, fitted.last.clone())?;
+    write_summary(&run.out.join(SUMMARY_FILE), &summary)?;
+    Ok(StoreTrainingOutcome {
+        started,
+        batches_per_epoch,
+        fit: fitted,
+        summary,
+    })
+}
+
+/// Reconstruction and dead latents on the held-out documents (all rows without a split), the latent
+/// classes and their histogram.
+fn evaluate(
+    store: &ActivationStore,
+    checkpoint: crosscoder::CrosscoderCheckpoint,
+    config: &TrainConfig,
+    run: &StoreTraining,
+    last_step: Option<StepMetrics>,
+) -> Result<TrainingSummary, TrainError> {
+    let crosscoder = checkpoint.build(run.backend)?;
+    let split = if run.validation_fraction > 0.0 {
+        Split::Validation
+    } else {
+        Split::All
+    };
+    let mut accumulator = MetricsAccumulator::new(2, store.d_model());
+    let mut activity = LatentActivity::new(config.dict_size);
+    for batch in store.batches(BatchOptions {
+        batch_size: 1024,
+        split,
+        validation_fraction: run.validation_fraction,
+        ..BatchOptions::default()
+    })? {
+        let out = crosscoder.forward(batch.view())?;
+        accumulator.update(batch.view(), out.reconstruction.view(), out.latents.view())?;
+        activity.update(out.latents.view())?;
+    }
+    let validation = accumulator.finish();
+    let thresholds = RelativeNormThresholds::default();
+    let analysis = DecoderAnalysis::new(crosscoder.as_ref(), BASE, CHAT, thresholds)?;
+    relative_norm_histogram(
+        analysis.relative_norms.as_slice().unwrap_or(&[]),
+        &run.out.join(HISTOGRAM_FILE),
+        &HistogramOptions {
+            title: format!("Relative decoder norm, {}", config.objective.name()),
+            thresholds: Some(thresholds),
+            ..HistogramOptions::default()
+        },
+    )?;
+    let counts = analysis.counts();
+    Ok(TrainingSummary {
+        classes: Classes {
+            base_only: counts.base_only,
+            chat_only: counts.chat_only,
+            other: counts.other,
+            shared: counts.shared,
+        },
+        dead_latents: activity.dead().len(),
+        dict_size: config.dict_size,
+        last_step,
+        objective: config.objective.name().to_string(),
+        steps: config.total_steps,
+        validation_frac_variance_explained: validation.frac_variance_explained,
+        validation_fvu: validation.fvu,
+        validation_l0: validation.l0,
+        validation_mse: validation.mse,
+        validation_rows: validation.rows,
+    })
+}
+
+fn write_summary(path: &Path, summary: &TrainingSummary) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(summary).map_err(|e| CrosscoderError::json(path, e))?;
+    stereo_backend::atomic_file::write_atomic(path, (text + "\n").as_bytes())
+        .map_err(CrosscoderError::from)?;
+    Ok(())
+}
