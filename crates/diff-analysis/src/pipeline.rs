@@ -8,15 +8,15 @@ use std::time::Instant;
 
 use crosscoder::{Crosscoder, DecoderAnalysis, RelativeNormThresholds, BASE, CHAT};
 use indicatif::{ProgressBar, ProgressStyle};
-use model_pair::{PairedSource, TokenizationMode};
+use model_pair::{PairedSource, TokenMeta, TokenizationMode};
 use ndarray::{s, Axis};
 use persona_dataset::{Expectation, PersonaDataset};
 use serde::{Serialize, Serializer};
 
 use crate::error::Result;
-use crate::extract::{extract, prompt_input, ExtractSpec, FeatureSpace};
+use crate::extract::{extract, prompt_input, ExtractSpec, Extracted, FeatureSpace};
 use crate::hunt::{hunt, ContrastHunt, FeatureKind, HuntOptions, PairedFeatures, Replication};
-use crate::plan::{check_crosscoder, plan, Plan};
+use crate::plan::{check_crosscoder, plan, ContrastPlan, Plan};
 use crate::pooling::Pooling;
 use crate::verify::{
     conclude, fit_threshold, verify_candidate, CandidateVerification, Conclusion,
@@ -158,6 +158,19 @@ pub enum TokenRole {
     Template,
     /// The user's text.
     Content,
+}
+
+impl TokenRole {
+    /// The role of a token of a stereo run.
+    pub fn of(meta: &TokenMeta) -> Self {
+        if meta.is_bos {
+            TokenRole::Bos
+        } else if meta.is_template {
+            TokenRole::Template
+        } else {
+            TokenRole::Content
+        }
+    }
 }
 
 fn label<S: Serializer>(e: &Expectation, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -360,7 +373,8 @@ impl<'a> Day1<'a> {
         bar
     }
 
-    /// Runs everything (see the crate docs).
+    /// Runs everything (see the crate docs): the discovery phase (hunt and replication per contrast), the
+    /// verification phase (per probe, on held-out prompts), then the conclusion.
     ///
     /// # Errors
     /// Any [`AnalysisError`](crate::AnalysisError): invalid options or dataset (before any run), a
@@ -368,210 +382,61 @@ impl<'a> Day1<'a> {
     pub fn run(&self) -> Result<Day1Results> {
         let start = Instant::now();
         let plan = self.check()?;
-        let o = &self.options;
+        let options = &self.options;
         let space = match self.crosscoder {
             Some(cc) => FeatureSpace::Crosscoder(cc),
             None => FeatureSpace::Residual {
-                model: o.residual_model,
+                model: options.residual_model,
             },
         };
         let kind = space.kind();
         let decoder = self
             .crosscoder
-            .map(|cc| DecoderAnalysis::new(cc, BASE, CHAT, o.thresholds))
+            .map(|cc| DecoderAnalysis::new(cc, BASE, CHAT, options.thresholds))
             .transpose()?;
-        let mut hunt_options = o.hunt;
-        hunt_options.permutation.seed = o.seed;
-        let spec = ExtractSpec {
-            mode: o.tokenization,
-            pooling: o.pooling,
-            columns: None,
-            encode_rows: o.encode_rows,
+        let run = PhaseContext {
+            space,
+            spec: ExtractSpec {
+                mode: options.tokenization,
+                pooling: options.pooling,
+                columns: None,
+                encode_rows: options.encode_rows,
+            },
+            bar: self.progress_bar(plan.n_runs() as u64),
         };
-        let bar = self.progress_bar(plan.n_runs() as u64);
         let mut timings = Timings::default();
+        let discovery = self.discover(&plan, &run, decoder.as_ref(), &mut timings)?;
 
-        let mut hunts = Vec::new();
-        let mut replications = Vec::new();
-        let mut thresholds: BTreeMap<(String, usize), f64> = BTreeMap::new();
-        for cp in &plan.contrasts {
-            let t = Instant::now();
-            bar.set_message(format!("hunt: {}", cp.contrast.category));
-            let contrast = self.dataset.contrast(&cp.contrast.category)?;
-            let pairs = contrast.pairs(self.dataset)?;
-            let ordered: Vec<_> = cp
-                .discovery
-                .iter()
-                .chain(&cp.held_out)
-                .filter_map(|id| pairs.iter().find(|p| p.item_id == id.as_str()))
-                .collect();
-            let n = ordered.len();
-            let mut inputs = Vec::with_capacity(2 * n);
-            let mut texts = Vec::with_capacity(2 * n);
-            for side in [true, false] {
-                for pair in &ordered {
-                    let prompt = if side { pair.positive } else { pair.negative };
-                    inputs.push(prompt_input(prompt, o.tokenization));
-                    texts.push(prompt.to_plain_text());
-                }
-            }
-            let ex = extract(self.runner, &space, &inputs, &texts, &spec, &bar)?;
-            let nd = cp.discovery.len();
-            let positive = ex.pooled.slice(s![0..n, ..]);
-            let negative = ex.pooled.slice(s![n..2 * n, ..]);
-            let discovery = PairedFeatures::new(
-                cp.discovery.clone(),
-                positive.slice(s![0..nd, ..]).to_owned(),
-                negative.slice(s![0..nd, ..]).to_owned(),
-            )?;
-            let held_out = PairedFeatures::new(
-                cp.held_out.clone(),
-                positive.slice(s![nd.., ..]).to_owned(),
-                negative.slice(s![nd.., ..]).to_owned(),
-            )?;
-            timings.discovery_runs_s += t.elapsed().as_secs_f64();
-
-            let t = Instant::now();
-            bar.set_message(format!("statistics: {}", cp.contrast.category));
-            let h = hunt(
-                &cp.contrast,
-                &discovery,
-                kind,
-                decoder.as_ref(),
-                &hunt_options,
-            )?;
-            let candidates: Vec<usize> = h.candidate_stats().map(|s| s.feature).collect();
-            for &j in &candidates {
-                let col = |a: &ndarray::Array2<f32>| -> Vec<f64> {
-                    a.column(j).iter().map(|v| f64::from(*v)).collect()
-                };
-                thresholds.insert(
-                    (cp.contrast.category.clone(), j),
-                    fit_threshold(&col(&discovery.positive), &col(&discovery.negative)),
-                );
-            }
-            replications.push(crate::hunt::replicate(
-                &held_out,
-                &candidates,
-                &h.options.permutation,
-            ));
-            hunts.push(h);
-            timings.statistics_s += t.elapsed().as_secs_f64();
-        }
-
-        let t = Instant::now();
+        let verification_start = Instant::now();
+        let probes = plan.probes();
         let mut verifications = Vec::new();
         let mut tokens = Vec::new();
-        let probes = plan.probes();
         for (probe, contrasts) in &probes {
-            bar.set_message(format!("verification: {probe}"));
-            let prompts: Vec<_> = self.dataset.verification_for_probe(probe).collect();
-            let mut features: Vec<usize> = Vec::new();
-            for h in hunts
-                .iter()
-                .filter(|h| contrasts.contains(&h.contrast.category))
+            if let Some((verified, probe_tokens)) =
+                self.verify_probe(probe, contrasts, &discovery, &run)?
             {
-                for s in h.candidate_stats() {
-                    if !features.contains(&s.feature) {
-                        features.push(s.feature);
-                    }
-                }
+                verifications.extend(verified);
+                tokens.push(probe_tokens);
             }
-            if features.is_empty() || prompts.is_empty() {
-                bar.inc(prompts.len() as u64);
-                continue;
-            }
-            let inputs: Vec<_> = prompts
-                .iter()
-                .map(|p| prompt_input(&p.prompt, o.tokenization))
-                .collect();
-            let texts: Vec<String> = prompts.iter().map(|p| p.prompt.to_plain_text()).collect();
-            let vspec = ExtractSpec {
-                columns: Some(&features),
-                ..spec
-            };
-            let ex = extract(self.runner, &space, &inputs, &texts, &vspec, &bar)?;
-            let labelled: Vec<(Expectation, String)> = prompts
-                .iter()
-                .zip(&texts)
-                .map(|(p, t)| (p.expected, t.clone()))
-                .collect();
-            for h in hunts
-                .iter()
-                .filter(|h| contrasts.contains(&h.contrast.category))
-            {
-                for s in h.candidate_stats() {
-                    let c = features
-                        .iter()
-                        .position(|f| *f == s.feature)
-                        .expect("collected above");
-                    let acts: Vec<f64> =
-                        ex.pooled.column(c).iter().map(|v| f64::from(*v)).collect();
-                    let threshold = thresholds[&(h.contrast.category.clone(), s.feature)];
-                    verifications.push(verify_candidate(
-                        &h.contrast.category,
-                        probe,
-                        s.feature,
-                        threshold,
-                        &labelled,
-                        &acts,
-                        &o.criteria,
-                    ));
-                }
-            }
-            let tokenizer = self.runner.tokenizer();
-            let tokenized = labelled
-                .iter()
-                .zip(&ex.tokens)
-                .zip(&ex.token_values)
-                .map(|(((expected, text), metas), values)| {
-                    let ids: Vec<u32> = metas.iter().map(|m| m.token_id).collect();
-                    let selected = o.pooling.selected_rows(metas);
-                    TokenizedPrompt {
-                        expected: *expected,
-                        prompt: text.clone(),
-                        tokens: tokenizer.tokens(&ids),
-                        roles: metas
-                            .iter()
-                            .map(|m| {
-                                if m.is_bos {
-                                    TokenRole::Bos
-                                } else if m.is_template {
-                                    TokenRole::Template
-                                } else {
-                                    TokenRole::Content
-                                }
-                            })
-                            .collect(),
-                        pooled: (0..metas.len()).map(|i| selected.contains(&i)).collect(),
-                        values: values.axis_iter(Axis(1)).map(|c| c.to_vec()).collect(),
-                    }
-                })
-                .collect();
-            tokens.push(ProbeTokens {
-                probe: probe.clone(),
-                features,
-                prompts: tokenized,
-            });
         }
-        timings.verification_s = t.elapsed().as_secs_f64();
-        bar.finish_and_clear();
+        timings.verification_s = verification_start.elapsed().as_secs_f64();
+        run.bar.finish_and_clear();
         let conclusion = conclude(
             &verifications,
-            &hunts,
+            &discovery.hunts,
             kind,
             &probes,
-            &o.criteria,
-            o.hunt.fdr,
+            &options.criteria,
+            options.hunt.fdr,
         );
         timings.total_s = start.elapsed().as_secs_f64();
         Ok(Day1Results {
             info: self.info(),
-            options: o.clone(),
+            options: options.clone(),
             plan,
             kind,
-            hunts,
-            replications,
+            hunts: discovery.hunts,
+            replications: discovery.replications,
             decoder,
             verifications,
             tokens,
@@ -579,4 +444,230 @@ impl<'a> Day1<'a> {
             timings,
         })
     }
+
+    /// The discovery phase: per contrast, both sides through both models, the hunt on the discovery items,
+    /// a threshold per candidate, and the replication on the held-out items.
+    fn discover(
+        &self,
+        plan: &Plan,
+        run: &PhaseContext<'_>,
+        decoder: Option<&DecoderAnalysis>,
+        timings: &mut Timings,
+    ) -> Result<Discovery> {
+        let mut hunt_options = self.options.hunt;
+        hunt_options.permutation.seed = self.options.seed;
+        let mut discovery = Discovery::default();
+        for contrast_plan in &plan.contrasts {
+            let runs_start = Instant::now();
+            let category = &contrast_plan.contrast.category;
+            run.bar.set_message(format!("hunt: {category}"));
+            let (found, held_out) = self.contrast_features(contrast_plan, run)?;
+            timings.discovery_runs_s += runs_start.elapsed().as_secs_f64();
+
+            let statistics_start = Instant::now();
+            run.bar.set_message(format!("statistics: {category}"));
+            let contrast_hunt = hunt(
+                &contrast_plan.contrast,
+                &found,
+                run.space.kind(),
+                decoder,
+                &hunt_options,
+            )?;
+            let candidates: Vec<usize> =
+                contrast_hunt.candidate_stats().map(|s| s.feature).collect();
+            for &feature in &candidates {
+                let column = |a: &ndarray::Array2<f32>| -> Vec<f64> {
+                    a.column(feature).iter().map(|v| f64::from(*v)).collect()
+                };
+                discovery.thresholds.insert(
+                    (category.clone(), feature),
+                    fit_threshold(&column(&found.positive), &column(&found.negative)),
+                );
+            }
+            discovery.replications.push(crate::hunt::replicate(
+                &held_out,
+                &candidates,
+                &contrast_hunt.options.permutation,
+            ));
+            discovery.hunts.push(contrast_hunt);
+            timings.statistics_s += statistics_start.elapsed().as_secs_f64();
+        }
+        Ok(discovery)
+    }
+
+    /// One contrast's pooled features: `(discovery items, held-out items)`, positive and negative side each.
+    fn contrast_features(
+        &self,
+        contrast_plan: &ContrastPlan,
+        run: &PhaseContext<'_>,
+    ) -> Result<(PairedFeatures, PairedFeatures)> {
+        let contrast = self.dataset.contrast(&contrast_plan.contrast.category)?;
+        let pairs = contrast.pairs(self.dataset)?;
+        let ordered: Vec<_> = contrast_plan
+            .discovery
+            .iter()
+            .chain(&contrast_plan.held_out)
+            .filter_map(|id| pairs.iter().find(|p| p.item_id == id.as_str()))
+            .collect();
+        let n = ordered.len();
+        let mut inputs = Vec::with_capacity(2 * n);
+        let mut texts = Vec::with_capacity(2 * n);
+        for positive_side in [true, false] {
+            for pair in &ordered {
+                let prompt = if positive_side {
+                    pair.positive
+                } else {
+                    pair.negative
+                };
+                inputs.push(prompt_input(prompt, self.options.tokenization));
+                texts.push(prompt.to_plain_text());
+            }
+        }
+        let extracted = extract(
+            self.runner,
+            &run.space,
+            &inputs,
+            &texts,
+            &run.spec,
+            &run.bar,
+        )?;
+        let n_discovery = contrast_plan.discovery.len();
+        let positive = extracted.pooled.slice(s![0..n, ..]);
+        let negative = extracted.pooled.slice(s![n..2 * n, ..]);
+        let found = PairedFeatures::new(
+            contrast_plan.discovery.clone(),
+            positive.slice(s![0..n_discovery, ..]).to_owned(),
+            negative.slice(s![0..n_discovery, ..]).to_owned(),
+        )?;
+        let held_out = PairedFeatures::new(
+            contrast_plan.held_out.clone(),
+            positive.slice(s![n_discovery.., ..]).to_owned(),
+            negative.slice(s![n_discovery.., ..]).to_owned(),
+        )?;
+        Ok((found, held_out))
+    }
+
+    /// The verification of one probe: every candidate of its contrasts on the probe's held-out prompts, and
+    /// the per-token values shown in the report. `None` when there is no candidate or no prompt.
+    fn verify_probe(
+        &self,
+        probe: &str,
+        contrasts: &[String],
+        discovery: &Discovery,
+        run: &PhaseContext<'_>,
+    ) -> Result<Option<(Vec<CandidateVerification>, ProbeTokens)>> {
+        run.bar.set_message(format!("verification: {probe}"));
+        let prompts: Vec<_> = self.dataset.verification_for_probe(probe).collect();
+        let probe_hunts: Vec<&ContrastHunt> = discovery
+            .hunts
+            .iter()
+            .filter(|h| contrasts.contains(&h.contrast.category))
+            .collect();
+        let mut features: Vec<usize> = Vec::new();
+        for stats in probe_hunts.iter().flat_map(|h| h.candidate_stats()) {
+            if !features.contains(&stats.feature) {
+                features.push(stats.feature);
+            }
+        }
+        if features.is_empty() || prompts.is_empty() {
+            run.bar.inc(prompts.len() as u64);
+            return Ok(None);
+        }
+        let inputs: Vec<_> = prompts
+            .iter()
+            .map(|p| prompt_input(&p.prompt, self.options.tokenization))
+            .collect();
+        let texts: Vec<String> = prompts.iter().map(|p| p.prompt.to_plain_text()).collect();
+        let spec = ExtractSpec {
+            columns: Some(&features),
+            ..run.spec
+        };
+        let extracted = extract(self.runner, &run.space, &inputs, &texts, &spec, &run.bar)?;
+        let labelled: Vec<(Expectation, String)> = prompts
+            .iter()
+            .zip(&texts)
+            .map(|(p, t)| (p.expected, t.clone()))
+            .collect();
+        let mut verifications = Vec::new();
+        for contrast_hunt in &probe_hunts {
+            let category = &contrast_hunt.contrast.category;
+            for stats in contrast_hunt.candidate_stats() {
+                let column = features
+                    .iter()
+                    .position(|f| *f == stats.feature)
+                    .expect("collected above");
+                let activations: Vec<f64> = extracted
+                    .pooled
+                    .column(column)
+                    .iter()
+                    .map(|v| f64::from(*v))
+                    .collect();
+                verifications.push(verify_candidate(
+                    category,
+                    probe,
+                    stats.feature,
+                    discovery.thresholds[&(category.clone(), stats.feature)],
+                    &labelled,
+                    &activations,
+                    &self.options.criteria,
+                ));
+            }
+        }
+        let prompts = tokenized_prompts(
+            &labelled,
+            &extracted,
+            self.options.pooling,
+            self.runner.tokenizer(),
+        );
+        let tokens = ProbeTokens {
+            probe: probe.to_string(),
+            features,
+            prompts,
+        };
+        Ok(Some((verifications, tokens)))
+    }
+}
+
+/// What every phase of a run shares: the feature space, how prompts become features, the progress bar.
+struct PhaseContext<'a> {
+    space: FeatureSpace<'a>,
+    spec: ExtractSpec<'a>,
+    bar: ProgressBar,
+}
+
+/// The discovery phase's results.
+#[derive(Default)]
+struct Discovery {
+    /// One hunt per contrast, in plan order.
+    hunts: Vec<ContrastHunt>,
+    /// The held-out replication of each hunt's candidates.
+    replications: Vec<Vec<Replication>>,
+    /// The discovery threshold of each `(contrast, candidate)`.
+    thresholds: BTreeMap<(String, usize), f64>,
+}
+
+/// The verification prompts with their tokens, roles, pooled rows and per-token feature values.
+fn tokenized_prompts(
+    labelled: &[(Expectation, String)],
+    extracted: &Extracted,
+    pooling: Pooling,
+    tokenizer: &gemma_model::GemmaTokenizer,
+) -> Vec<TokenizedPrompt> {
+    labelled
+        .iter()
+        .zip(&extracted.tokens)
+        .zip(&extracted.token_values)
+        .map(|(((expected, text), metas), values)| {
+            let ids: Vec<u32> = metas.iter().map(|m| m.token_id).collect();
+            let selected = pooling.selected_rows(metas);
+            TokenizedPrompt {
+                expected: *expected,
+                prompt: text.clone(),
+                tokens: tokenizer.tokens(&ids),
+                roles: metas.iter().map(TokenRole::of).collect(),
+                pooled: (0..metas.len()).map(|i| selected.contains(&i)).collect(),
+                values: values.axis_iter(Axis(1)).map(|c| c.to_vec()).collect(),
+            }
+        })
+        .collect()
 }

@@ -255,214 +255,19 @@ pub fn conclude(
     criteria: &VerificationCriteria,
     fdr: f64,
 ) -> Conclusion {
-    let noun = kind.noun();
-    let suffix = match kind {
-        FeatureKind::CrosscoderLatent => String::new(),
-        FeatureKind::ResidualDimension { model } => format!(
-            " of the {} residual stream",
-            if model == 0 { "base" } else { "chat" }
-        ),
-    };
-    let mut per_probe = Vec::new();
-    for (probe, contrasts) in probes {
-        let mine: Vec<&CandidateVerification> =
-            verifications.iter().filter(|v| &v.probe == probe).collect();
-        if mine.is_empty() {
-            let tested: Vec<String> = hunts
-                .iter()
-                .filter(|h| contrasts.contains(&h.contrast.category))
-                .map(|h| {
-                    format!(
-                        "{}: {} tested, {} significant",
-                        h.contrast.category,
-                        h.n_tested(),
-                        h.ranked.len()
-                    )
-                })
-                .collect();
-            // Significant latents with a positive effect that the chat-only filter left out.
-            let mine_hunts = || {
-                hunts
-                    .iter()
-                    .filter(|h| contrasts.contains(&h.contrast.category))
-            };
-            let filtered_out: usize = mine_hunts()
-                .map(|h| {
-                    h.ranked_stats()
-                        .filter(|s| s.summary.mean > 0.0)
-                        .filter(|s| s.decoder.is_some_and(|d| d.class != LatentClass::ChatOnly))
-                        .count()
-                })
-                .sum();
-            let no_candidates = mine_hunts().all(|h| h.candidates.is_empty());
-            let sentence = if filtered_out > 0 && no_candidates {
-                format!(
-                    "{filtered_out} {} survived FDR at {:.0}% with a positive effect in the contrasts of probe \
-                     `{probe}` ({}), but none of them is chat-only (they decode into the base model too), so \
-                     there was no chat-specific candidate to verify.",
-                    if filtered_out == 1 { noun.to_lowercase() } else { format!("{}s", noun.to_lowercase()) },
-                    fdr * 100.0,
-                    contrasts.join(", ")
-                )
+    let wording = Wording::of(kind);
+    let per_probe: Vec<ProbeConclusion> = probes
+        .iter()
+        .map(|(probe, contrasts)| {
+            let verified: Vec<&CandidateVerification> =
+                verifications.iter().filter(|v| &v.probe == probe).collect();
+            if verified.is_empty() {
+                no_candidate(probe, contrasts, hunts, &wording, fdr)
             } else {
-                format!(
-                    "No {} survived FDR at {:.0}% with a positive effect in the contrasts of probe `{probe}` ({}), \
-                     so there was no candidate to verify.",
-                    noun.to_lowercase(),
-                    fdr * 100.0,
-                    contrasts.join(", ")
-                )
-            };
-            per_probe.push(ProbeConclusion {
-                probe: probe.clone(),
-                status: ConclusionStatus::NoCandidates,
-                sentence,
-                details: tested.join("; "),
-                feature: None,
-                contrast: None,
-                activate_example: None,
-                silent_example: None,
-            });
-            continue;
-        }
-        // A latent the crosscoder says decodes only into the chat model (None for residual dimensions).
-        let chat_only = |v: &CandidateVerification| {
-            hunts
-                .iter()
-                .filter(|h| h.contrast.category == v.contrast)
-                .filter_map(|h| h.stats_of(v.feature)?.decoder)
-                .any(|d| d.class == LatentClass::ChatOnly)
-        };
-        let score = |v: &CandidateVerification| {
-            (
-                v.passed,
-                chat_only(v),
-                v.auroc.unwrap_or(f64::NEG_INFINITY),
-                v.balanced_accuracy.unwrap_or(f64::NEG_INFINITY),
-            )
-        };
-        let best = mine
-            .iter()
-            .copied()
-            .max_by(|a, b| {
-                let (pa, ca, aa, ba) = score(a);
-                let (pb, cb, ab, bb) = score(b);
-                pa.cmp(&pb)
-                    .then(ca.cmp(&cb))
-                    .then(aa.total_cmp(&ab))
-                    .then(ba.total_cmp(&bb))
-                    .then(b.feature.cmp(&a.feature))
-            })
-            .expect("non-empty");
-        let activate_example = best
-            .prompts
-            .iter()
-            .filter(|p| p.expected == Expectation::Activate)
-            .fold(None::<&PromptResult>, |acc, p| match acc {
-                Some(a) if a.activation >= p.activation => Some(a),
-                _ => Some(p),
-            })
-            .map(|p| (shorten(&p.prompt, 200), p.activation));
-        let silent_example = best
-            .prompts
-            .iter()
-            .filter(|p| p.expected == Expectation::Silent)
-            .fold(None::<&PromptResult>, |acc, p| match acc {
-                Some(a) if a.activation <= p.activation => Some(a),
-                _ => Some(p),
-            })
-            .map(|p| (shorten(&p.prompt, 200), p.activation));
-        let hunt = hunts.iter().find(|h| h.contrast.category == best.contrast);
-        let discovery = hunt
-            .and_then(|h| h.stats_of(best.feature).map(|s| (h, s)))
-            .map(|(h, s)| {
-                let decoder = s.decoder.map_or(String::new(), |d| {
-                    let cosine = if d.cosine_similarity.is_finite() {
-                        format!("{:.2}", d.cosine_similarity)
-                    } else {
-                        "n/a: one decoder vector is zero".into()
-                    };
-                    format!(
-                        "; decoder: {} (relative norm {:.2}, cosine {cosine})",
-                        serde_json::to_value(d.class)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
-                        d.relative_norm,
-                    )
-                });
-                format!(
-                    "discovery on {} ({} vs {}, {} items): mean difference {:.3}, d_z {:.2}, q {:.2e}{decoder}",
-                    h.contrast.category,
-                    h.contrast.positive,
-                    h.contrast.negative,
-                    s.summary.n,
-                    s.summary.mean,
-                    s.summary.effect_size,
-                    s.q_value
-                )
-            })
-            .unwrap_or_default();
-        let n_act = best
-            .prompts
-            .iter()
-            .filter(|p| p.expected == Expectation::Activate)
-            .count();
-        let n_sil = best
-            .prompts
-            .iter()
-            .filter(|p| p.expected == Expectation::Silent)
-            .count();
-        let details = format!(
-            "{discovery}; held-out probe `{probe}`: AUROC {} ({n_act} ACTIVATE vs {n_sil} SILENT), \
-             {}/{n_act} ACTIVATE above and {}/{n_sil} SILENT at or below the discovery threshold {:.3} \
-             (balanced accuracy {})",
-            fmt_opt(best.auroc),
-            best.count(Expectation::Activate, true),
-            best.count(Expectation::Silent, true),
-            best.threshold,
-            fmt_opt(best.balanced_accuracy),
-        );
-        let (status, sentence) = if best.passed {
-            let (a_text, a_val) = activate_example.clone().unwrap_or_default();
-            let (s_text, s_val) = silent_example.clone().unwrap_or_default();
-            (
-                ConclusionStatus::Found,
-                format!(
-                    "{noun} #{}{suffix} activates when I say '{a_text}' (a = {}) but not when I say '{s_text}' (a = {}).",
-                    best.feature,
-                    fmt_a(a_val),
-                    fmt_a(s_val)
-                ),
-            )
-        } else {
-            (
-                ConclusionStatus::NonePassed,
-                format!(
-                    "No candidate passed verification on probe `{probe}` ({} verified; criteria: AUROC >= {:.2} and \
-                     balanced accuracy >= {:.2}). The best, {noun} #{}{suffix} from {}, reached AUROC {} and \
-                     balanced accuracy {}.",
-                    mine.len(),
-                    criteria.min_auroc,
-                    criteria.min_balanced_accuracy,
-                    best.feature,
-                    best.contrast,
-                    fmt_opt(best.auroc),
-                    fmt_opt(best.balanced_accuracy)
-                ),
-            )
-        };
-        per_probe.push(ProbeConclusion {
-            probe: probe.clone(),
-            status,
-            sentence,
-            details,
-            feature: Some(best.feature),
-            contrast: Some(best.contrast.clone()),
-            activate_example,
-            silent_example,
-        });
-    }
+                verified_probe(probe, &verified, hunts, &wording, criteria)
+            }
+        })
+        .collect();
     let headline = per_probe
         .iter()
         .find(|p| p.status == ConclusionStatus::Found)
@@ -483,6 +288,242 @@ pub fn conclude(
         status,
         sentence,
         per_probe,
+    }
+}
+
+/// How the features are named in sentences: `Latent`, or `Dim ... of the chat residual stream`.
+struct Wording {
+    noun: &'static str,
+    suffix: String,
+}
+
+impl Wording {
+    fn of(kind: FeatureKind) -> Self {
+        let suffix = match kind {
+            FeatureKind::CrosscoderLatent => String::new(),
+            FeatureKind::ResidualDimension { model } => format!(
+                " of the {} residual stream",
+                if model == 0 { "base" } else { "chat" }
+            ),
+        };
+        Wording {
+            noun: kind.noun(),
+            suffix,
+        }
+    }
+}
+
+/// The conclusion of a probe with nothing to verify: no significant feature, or only shared ones.
+fn no_candidate(
+    probe: &str,
+    contrasts: &[String],
+    hunts: &[ContrastHunt],
+    wording: &Wording,
+    fdr: f64,
+) -> ProbeConclusion {
+    let probe_hunts = || {
+        hunts
+            .iter()
+            .filter(|h| contrasts.contains(&h.contrast.category))
+    };
+    let tested: Vec<String> = probe_hunts()
+        .map(|h| {
+            format!(
+                "{}: {} tested, {} significant",
+                h.contrast.category,
+                h.n_tested(),
+                h.ranked.len()
+            )
+        })
+        .collect();
+    // Significant latents with a positive effect that the chat-only filter left out.
+    let filtered_out: usize = probe_hunts()
+        .map(|h| {
+            h.ranked_stats()
+                .filter(|s| s.summary.mean > 0.0)
+                .filter(|s| s.decoder.is_some_and(|d| d.class != LatentClass::ChatOnly))
+                .count()
+        })
+        .sum();
+    let no_candidates = probe_hunts().all(|h| h.candidates.is_empty());
+    let noun = wording.noun.to_lowercase();
+    let sentence = if filtered_out > 0 && no_candidates {
+        format!(
+            "{filtered_out} {} survived FDR at {:.0}% with a positive effect in the contrasts of probe \
+             `{probe}` ({}), but none of them is chat-only (they decode into the base model too), so \
+             there was no chat-specific candidate to verify.",
+            if filtered_out == 1 { noun } else { format!("{noun}s") },
+            fdr * 100.0,
+            contrasts.join(", ")
+        )
+    } else {
+        format!(
+            "No {noun} survived FDR at {:.0}% with a positive effect in the contrasts of probe `{probe}` ({}), \
+             so there was no candidate to verify.",
+            fdr * 100.0,
+            contrasts.join(", ")
+        )
+    };
+    ProbeConclusion {
+        probe: probe.to_string(),
+        status: ConclusionStatus::NoCandidates,
+        sentence,
+        details: tested.join("; "),
+        feature: None,
+        contrast: None,
+        activate_example: None,
+        silent_example: None,
+    }
+}
+
+/// The best verified candidate of a probe: passed first, then chat-only (by its decoder), then AUROC, then
+/// balanced accuracy, then the lowest index.
+fn best_candidate<'a>(
+    verified: &[&'a CandidateVerification],
+    hunts: &[ContrastHunt],
+) -> &'a CandidateVerification {
+    let chat_only = |v: &CandidateVerification| {
+        hunts
+            .iter()
+            .filter(|h| h.contrast.category == v.contrast)
+            .filter_map(|h| h.stats_of(v.feature)?.decoder)
+            .any(|d| d.class == LatentClass::ChatOnly)
+    };
+    let score = |v: &CandidateVerification| {
+        (
+            v.passed,
+            chat_only(v),
+            v.auroc.unwrap_or(f64::NEG_INFINITY),
+            v.balanced_accuracy.unwrap_or(f64::NEG_INFINITY),
+        )
+    };
+    verified
+        .iter()
+        .copied()
+        .max_by(|a, b| {
+            let (pa, ca, aa, ba) = score(a);
+            let (pb, cb, ab, bb) = score(b);
+            pa.cmp(&pb)
+                .then(ca.cmp(&cb))
+                .then(aa.total_cmp(&ab))
+                .then(ba.total_cmp(&bb))
+                .then(b.feature.cmp(&a.feature))
+        })
+        .expect("non-empty")
+}
+
+/// The prompt of `expected` with the highest activation (ACTIVATE) or the lowest (SILENT), shortened.
+fn example(best: &CandidateVerification, expected: Expectation) -> Option<(String, f64)> {
+    let highest = expected == Expectation::Activate;
+    best.prompts
+        .iter()
+        .filter(|p| p.expected == expected)
+        .fold(None::<&PromptResult>, |acc, p| match acc {
+            // Ties keep the earlier prompt.
+            Some(a) if highest && a.activation >= p.activation => Some(a),
+            Some(a) if !highest && a.activation <= p.activation => Some(a),
+            _ => Some(p),
+        })
+        .map(|p| (shorten(&p.prompt, 200), p.activation))
+}
+
+/// The discovery numbers of the best candidate, with its decoder class, in one line.
+fn discovery_details(hunts: &[ContrastHunt], best: &CandidateVerification) -> String {
+    let hunt = hunts.iter().find(|h| h.contrast.category == best.contrast);
+    hunt.and_then(|h| h.stats_of(best.feature).map(|s| (h, s)))
+        .map(|(h, s)| {
+            let decoder = s.decoder.map_or(String::new(), |d| {
+                let cosine = if d.cosine_similarity.is_finite() {
+                    format!("{:.2}", d.cosine_similarity)
+                } else {
+                    "n/a: one decoder vector is zero".into()
+                };
+                format!(
+                    "; decoder: {} (relative norm {:.2}, cosine {cosine})",
+                    serde_json::to_value(d.class)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    d.relative_norm,
+                )
+            });
+            format!(
+                "discovery on {} ({} vs {}, {} items): mean difference {:.3}, d_z {:.2}, q {:.2e}{decoder}",
+                h.contrast.category,
+                h.contrast.positive,
+                h.contrast.negative,
+                s.summary.n,
+                s.summary.mean,
+                s.summary.effect_size,
+                s.q_value
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The conclusion of a probe whose candidates were verified: the best one, found or not.
+fn verified_probe(
+    probe: &str,
+    verified: &[&CandidateVerification],
+    hunts: &[ContrastHunt],
+    wording: &Wording,
+    criteria: &VerificationCriteria,
+) -> ProbeConclusion {
+    let best = best_candidate(verified, hunts);
+    let activate_example = example(best, Expectation::Activate);
+    let silent_example = example(best, Expectation::Silent);
+    let count = |e: Expectation| best.prompts.iter().filter(|p| p.expected == e).count();
+    let (n_activate, n_silent) = (count(Expectation::Activate), count(Expectation::Silent));
+    let details = format!(
+        "{}; held-out probe `{probe}`: AUROC {} ({n_activate} ACTIVATE vs {n_silent} SILENT), \
+         {}/{n_activate} ACTIVATE above and {}/{n_silent} SILENT at or below the discovery threshold {:.3} \
+         (balanced accuracy {})",
+        discovery_details(hunts, best),
+        fmt_opt(best.auroc),
+        best.count(Expectation::Activate, true),
+        best.count(Expectation::Silent, true),
+        best.threshold,
+        fmt_opt(best.balanced_accuracy),
+    );
+    let Wording { noun, suffix } = wording;
+    let (status, sentence) = if best.passed {
+        let (a_text, a_val) = activate_example.clone().unwrap_or_default();
+        let (s_text, s_val) = silent_example.clone().unwrap_or_default();
+        (
+            ConclusionStatus::Found,
+            format!(
+                "{noun} #{}{suffix} activates when I say '{a_text}' (a = {}) but not when I say '{s_text}' (a = {}).",
+                best.feature,
+                fmt_a(a_val),
+                fmt_a(s_val)
+            ),
+        )
+    } else {
+        (
+            ConclusionStatus::NonePassed,
+            format!(
+                "No candidate passed verification on probe `{probe}` ({} verified; criteria: AUROC >= {:.2} and \
+                 balanced accuracy >= {:.2}). The best, {noun} #{}{suffix} from {}, reached AUROC {} and \
+                 balanced accuracy {}.",
+                verified.len(),
+                criteria.min_auroc,
+                criteria.min_balanced_accuracy,
+                best.feature,
+                best.contrast,
+                fmt_opt(best.auroc),
+                fmt_opt(best.balanced_accuracy)
+            ),
+        )
+    };
+    ProbeConclusion {
+        probe: probe.to_string(),
+        status,
+        sentence,
+        details,
+        feature: Some(best.feature),
+        contrast: Some(best.contrast.clone()),
+        activate_example,
+        silent_example,
     }
 }
 
