@@ -21,7 +21,7 @@ use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion, Through
 use crosscoder::throughput::{random_checkpoint, uniform};
 use crosscoder::{BackendKind, Crosscoder, CrosscoderCheckpoint};
 use ndarray::Array3;
-use stereo_backend::{dispatch, BackendVisitor};
+use stereo_core::{dispatch, BackendVisitor};
 
 const D: usize = 2304;
 const N_MODELS: usize = 2;

@@ -26,7 +26,7 @@ pub use diff_analysis;
 pub use gemma_model as gemma;
 pub use model_pair;
 pub use persona_dataset as persona;
-pub use stereo_backend as backend;
+pub use stereo_core as backend;
 
 pub mod demo;
 pub mod gpu_check;

@@ -5,9 +5,9 @@
 //! (`ln`, `cos`, ... may differ in the last bit between C libraries). The generator is SplitMix64
 //! (Steele, Lea and Flood, 2014); normals are Irwin-Hall sums of uniforms, which need only additions.
 
-use stereo_backend::rng::{fnv1a_64, SplitMix64};
+use stereo_core::rng::{fnv1a_64, SplitMix64};
 
-/// SplitMix64 ([`stereo_backend::rng::SplitMix64`]) started from a seed and a stream label.
+/// SplitMix64 ([`stereo_core::rng::SplitMix64`]) started from a seed and a stream label.
 #[derive(Debug, Clone)]
 pub(crate) struct Rng {
     inner: SplitMix64,

@@ -61,7 +61,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use stereo_backend::safetensors_file::{encode, metadata, OwnedTensor};
+use stereo_core::safetensors_file::{encode, metadata, OwnedTensor};
 
 use super::cues::{self, Marker, Mechanism, Second};
 use super::error::{DemoError, Result};

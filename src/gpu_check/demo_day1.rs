@@ -7,7 +7,7 @@ use diff_analysis::{ConclusionStatus, Day1, Day1Options, Day1Results};
 use gemma_model::{load_dir, LoadOptions};
 use model_pair::StereoRunner;
 use persona_dataset::{PersonaDataset, PROBE_CHILD_NOVICE};
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 use super::golden::Tally;
 use super::{CheckError, CheckOptions, CheckRecord};

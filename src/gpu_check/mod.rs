@@ -37,7 +37,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 pub use error::CheckError;
 pub use report::{CheckRecord, GpuReport, Measurement, ReportError};

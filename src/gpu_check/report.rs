@@ -16,7 +16,7 @@ pub const REPORT_FORMAT: &str = "stereo-gpu-check/1";
 pub enum ReportError {
     /// The report file could not be written.
     #[error("cannot write the report: {0}")]
-    Write(#[from] stereo_backend::atomic_file::FileError),
+    Write(#[from] stereo_core::atomic_file::FileError),
 }
 
 /// The outcome of one check.
@@ -175,7 +175,7 @@ impl GpuReport {
     /// [`ReportError::Write`] naming the path.
     pub fn write(&self, path: &Path) -> Result<(), ReportError> {
         let text = serde_json::to_string_pretty(self).expect("the report serialises");
-        Ok(stereo_backend::atomic_file::write_atomic(
+        Ok(stereo_core::atomic_file::write_atomic(
             path,
             text.as_bytes(),
         )?)
@@ -250,8 +250,8 @@ mod tests {
         let path = dir.path().join("torch.json");
         std::fs::write(&path, "{not json").unwrap();
         let options = CheckOptions {
-            backend: stereo_backend::BackendKind::Flex,
-            reference_backend: stereo_backend::BackendKind::NdArray,
+            backend: stereo_core::BackendKind::Flex,
+            reference_backend: stereo_core::BackendKind::NdArray,
             fixtures: dir.path().into(),
             tolerances: Tolerances::F32,
             bench: None,

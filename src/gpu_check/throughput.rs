@@ -5,7 +5,7 @@
 use crosscoder::throughput::{device_encode, device_gemm, random_checkpoint, DeviceTiming};
 use gemma_model::throughput::{benchmark_batch, time_forward};
 use gemma_model::{random_model, Gemma2Config, HookPoint, LoadOptions, RunRequest};
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 use super::{CheckError, Measurement};
 

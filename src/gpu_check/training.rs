@@ -8,7 +8,7 @@ use crosscoder::throughput::uniform;
 use crosscoder::CrosscoderWeights;
 use crosscoder_train::{StepMetrics, TrainConfig, TrainerState};
 use ndarray::Array3;
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 use super::golden::Tally;
 use super::{CheckError, CheckOptions, CheckRecord};

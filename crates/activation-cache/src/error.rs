@@ -174,8 +174,8 @@ impl CacheError {
     }
 }
 
-impl From<stereo_backend::atomic_file::FileError> for CacheError {
-    fn from(e: stereo_backend::atomic_file::FileError) -> Self {
+impl From<stereo_core::atomic_file::FileError> for CacheError {
+    fn from(e: stereo_core::atomic_file::FileError) -> Self {
         CacheError::Io {
             path: e.path,
             source: e.source,

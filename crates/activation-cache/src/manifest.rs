@@ -11,7 +11,7 @@ use crate::error::{CacheError, Result};
 use crate::stats::ModelStatistics;
 use gemma_model::HookPoint;
 use model_pair::{ModelInfo, TokenizationMode};
-use stereo_backend::atomic_file::write_atomic;
+use stereo_core::atomic_file::write_atomic;
 
 /// Name of the manifest file in a store directory.
 pub const MANIFEST_FILE: &str = "manifest.json";

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use gemma_model::HookPoint;
 use ndarray::Array3;
-use stereo_backend::rng::{mix64, SplitMix64};
+use stereo_core::rng::{mix64, SplitMix64};
 
 use crate::error::{CacheError, Result};
 use crate::manifest::Manifest;

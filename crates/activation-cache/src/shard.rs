@@ -32,8 +32,8 @@ use crate::error::{CacheError, Result};
 use crate::manifest::{Manifest, ShardEntry, StoreDtype};
 use crate::stats::{ModelStatistics, Moments};
 use model_pair::TokenMeta;
-use stereo_backend::atomic_file::sync_file;
-use stereo_backend::safetensors_file::{encode, metadata, OwnedTensor};
+use stereo_core::atomic_file::sync_file;
+use stereo_core::safetensors_file::{encode, metadata, OwnedTensor};
 
 /// `flags` bit of the `<bos>` token.
 pub const FLAG_BOS: u8 = 1;

@@ -9,7 +9,7 @@ use crate::error::{CacheError, Result};
 use crate::manifest::{shard_file_name, Manifest, ShardEntry, StoreConfig, MANIFEST_FILE};
 use crate::shard::write_shard;
 use model_pair::{ForwardProgress, TokenMeta};
-use stereo_backend::atomic_file::{commit, sync_dir, tmp_path, TMP_SUFFIX};
+use stereo_core::atomic_file::{commit, sync_dir, tmp_path, TMP_SUFFIX};
 
 /// What a caching run is doing; the run's callback sees each event and may stop the run by
 /// returning [`ControlFlow::Break`], which leaves the store exactly as a kill at that moment would.

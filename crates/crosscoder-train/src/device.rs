@@ -7,8 +7,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ndarray::{Array3, ArrayView3};
-use stereo_backend::hook::HookPoint;
-use stereo_backend::{BackendKind, BackendVisitor};
+use stereo_core::hook::HookPoint;
+use stereo_core::{BackendKind, BackendVisitor};
 
 use crate::config::{DecoderBiasInit, Objective, Reconstruction, TrainConfig};
 use crate::select::{aux_k_mask, batch_top_k_cut, geometric_median};
@@ -17,18 +17,18 @@ use crate::{CrosscoderTrainer, StepMetrics};
 use crosscoder::CodeNormalization;
 use crosscoder::CrosscoderWeights;
 use crosscoder::{CrosscoderError, Result};
-use stereo_backend::host::upload;
+use stereo_core::host::upload;
 
-/// Reads a 2-D device tensor back to the host ([`stereo_backend::host::download2`]).
+/// Reads a 2-D device tensor back to the host ([`stereo_core::host::download2`]).
 fn download2<B: Backend>(t: Tensor<B, 2>) -> Result<ndarray::Array2<f32>> {
-    stereo_backend::host::download2(t).map_err(|e| CrosscoderError::Device(e.to_string()))
+    stereo_core::host::download2(t).map_err(|e| CrosscoderError::Device(e.to_string()))
 }
 
 /// L1 runs count a latent as dead once it has not fired for this many tokens (BatchTopK uses its
 /// objective's `dead_tokens`).
 pub const L1_DEAD_WINDOW_TOKENS: u64 = 1_000_000;
 
-/// Builds a [`DeviceTrainer`] for the backend chosen by [`stereo_backend::dispatch`].
+/// Builds a [`DeviceTrainer`] for the backend chosen by [`stereo_core::dispatch`].
 pub(crate) struct BuildTrainer {
     pub state: TrainerState,
     pub kind: BackendKind,

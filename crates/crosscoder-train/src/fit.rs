@@ -9,7 +9,7 @@ use ndarray::Array3;
 
 use crate::{CrosscoderTrainer, StepMetrics};
 use crosscoder::{CrosscoderError, Result};
-use stereo_backend::atomic_file::write_atomic;
+use stereo_core::atomic_file::write_atomic;
 
 /// How [`fit`] runs.
 #[derive(Debug, Clone, PartialEq)]

@@ -39,7 +39,7 @@
 //!
 //! ## Cargo features
 //!
-//! - `cuda`: the CUDA backend (`stereo-backend/cuda`).
+//! - `cuda`: the CUDA backend (`stereo-core/cuda`).
 
 mod config;
 mod device;
@@ -50,7 +50,7 @@ pub mod store;
 
 use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 pub use config::{
     BatchTopKObjective, DecoderBiasInit, LrSchedule, Objective, Reconstruction, TrainConfig,
@@ -152,7 +152,7 @@ impl TrainerState {
     /// # Errors
     /// [`crosscoder::CrosscoderError::Backend`] when the backend is not compiled in or not usable here.
     pub fn build(self, backend: BackendKind) -> Result<Box<dyn CrosscoderTrainer>> {
-        Ok(stereo_backend::dispatch(
+        Ok(stereo_core::dispatch(
             backend,
             device::BuildTrainer {
                 state: self,

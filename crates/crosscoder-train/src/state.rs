@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use stereo_backend::hook::HookPoint;
+use stereo_core::hook::HookPoint;
 
 use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
 use rand::SeedableRng;
@@ -265,7 +265,7 @@ impl TrainerState {
         entries.extend(weight_entries("adam_v", &self.adam_v));
         let metadata: HashMap<String, String> = [(HEADER_KEY.to_string(), json)].into();
         let bytes = serialize_f32(&entries, metadata, path)?;
-        Ok(stereo_backend::atomic_file::write_atomic(path, &bytes)?)
+        Ok(stereo_core::atomic_file::write_atomic(path, &bytes)?)
     }
 
     /// Reads a checkpoint written by [`TrainerState::save`].

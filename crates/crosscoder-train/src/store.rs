@@ -290,7 +290,7 @@ fn evaluate(
 
 fn write_summary(path: &Path, summary: &TrainingSummary) -> Result<(), TrainError> {
     let text = serde_json::to_string_pretty(summary).map_err(|e| CrosscoderError::json(path, e))?;
-    stereo_backend::atomic_file::write_atomic(path, (text + "\n").as_bytes())
+    stereo_core::atomic_file::write_atomic(path, (text + "\n").as_bytes())
         .map_err(CrosscoderError::from)?;
     Ok(())
 }

@@ -338,7 +338,7 @@ fn resuming_on_other_training_data_is_refused() {
         "google/gemma-2-2b".to_string(),
         "google/gemma-2-2b-it".into(),
     ];
-    let hook = stereo_backend::hook::HookPoint::ResidPost(13);
+    let hook = stereo_core::hook::HookPoint::ResidPost(13);
     let state = TrainerState::new(TrainConfig::ckkissane(2, D, 48, 10), 0)
         .unwrap()
         .with_metadata(models.clone(), Some(hook));
@@ -353,7 +353,7 @@ fn resuming_on_other_training_data_is_refused() {
     let swapped = vec![models[1].clone(), models[0].clone()];
     refused(&swapped, Some(hook), D, "models[0]");
     refused(&models[..1], Some(hook), D, "the model count");
-    let other = stereo_backend::hook::HookPoint::ResidPre(14);
+    let other = stereo_core::hook::HookPoint::ResidPre(14);
     refused(&models, Some(other), D, "hook");
     refused(&models, None, D, "hook");
     let err = state.check_same_data(&models, Some(other), D).unwrap_err();

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2, Array3, ArrayView, Axis, Dimension};
-use stereo_backend::hook::HookPoint;
-use stereo_backend::{dispatch, BackendKind};
+use stereo_core::hook::HookPoint;
+use stereo_core::{dispatch, BackendKind};
 
 use crate::analysis;
 use crate::config::{CrosscoderConfig, InputNormalizer};

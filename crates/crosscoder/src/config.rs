@@ -3,12 +3,12 @@
 
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
-use stereo_backend::hook::HookPoint;
+use stereo_core::hook::HookPoint;
 
 /// The two models of the workspace, in index order: 0 = base, 1 = chat.
 pub const GEMMA_2_2B_MODELS: [&str; 2] = ["google/gemma-2-2b", "google/gemma-2-2b-it"];
 
-pub use stereo_backend::{BASE, CHAT};
+pub use stereo_core::{BASE, CHAT};
 
 /// The latent activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

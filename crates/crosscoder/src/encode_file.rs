@@ -138,6 +138,6 @@ pub fn write_encoded(
         ),
     ];
     let bytes = serialize_f32(&entries, HashMap::new(), path)?;
-    stereo_backend::atomic_file::write_atomic(path, &bytes)?;
+    stereo_core::atomic_file::write_atomic(path, &bytes)?;
     Ok(())
 }

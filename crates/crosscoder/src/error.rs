@@ -210,7 +210,7 @@ pub enum CrosscoderError {
     Device(String),
     /// The requested backend is unavailable.
     #[error(transparent)]
-    Backend(#[from] stereo_backend::BackendError),
+    Backend(#[from] stereo_core::BackendError),
     /// A training configuration is inconsistent.
     #[error("invalid training configuration: `{field}` {reason}")]
     TrainConfig {
@@ -287,8 +287,8 @@ impl CrosscoderError {
     }
 }
 
-impl From<stereo_backend::atomic_file::FileError> for CrosscoderError {
-    fn from(e: stereo_backend::atomic_file::FileError) -> Self {
+impl From<stereo_core::atomic_file::FileError> for CrosscoderError {
+    fn from(e: stereo_core::atomic_file::FileError) -> Self {
         CrosscoderError::Io {
             path: e.path,
             source: e.source,

@@ -7,12 +7,12 @@
 //!   `models--org--name/refs/<revision>` names the snapshot, `snapshots/<commit>/...` holds the files.
 //! - Online, the repository listing picks the layout, then the files are downloaded into the cache
 //!   (`HF_TOKEN` or the cached token file authenticates gated repositories; `HF_ENDPOINT` selects a mirror).
-//! - The cache and the network are reached through `stereo_backend::hub`, the client the models use;
+//! - The cache and the network are reached through `stereo_core::hub`, the client the models use;
 //!   this module adds the subfolder syntax and the choice among the crosscoder layouts.
 
 use std::path::{Path, PathBuf};
 
-use stereo_backend::hub::{is_repo_id, offline_from_env, HubOptions, HubRepo};
+use stereo_core::hub::{is_repo_id, offline_from_env, HubOptions, HubRepo};
 
 use crate::error::{CrosscoderError, Result};
 use crate::formats::DIR_LAYOUTS;

@@ -89,7 +89,7 @@
 //!
 //! ## Cargo features
 //!
-//! - `cuda`: compiles the CUDA backend (`stereo-backend/cuda`); it is used only where a CUDA driver is found
+//! - `cuda`: compiles the CUDA backend (`stereo-core/cuda`); it is used only where a CUDA driver is found
 //!   at run time.
 
 pub mod analysis;
@@ -125,6 +125,6 @@ pub use metrics::{
     reconstruction_metrics, LatentActivity, MetricsAccumulator, ReconstructionMetrics,
 };
 pub use plot::{relative_norm_histogram, HistogramOptions};
-pub use stereo_backend::hub::HubOptions;
-pub use stereo_backend::BackendKind;
+pub use stereo_core::hub::HubOptions;
+pub use stereo_core::BackendKind;
 pub use traits::{Crosscoder, ForwardOutput};

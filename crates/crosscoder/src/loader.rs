@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 use crate::checkpoint::CrosscoderCheckpoint;
 use crate::config::CrosscoderConfig;
@@ -11,8 +11,8 @@ use crate::error::{CrosscoderError, Result};
 use crate::formats::{load_local, CheckpointFormat};
 use crate::hub::{self, HubOverrides};
 use crate::traits::Crosscoder;
-use stereo_backend::hook::HookPoint;
-use stereo_backend::hub::HubOptions;
+use stereo_core::hook::HookPoint;
+use stereo_core::hub::HubOptions;
 
 /// Loads a crosscoder from a local path or a hub id, and builds it on a backend.
 ///

@@ -17,8 +17,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
-use stereo_backend::host::upload;
-use stereo_backend::{BackendKind, BackendVisitor};
+use stereo_core::host::upload;
+use stereo_core::{BackendKind, BackendVisitor};
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{Activation, CrosscoderConfig, InputNormalizer};
@@ -30,7 +30,7 @@ use crate::traits::{Crosscoder, ForwardOutput};
 /// this many values (64 Mi f32 = 256 MiB).
 const TOP_K_CHUNK_VALUES: usize = 1 << 26;
 
-/// Builds a [`CrosscoderModel`] for the backend chosen by [`stereo_backend::dispatch`].
+/// Builds a [`CrosscoderModel`] for the backend chosen by [`stereo_core::dispatch`].
 pub(crate) struct BuildVisitor {
     pub checkpoint: CrosscoderCheckpoint,
     pub kind: BackendKind,
@@ -381,7 +381,7 @@ impl<B: Backend> Crosscoder for CrosscoderModel<B> {
     }
 }
 
-/// Reads a 2-D device tensor back into a host array ([`stereo_backend::host::download2`]).
+/// Reads a 2-D device tensor back into a host array ([`stereo_core::host::download2`]).
 pub(crate) fn download2<B: Backend>(t: Tensor<B, 2>) -> Result<Array2<f32>> {
-    stereo_backend::host::download2(t).map_err(|e| CrosscoderError::Device(e.to_string()))
+    stereo_core::host::download2(t).map_err(|e| CrosscoderError::Device(e.to_string()))
 }

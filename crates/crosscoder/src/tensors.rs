@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use stereo_backend::safetensors_file::{encode, OwnedTensor};
+use stereo_core::safetensors_file::{encode, OwnedTensor};
 
 use crate::error::{CrosscoderError, Result};
 
@@ -309,7 +309,7 @@ pub fn f32_entry<'a>(
 }
 
 /// Serialises entries and string metadata into safetensors bytes (the workspace's one writer,
-/// `stereo_backend::safetensors_file`); errors name `path`, the file they are meant for.
+/// `stereo_core::safetensors_file`); errors name `path`, the file they are meant for.
 pub fn serialize_f32(
     entries: &[OwnedTensor],
     metadata: HashMap<String, String>,

@@ -24,7 +24,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use ndarray::{Array1, Array2, Array3};
 use serde::Serialize;
-use stereo_backend::{dispatch, BackendKind, BackendVisitor};
+use stereo_core::{dispatch, BackendKind, BackendVisitor};
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{CrosscoderConfig, InputNormalizer};

@@ -2,7 +2,7 @@
 //! type in sight, built for a backend chosen at run time.
 
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3};
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 use crate::checkpoint::CrosscoderCheckpoint;
 use crate::config::{CrosscoderConfig, InputNormalizer};

@@ -89,7 +89,7 @@ fn checkpoint(s: &Spec) -> CrosscoderCheckpoint {
         activation,
         code_normalization,
         models: (0..n).map(|m| format!("model-{m}")).collect(),
-        hook: Some(stereo_backend::hook::HookPoint::ResidPost(3)),
+        hook: Some(stereo_core::hook::HookPoint::ResidPost(3)),
         layer: Some(3),
         source: Some("proptest".into()),
         ..CrosscoderConfig::relu(n, d, f)

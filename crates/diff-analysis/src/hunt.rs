@@ -22,7 +22,7 @@
 use crosscoder::{DecoderAnalysis, LatentClass};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
-use stereo_backend::rng::SplitMix64;
+use stereo_core::rng::SplitMix64;
 
 use crate::error::{AnalysisError, Result};
 use crate::stats::{

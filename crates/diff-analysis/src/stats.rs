@@ -29,7 +29,7 @@
 //!   tests): [`PermutationOptions::resolving`] picks `m >= 10 k / q`.
 
 use serde::{Deserialize, Serialize};
-use stereo_backend::rng::SplitMix64;
+use stereo_core::rng::SplitMix64;
 
 /// Mean, spread, effect size and sign consistency of paired differences.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

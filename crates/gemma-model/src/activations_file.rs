@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use stereo_backend::safetensors_file::{metadata, write, OwnedTensor};
+use stereo_core::safetensors_file::{metadata, write, OwnedTensor};
 
 use crate::batch::{PaddingSide, TokenBatch};
 use crate::error::{GemmaError, Result};

@@ -102,7 +102,7 @@ pub enum GemmaError {
     },
     /// The hub could not provide a file (gated repo without token, not cached offline, not found).
     #[error(transparent)]
-    Hub(#[from] stereo_backend::hub::HubError),
+    Hub(#[from] stereo_core::hub::HubError),
     /// The tokenizer could not be loaded or used.
     #[error("tokenizer {path}: {reason}")]
     Tokenizer {
@@ -167,7 +167,7 @@ pub enum GemmaError {
     },
     /// The requested backend is not available.
     #[error(transparent)]
-    Backend(#[from] stereo_backend::BackendError),
+    Backend(#[from] stereo_core::BackendError),
     /// The requested compute dtype is not supported by the backend.
     #[error("compute dtype {dtype} is not supported on backend `{backend}` (use f32; bf16 compute needs a backend with bf16 kernels)")]
     UnsupportedDtype {
@@ -181,8 +181,8 @@ pub enum GemmaError {
 /// Result alias of this crate.
 pub type Result<T, E = GemmaError> = std::result::Result<T, E>;
 
-impl From<stereo_backend::hook::UnknownHook> for GemmaError {
-    fn from(e: stereo_backend::hook::UnknownHook) -> Self {
+impl From<stereo_core::hook::UnknownHook> for GemmaError {
+    fn from(e: stereo_core::hook::UnknownHook) -> Self {
         GemmaError::UnknownHook { name: e.name }
     }
 }

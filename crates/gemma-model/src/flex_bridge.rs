@@ -56,7 +56,7 @@ pub(crate) fn from_host<B: Backend, const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stereo_backend::{FlexBackend, NdArrayBackend};
+    use stereo_core::{FlexBackend, NdArrayBackend};
 
     #[test]
     fn flex_tensors_round_trip_without_a_copy_of_the_values() {

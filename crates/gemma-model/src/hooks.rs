@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ndarray::Array3;
 
-pub use stereo_backend::hook::HookPoint;
+pub use stereo_core::hook::HookPoint;
 
 /// A function that edits an activation in place, `[batch, pos, d_model]` (padding positions included).
 pub type EditFn = dyn Fn(&mut Array3<f32>) + Send + Sync;

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use stereo_backend::hub::HubOptions;
-use stereo_backend::{dispatch, BackendKind, BackendVisitor};
+use stereo_core::hub::HubOptions;
+use stereo_core::{dispatch, BackendKind, BackendVisitor};
 
 use crate::batch::TokenBatch;
 use crate::config::Gemma2Config;

@@ -64,7 +64,7 @@ pub use language_model::{
 };
 pub use model::RunOutput;
 pub use source::{ModelSource, ResolvedModel};
-pub use stereo_backend::hub::HubOptions;
-pub use stereo_backend::BackendKind;
+pub use stereo_core::hub::HubOptions;
+pub use stereo_core::BackendKind;
 pub use tokenizer::{render_chat_template, ChatMessage, GemmaTokenizer, Role};
 pub use weights::WeightFiles;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use stereo_backend::hub::{is_repo_id, HubError, HubOptions, HubRepo};
+use stereo_core::hub::{is_repo_id, HubError, HubOptions, HubRepo};
 
 use crate::error::{GemmaError, Result};
 use crate::weights::{INDEX_FILE, SINGLE_FILE};

@@ -13,7 +13,7 @@ use gemma_model::{
     LoadOptions, ModelSource, RunRequest, TokenBatch,
 };
 use safetensors::tensor::TensorView;
-use stereo_backend::hub::{seed_cache, HubError};
+use stereo_core::hub::{seed_cache, HubError};
 
 fn options_with(hub: HubOptions) -> LoadOptions {
     LoadOptions {

@@ -61,4 +61,4 @@ pub use prompt::{
 pub use runner::StereoRunner;
 pub use sequential::{ModelFactory, SequentialPair};
 pub use source::{ForwardProgress, ModelInfo, PairedSource};
-pub use stereo_backend::{BASE, CHAT};
+pub use stereo_core::{BASE, CHAT};

@@ -4,7 +4,7 @@ use gemma_model::{
     GemmaTokenizer, HookPoint, LanguageModel, LoadedModel, PaddingSide, RunRequest, TokenBatch,
 };
 use ndarray::{s, Array3};
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 use crate::checks::check_pair;
 use crate::error::{PairError, Result};

@@ -5,7 +5,7 @@ use gemma_model::{
 };
 use ndarray::Array3;
 
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 use crate::checks::{check_configs, check_depth};
 use crate::error::{PairError, Result};

@@ -5,7 +5,7 @@
 use gemma_model::{GemmaTokenizer, HookPoint};
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
-use stereo_backend::BackendKind;
+use stereo_core::BackendKind;
 
 use crate::error::{PairError, Result};
 use crate::prompt::{

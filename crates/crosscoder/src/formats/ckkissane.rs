@@ -24,7 +24,7 @@ use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{CrosscoderConfig, InputNormalizer, GEMMA_2_2B_MODELS};
 use crate::error::{CrosscoderError, Result};
 use crate::tensors::TensorMap;
-use stereo_backend::hook::HookPoint;
+use stereo_core::hook::HookPoint;
 
 /// The replication's `cfg.json` (only the fields this crate uses are read).
 #[derive(Debug, Clone)]

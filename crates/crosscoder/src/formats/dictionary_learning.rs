@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2, Ix1, Ix2, Ix3};
 use serde_json::Value;
-use stereo_backend::hook::HookPoint;
+use stereo_core::hook::HookPoint;
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{Activation, CodeNormalization, CrosscoderConfig, InputNormalizer};

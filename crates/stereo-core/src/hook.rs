@@ -3,14 +3,14 @@
 //! a name and carried typed everywhere (runs, crosscoder configs, store manifests); serialised as the name.
 //!
 //! ```
-//! use stereo_backend::hook::HookPoint;
+//! use stereo_core::hook::HookPoint;
 //!
 //! let hook: HookPoint = "blocks.13.hook_resid_post".parse()?;
 //! assert_eq!(hook, HookPoint::ResidPost(13));
 //! assert_eq!(hook.layers_needed(), 14);
 //! assert_eq!(hook.to_string(), "blocks.13.hook_resid_post");
 //! assert!("blocks.13.resid_post".parse::<HookPoint>().is_err());
-//! # Ok::<(), stereo_backend::hook::UnknownHook>(())
+//! # Ok::<(), stereo_core::hook::UnknownHook>(())
 //! ```
 
 use std::fmt;

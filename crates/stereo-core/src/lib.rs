@@ -1,6 +1,20 @@
-//! # stereo-backend
+//! # stereo-core
 //!
-//! Choose a burn backend **by name at run time**, so that analysis code never names a backend type.
+//! The vocabulary every crate of the workspace shares, at the bottom of the dependency graph:
+//!
+//! | module | what |
+//! |---|---|
+//! | (root) | [`BackendKind`] and [`dispatch`]: a burn backend chosen by name at run time; [`BASE`] and [`CHAT`] |
+//! | [`hook`] | [`hook::HookPoint`]: TransformerLens hook names, parsed once, serialised by name |
+//! | [`hub`] | the Hugging Face hub: [`hub::HubOptions`] (`HF_HOME`, `HF_TOKEN`, `HF_HUB_OFFLINE`), [`hub::HubRepo`] |
+//! | [`atomic_file`] | files replaced atomically (write, flush, rename, flush the directory) |
+//! | [`safetensors_file`] | the one safetensors writer, on the atomic file |
+//! | [`host`] | host arrays to device tensors and back |
+//! | [`rng`] | the one seeded random number generator (SplitMix64, frozen) |
+//!
+//! ## Backends by name
+//!
+//! Analysis code never names a backend type.
 //!
 //! Every model in the workspace is generic over `B: burn::tensor::backend::Backend` inside its crate and
 //! is erased behind an object-safe trait at the crate boundary. The one place where a backend name
@@ -14,7 +28,7 @@
 //! | `cuda`    | `CudaBackend` | behind the `cuda` cargo feature; checked with the driver before use |
 //!
 //! ```
-//! use stereo_backend::{dispatch, BackendKind, BackendVisitor};
+//! use stereo_core::{dispatch, BackendKind, BackendVisitor};
 //! use burn::tensor::{backend::Backend, Tensor};
 //!
 //! struct SumOnes;
@@ -27,9 +41,6 @@
 //! let kind: BackendKind = "ndarray".parse().unwrap();
 //! assert_eq!(dispatch(kind, SumOnes).unwrap(), 4.0);
 //! ```
-//!
-//! [`rng`] is the one seeded random number generator of the workspace (SplitMix64, frozen). The [`hub`] module resolves Hugging Face hub files through the standard cache (`HF_HOME`,
-//! `HF_TOKEN`, `HF_HUB_OFFLINE`), for every crate that loads checkpoints.
 //!
 //! Cargo features: `cuda` compiles the CUDA backend (no CUDA toolkit is needed to build; the driver
 //! library is loaded at run time).

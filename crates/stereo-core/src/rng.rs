@@ -3,7 +3,7 @@
 //! (shuffles of the activation store, permutation tests, the demo fixture).
 //!
 //! ```
-//! use stereo_backend::rng::SplitMix64;
+//! use stereo_core::rng::SplitMix64;
 //!
 //! let mut a = SplitMix64::new(7);
 //! let mut b = SplitMix64::new(7);

@@ -4,7 +4,7 @@
 //! `activations` example's output) goes through it.
 //!
 //! ```
-//! use stereo_backend::safetensors_file::{metadata, write, OwnedTensor};
+//! use stereo_core::safetensors_file::{metadata, write, OwnedTensor};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("x.safetensors");
