@@ -343,7 +343,9 @@ fn main() -> Result<()> {
         "wrote {} files to {} (open {}) in {:.1?} overall",
         files.len(),
         args.out.display(),
-        args.out.join(diff_analysis::summary::REPORT_FILE).display(),
+        args.out
+            .join(diff_analysis::output::summary::REPORT_FILE)
+            .display(),
         started.elapsed()
     );
     Ok(())

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crosscoder::{BackendKind, CrosscoderLoader};
-use diff_analysis::summary::{stats_csv, summarize};
+use diff_analysis::output::summary::{stats_csv, summarize};
 use diff_analysis::{Day1, Day1Options, Day1Results};
 use gemma_model::{load_dir, HookPoint, LoadOptions, ModelSource};
 use model_pair::{PairedSource, SequentialPair, StereoRunner};

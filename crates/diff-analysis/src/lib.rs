@@ -66,13 +66,13 @@
 mod error;
 mod extract;
 pub mod hunt;
+mod options;
+pub mod output;
 mod pipeline;
 mod plan;
-pub mod plots;
 mod pooling;
-pub mod report;
+mod results;
 pub mod stats;
-pub mod summary;
 pub mod verify;
 
 pub use error::{AnalysisError, Result};
@@ -81,17 +81,18 @@ pub use hunt::{
     hunt, notebook_ranking, replicate, ContrastHunt, ContrastName, DecoderInfo, FeatureKind,
     HuntOptions, LatentStats, NotebookEntry, PairedFeatures, Replication,
 };
-pub use pipeline::{
-    CrosscoderInfo, Day1, Day1Options, Day1Results, ProbeTokens, RunInfo, Timings, TokenRole,
-    TokenizedPrompt,
-};
+pub use options::Day1Options;
+pub use output::summary::{Day1Summary, SUMMARY_FILE};
+pub use pipeline::Day1;
 pub use plan::{
     check_crosscoder, crosscoder_hook, default_probe, plan, validate_options, ContrastPlan, Plan,
     MIN_DISCOVERY_ITEMS,
 };
 pub use pooling::Pooling;
+pub use results::{
+    CrosscoderInfo, Day1Results, ProbeTokens, RunInfo, Timings, TokenRole, TokenizedPrompt,
+};
 pub use stats::{PairedSummary, PermutationOptions, PermutationResult};
-pub use summary::{Day1Summary, SUMMARY_FILE};
 pub use verify::{
     CandidateVerification, Conclusion, ConclusionStatus, ProbeConclusion, PromptResult,
     VerificationCriteria,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::error::{AnalysisError, Result};
 use crate::hunt::{validate_hunt_options, ContrastName};
-use crate::pipeline::Day1Options;
+use crate::options::Day1Options;
 
 /// Fewest discovery items a contrast needs (a standard deviation needs two).
 pub const MIN_DISCOVERY_ITEMS: usize = 2;

@@ -210,7 +210,9 @@ fn day1_end_to_end_on_the_tiny_pair_with_a_random_crosscoder() {
         !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script")
     );
     assert!(html.contains("data:image/png;base64,"));
-    assert!(html.contains(&diff_analysis::report::escape(&results.conclusion.sentence)));
+    assert!(html.contains(&diff_analysis::output::report::escape(
+        &results.conclusion.sentence
+    )));
     if !results.verifications.is_empty() {
         assert!(html.contains("class=\"prompt\""), "token views present");
     }

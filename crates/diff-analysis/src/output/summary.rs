@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::error::{AnalysisError, Result};
 use crate::hunt::{ContrastHunt, FeatureKind, LatentStats, NotebookEntry};
-use crate::pipeline::{CrosscoderInfo, Day1Results, Timings};
+use crate::results::{CrosscoderInfo, Day1Results, Timings};
 use crate::stats::PermutationOptions;
 use crate::verify::{CandidateVerification, Conclusion, VerificationCriteria};
 
@@ -530,7 +530,7 @@ fn json_string<T: Serialize>(value: &T, path: &Path) -> Result<String> {
 /// Writes every output of `r` to `dir` (see [`Day1Results::write`]).
 pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| AnalysisError::io(dir, e))?;
-    let figures = crate::plots::draw_all(r, dir)?;
+    let figures = crate::output::plots::draw_all(r, dir)?;
     let mut names: Vec<String> = figures
         .iter()
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -551,7 +551,7 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         json_string(&r.tokens, &tokens_path)?.as_bytes(),
     )?;
     let report_path = dir.join(REPORT_FILE);
-    let html = crate::report::render(r, &summary, &figures)?;
+    let html = crate::output::report::render(r, &summary, &figures)?;
     write_file(&report_path, html.as_bytes())?;
 
     let mut written = vec![summary_path, stats_path, tokens_path, report_path];

@@ -18,8 +18,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::Result;
-use crate::pipeline::Day1Results;
 use crate::pooling::shorten;
+use crate::results::Day1Results;
 use crate::verify::CandidateVerification;
 
 /// Contrast colours (matplotlib's tab10).
