@@ -252,29 +252,10 @@ impl MappedShard {
     }
 
     fn parse(path: PathBuf, mmap: Mmap, entry: &ShardEntry, manifest: &Manifest) -> Result<Self> {
+        check_format(&path, &mmap)?;
         let st = SafeTensors::deserialize(&mmap[..])
             .map_err(|e| CacheError::corrupt(&path, format!("not a safetensors file: {e}")))?;
-        let (_, header) = SafeTensors::read_metadata(&mmap[..])
-            .map_err(|e| CacheError::corrupt(&path, format!("not a safetensors file: {e}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let field = |key: &str| {
-            meta.get(key)
-                .cloned()
-                .ok_or_else(|| CacheError::corrupt(&path, format!("metadata `{key}` is missing")))
-        };
-        let format = field("format")?;
-        if format != SHARD_FORMAT {
-            return Err(CacheError::corrupt(
-                &path,
-                format!("metadata `format` is `{format}`, expected `{SHARD_FORMAT}`"),
-            ));
-        }
-        let mismatch = |field: &str, manifest: String, shard: String| CacheError::ShardMismatch {
-            shard: path.clone(),
-            field: field.into(),
-            manifest,
-            shard_value: shard,
-        };
+        let (n, d, dtype) = activations_layout(&st, &path, entry, manifest)?;
         let base = mmap.as_ptr() as usize;
         let tensor = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Range<usize>> {
             let view = st
@@ -298,62 +279,11 @@ impl MappedShard {
             let start = view.data().as_ptr() as usize - base;
             Ok(start..start + view.data().len())
         };
-        let acts = st
-            .tensor("activations")
-            .map_err(|_| CacheError::corrupt(&path, "tensor `activations` is missing"))?;
-        let shape = acts.shape().to_vec();
-        let dtype = match acts.dtype() {
-            Dtype::F32 => StoreDtype::F32,
-            Dtype::BF16 => StoreDtype::Bf16,
-            other => {
-                return Err(CacheError::corrupt(
-                    &path,
-                    format!("tensor `activations` is {other:?}, expected F32 or BF16"),
-                ))
-            }
+        let activations_dtype = match dtype {
+            StoreDtype::F32 => Dtype::F32,
+            StoreDtype::Bf16 => Dtype::BF16,
         };
-        if dtype != manifest.dtype {
-            return Err(mismatch(
-                "dtype",
-                manifest.dtype.to_string(),
-                dtype.to_string(),
-            ));
-        }
-        let &[n, pair, d] = shape.as_slice() else {
-            return Err(CacheError::corrupt(
-                &path,
-                format!("tensor `activations` has shape {shape:?}, expected [n, 2, d_model]"),
-            ));
-        };
-        if pair != 2 {
-            return Err(CacheError::corrupt(
-                &path,
-                format!("tensor `activations` has shape {shape:?}, expected [n, 2, d_model]"),
-            ));
-        }
-        if d != manifest.d_model {
-            return Err(mismatch(
-                "d_model",
-                manifest.d_model.to_string(),
-                d.to_string(),
-            ));
-        }
-        if n as u64 != entry.n_tokens {
-            return Err(mismatch(
-                "n_tokens",
-                entry.n_tokens.to_string(),
-                n.to_string(),
-            ));
-        }
-        let activations = tensor(
-            "activations",
-            if dtype == StoreDtype::F32 {
-                Dtype::F32
-            } else {
-                Dtype::BF16
-            },
-            &[n, 2, d],
-        )?;
+        let activations = tensor("activations", activations_dtype, &[n, 2, d])?;
         let (prompt, position, token_id, flags) = (
             tensor("prompt", Dtype::I64, &[n])?,
             tensor("position", Dtype::I64, &[n])?,
@@ -375,6 +305,7 @@ impl MappedShard {
         let documents = [at(0), at(1)];
         if documents != entry.documents.map(|d| d as i64) {
             return Err(mismatch(
+                &path,
                 "documents",
                 format!("{:?}", entry.documents),
                 format!("{documents:?}"),
@@ -393,7 +324,13 @@ impl MappedShard {
             flags,
             stats,
         };
-        let count = |bit: u8| (0..n).filter(|&i| shard.flags(i) & bit != 0).count() as u64;
+        shard.check_flag_counts(&path, entry)?;
+        Ok(shard)
+    }
+
+    /// The BOS, padding and template counts of the rows against the manifest entry's.
+    fn check_flag_counts(&self, path: &Path, entry: &ShardEntry) -> Result<()> {
+        let count = |bit: u8| (0..self.n).filter(|&i| self.flags(i) & bit != 0).count() as u64;
         for (field, bit, listed) in [
             ("n_bos", FLAG_BOS, entry.n_bos),
             ("n_pad", FLAG_PAD, entry.n_pad),
@@ -401,10 +338,15 @@ impl MappedShard {
         ] {
             let actual = count(bit);
             if actual != listed {
-                return Err(mismatch(field, listed.to_string(), actual.to_string()));
+                return Err(mismatch(
+                    path,
+                    field,
+                    listed.to_string(),
+                    actual.to_string(),
+                ));
             }
         }
-        Ok(shard)
+        Ok(())
     }
 
     /// Number of rows.
@@ -486,4 +428,86 @@ impl MappedShard {
             without_bos: moments(m, 1),
         })
     }
+}
+
+/// A [`CacheError::ShardMismatch`] of `path`.
+fn mismatch(path: &Path, field: &str, manifest: String, shard: String) -> CacheError {
+    CacheError::ShardMismatch {
+        shard: path.to_path_buf(),
+        field: field.into(),
+        manifest,
+        shard_value: shard,
+    }
+}
+
+/// Checks that the shard's metadata says it is one of ours ([`SHARD_FORMAT`]).
+fn check_format(path: &Path, bytes: &[u8]) -> Result<()> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| CacheError::corrupt(path, format!("not a safetensors file: {e}")))?;
+    let format = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("format").cloned())
+        .ok_or_else(|| CacheError::corrupt(path, "metadata `format` is missing"))?;
+    if format != SHARD_FORMAT {
+        return Err(CacheError::corrupt(
+            path,
+            format!("metadata `format` is `{format}`, expected `{SHARD_FORMAT}`"),
+        ));
+    }
+    Ok(())
+}
+
+/// `(n, d_model, dtype)` of the shard's `activations`, checked against the manifest and the shard's entry.
+fn activations_layout(
+    st: &SafeTensors<'_>,
+    path: &Path,
+    entry: &ShardEntry,
+    manifest: &Manifest,
+) -> Result<(usize, usize, StoreDtype)> {
+    let acts = st
+        .tensor("activations")
+        .map_err(|_| CacheError::corrupt(path, "tensor `activations` is missing"))?;
+    let shape = acts.shape().to_vec();
+    let dtype = match acts.dtype() {
+        Dtype::F32 => StoreDtype::F32,
+        Dtype::BF16 => StoreDtype::Bf16,
+        other => {
+            return Err(CacheError::corrupt(
+                path,
+                format!("tensor `activations` is {other:?}, expected F32 or BF16"),
+            ))
+        }
+    };
+    if dtype != manifest.dtype {
+        return Err(mismatch(
+            path,
+            "dtype",
+            manifest.dtype.to_string(),
+            dtype.to_string(),
+        ));
+    }
+    let &[n, 2, d] = shape.as_slice() else {
+        return Err(CacheError::corrupt(
+            path,
+            format!("tensor `activations` has shape {shape:?}, expected [n, 2, d_model]"),
+        ));
+    };
+    if d != manifest.d_model {
+        return Err(mismatch(
+            path,
+            "d_model",
+            manifest.d_model.to_string(),
+            d.to_string(),
+        ));
+    }
+    if n as u64 != entry.n_tokens {
+        return Err(mismatch(
+            path,
+            "n_tokens",
+            entry.n_tokens.to_string(),
+            n.to_string(),
+        ));
+    }
+    Ok((n, d, dtype))
 }
