@@ -100,7 +100,9 @@ impl DlConfig {
     }
 }
 
-/// Builds a checkpoint from a dictionary_learning `state_dict` and its optional config.
+/// Builds a checkpoint from a dictionary_learning `state_dict` and its optional config: the class, the code
+/// normalisation, the weights (checked against the config), the activation and the input normaliser, in
+/// that order (so the first problem found is the one reported).
 pub(crate) fn from_tensors(
     mut t: TensorMap,
     cfg: Option<DlConfig>,
@@ -109,169 +111,23 @@ pub(crate) fn from_tensors(
         t.strip_prefix_through("_orig_mod.");
     }
     let path = t.path.clone();
+    let batch_top_k = is_batch_top_k(&t, cfg.as_ref())?;
+    let code_normalization = code_normalization(&mut t, cfg.as_ref())?;
 
-    // Class: named by the config, else inferred from the BatchTopK buffers.
-    let has_topk_buffers = t.contains("threshold") || t.contains("k");
-    let batch_top_k = match cfg
-        .as_ref()
-        .and_then(|c| c.str("dict_class").map(|s| (c, s.to_string())))
-    {
-        Some((c, class)) => {
-            let is_topk = match class.as_str() {
-                "CrossCoder" => false,
-                "BatchTopKCrossCoder" => true,
-                _ => {
-                    return Err(CrosscoderError::UnknownDictClass {
-                        path: c.path.clone(),
-                        class,
-                    })
-                }
-            };
-            if is_topk != has_topk_buffers {
-                let found = if has_topk_buffers {
-                    "BatchTopKCrossCoder (k/threshold buffers present)"
-                } else {
-                    "CrossCoder (no k/threshold buffers)"
-                };
-                return Err(c.mismatch("dict_class", class, found));
-            }
-            is_topk
-        }
-        None => has_topk_buffers,
-    };
-
-    // Code normalisation: the buffer, else the config's name, else CROSSCODER (the reference's fallback).
-    let alpha_sae = cfg
-        .as_ref()
-        .and_then(|c| c.f32("code_normalization_alpha_sae"))
-        .unwrap_or(CodeNormalization::DEFAULT_ALPHA_SAE);
-    let alpha_cc = cfg
-        .as_ref()
-        .and_then(|c| c.f32("code_normalization_alpha_cc"))
-        .unwrap_or(CodeNormalization::DEFAULT_ALPHA_CC);
-    let unsupported = |name: String| CrosscoderError::UnsupportedCodeNormalization {
-        path: path.clone(),
-        name,
-    };
-    let from_buffer = match t.take_scalar("code_normalization_id")? {
-        Some(id) => {
-            let id = id as i64;
-            Some(
-                CodeNormalization::from_id(id, alpha_sae, alpha_cc)
-                    .ok_or_else(|| unsupported(id_name(id)))?,
-            )
-        }
-        None => None,
-    };
-    let from_config = match cfg.as_ref().and_then(|c| c.str("code_normalization")) {
-        Some(name) => {
-            let name = name.rsplit('.').next().unwrap_or(name);
-            Some(
-                CodeNormalization::from_reference_name(name, alpha_sae, alpha_cc)
-                    .ok_or_else(|| unsupported(name.to_string()))?,
-            )
-        }
-        None => None,
-    };
-    let code_normalization = match (from_buffer, from_config) {
-        (Some(b), Some(c)) if b.id() != c.id() => {
-            let c_path = cfg
-                .as_ref()
-                .map(|c| c.path.clone())
-                .unwrap_or_else(|| path.clone());
-            return Err(CrosscoderError::ConfigMismatch {
-                path: c_path,
-                field: "code_normalization".into(),
-                config: c.reference_name().into(),
-                tensors: format!(
-                    "code_normalization_id = {} ({})",
-                    b.id(),
-                    b.reference_name()
-                ),
-            });
-        }
-        (Some(b), _) => b,
-        (None, Some(c)) => c,
-        (None, None) => {
-            tracing::warn!(path = %path.display(), "no code_normalization_id: assuming CROSSCODER, as the reference does");
-            CodeNormalization::Crosscoder
-        }
-    };
-
-    // Weights.
     let w_enc = t.take_array::<Ix3>("encoder.weight", "[n_models, d, F]")?;
     let (n, d, f) = w_enc.dim();
     let w_dec = t.take_array::<Ix3>("decoder.weight", "[n_models, F, d]")?;
     let b_enc = t.take_array::<Ix1>("encoder.bias", "[F]")?;
     let b_dec = t.take_array::<Ix2>("decoder.bias", "[n_models, d]")?;
-
     if let Some(c) = &cfg {
-        for (field, tensors) in [("activation_dim", d), ("dict_size", f), ("num_layers", n)] {
-            if let Some(v) = c.usize(field) {
-                if v != tensors {
-                    return Err(c.mismatch(
-                        field,
-                        v,
-                        format!("{tensors} (from encoder.weight {:?})", [n, d, f]),
-                    ));
-                }
-            }
-        }
-        if c.is_set("latent_processor") {
-            return Err(CrosscoderError::Unsupported {
-                path: c.path.clone(),
-                setting: "latent_processor (a Python callable)".into(),
-            });
-        }
-        if let Some(v) = c.fields.get("encoder_layers").filter(|v| !v.is_null()) {
-            let identity: Vec<Value> = (0..n).map(|i| Value::from(i as u64)).collect();
-            if v.as_array() != Some(&identity) {
-                return Err(CrosscoderError::Unsupported {
-                    path: c.path.clone(),
-                    setting: format!("encoder_layers = {v}"),
-                });
-            }
-        }
-        if let Some(v) = c.usize("num_decoder_layers") {
-            if v != n {
-                return Err(CrosscoderError::Unsupported {
-                    path: c.path.clone(),
-                    setting: format!("num_decoder_layers = {v} != num_layers = {n}"),
-                });
-            }
-        }
+        check_config_against_weights(c, [n, d, f])?;
     }
 
-    // Activation.
     let activation = if batch_top_k {
-        let k = match t.take_scalar("k")? {
-            Some(k) => k as usize,
-            None => match cfg.as_ref().and_then(|c| c.usize("k")) {
-                Some(k) => k,
-                None => {
-                    return Err(CrosscoderError::MissingTensor {
-                        path: path.clone(),
-                        key: "k".into(),
-                        available: t.keys_joined(),
-                    })
-                }
-            },
-        };
-        let threshold =
-            t.take_scalar("threshold")?
-                .ok_or_else(|| CrosscoderError::MissingTensor {
-                    path: path.clone(),
-                    key: "threshold".into(),
-                    available: t.keys_joined(),
-                })? as f32;
-        if threshold < 0.0 {
-            tracing::warn!(threshold, path = %path.display(), "BatchTopK threshold was never calibrated: every positive latent is kept");
-        }
-        Activation::BatchTopK { k, threshold }
+        batch_top_k_activation(&mut t, cfg.as_ref())?
     } else {
         Activation::Relu
     };
-
     let normalizer = read_normalizer(&mut t, cfg.as_ref())?;
 
     let mut config = CrosscoderConfig {
@@ -289,16 +145,7 @@ pub(crate) fn from_tensors(
         ..CrosscoderConfig::relu(n, d, f)
     };
     if let Some(c) = &cfg {
-        config.layer = c.usize("layer");
-        // The fork hooks `model.layers.{l}` (a decoder layer's output): TransformerLens `blocks.{l}.hook_resid_post`.
-        if let Some(l) = c
-            .str("submodule_name")
-            .and_then(|s| s.strip_prefix("model.layers."))
-            .and_then(|s| s.parse::<usize>().ok())
-        {
-            config.hook = Some(HookPoint::ResidPost(l));
-            config.layer = config.layer.or(Some(l));
-        }
+        set_layer_and_hook(&mut config, c);
     }
     if !t.tensors.is_empty() {
         tracing::debug!(keys = %t.remaining_keys(), "ignoring extra tensors in the dictionary_learning checkpoint");
@@ -314,6 +161,163 @@ pub(crate) fn from_tensors(
         normalizer,
         path,
     )
+}
+
+/// The class: named by the config (and then it must agree with the buffers), else inferred from the
+/// BatchTopK buffers (`k`, `threshold`).
+fn is_batch_top_k(t: &TensorMap, cfg: Option<&DlConfig>) -> Result<bool> {
+    let has_topk_buffers = t.contains("threshold") || t.contains("k");
+    let Some((c, class)) = cfg.and_then(|c| c.str("dict_class").map(|s| (c, s.to_string()))) else {
+        return Ok(has_topk_buffers);
+    };
+    let is_topk = match class.as_str() {
+        "CrossCoder" => false,
+        "BatchTopKCrossCoder" => true,
+        _ => {
+            return Err(CrosscoderError::UnknownDictClass {
+                path: c.path.clone(),
+                class,
+            })
+        }
+    };
+    if is_topk != has_topk_buffers {
+        let found = if has_topk_buffers {
+            "BatchTopKCrossCoder (k/threshold buffers present)"
+        } else {
+            "CrossCoder (no k/threshold buffers)"
+        };
+        return Err(c.mismatch("dict_class", class, found));
+    }
+    Ok(is_topk)
+}
+
+/// The code normalisation: the buffer, else the config's name, else CROSSCODER (the reference's fallback);
+/// buffer and config must agree when both are there.
+fn code_normalization(t: &mut TensorMap, cfg: Option<&DlConfig>) -> Result<CodeNormalization> {
+    let path = t.path.clone();
+    let alpha_sae = cfg
+        .and_then(|c| c.f32("code_normalization_alpha_sae"))
+        .unwrap_or(CodeNormalization::DEFAULT_ALPHA_SAE);
+    let alpha_cc = cfg
+        .and_then(|c| c.f32("code_normalization_alpha_cc"))
+        .unwrap_or(CodeNormalization::DEFAULT_ALPHA_CC);
+    let unsupported = |name: String| CrosscoderError::UnsupportedCodeNormalization {
+        path: path.clone(),
+        name,
+    };
+    let from_buffer = match t.take_scalar("code_normalization_id")? {
+        Some(id) => {
+            let id = id as i64;
+            Some(
+                CodeNormalization::from_id(id, alpha_sae, alpha_cc)
+                    .ok_or_else(|| unsupported(id_name(id)))?,
+            )
+        }
+        None => None,
+    };
+    let from_config = match cfg.and_then(|c| c.str("code_normalization")) {
+        Some(name) => {
+            let name = name.rsplit('.').next().unwrap_or(name);
+            Some(
+                CodeNormalization::from_reference_name(name, alpha_sae, alpha_cc)
+                    .ok_or_else(|| unsupported(name.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    match (from_buffer, from_config) {
+        (Some(b), Some(c)) if b.id() != c.id() => Err(CrosscoderError::ConfigMismatch {
+            path: cfg.map_or_else(|| path.clone(), |c| c.path.clone()),
+            field: "code_normalization".into(),
+            config: c.reference_name().into(),
+            tensors: format!(
+                "code_normalization_id = {} ({})",
+                b.id(),
+                b.reference_name()
+            ),
+        }),
+        (Some(b), _) => Ok(b),
+        (None, Some(c)) => Ok(c),
+        (None, None) => {
+            tracing::warn!(path = %path.display(), "no code_normalization_id: assuming CROSSCODER, as the reference does");
+            Ok(CodeNormalization::Crosscoder)
+        }
+    }
+}
+
+/// The config's sizes must be the weights' `[n, d, F]`, and settings we cannot honour are refused.
+fn check_config_against_weights(c: &DlConfig, [n, d, f]: [usize; 3]) -> Result<()> {
+    for (field, tensors) in [("activation_dim", d), ("dict_size", f), ("num_layers", n)] {
+        if let Some(v) = c.usize(field) {
+            if v != tensors {
+                return Err(c.mismatch(
+                    field,
+                    v,
+                    format!("{tensors} (from encoder.weight {:?})", [n, d, f]),
+                ));
+            }
+        }
+    }
+    if c.is_set("latent_processor") {
+        return Err(CrosscoderError::Unsupported {
+            path: c.path.clone(),
+            setting: "latent_processor (a Python callable)".into(),
+        });
+    }
+    if let Some(v) = c.fields.get("encoder_layers").filter(|v| !v.is_null()) {
+        let identity: Vec<Value> = (0..n).map(|i| Value::from(i as u64)).collect();
+        if v.as_array() != Some(&identity) {
+            return Err(CrosscoderError::Unsupported {
+                path: c.path.clone(),
+                setting: format!("encoder_layers = {v}"),
+            });
+        }
+    }
+    if let Some(v) = c.usize("num_decoder_layers") {
+        if v != n {
+            return Err(CrosscoderError::Unsupported {
+                path: c.path.clone(),
+                setting: format!("num_decoder_layers = {v} != num_layers = {n}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// BatchTopK's `k` (the buffer, else the config) and learned `threshold` (the buffer).
+fn batch_top_k_activation(t: &mut TensorMap, cfg: Option<&DlConfig>) -> Result<Activation> {
+    let missing = |t: &TensorMap, key: &str| CrosscoderError::MissingTensor {
+        path: t.path.clone(),
+        key: key.into(),
+        available: t.keys_joined(),
+    };
+    let k = match t.take_scalar("k")? {
+        Some(k) => k as usize,
+        None => cfg
+            .and_then(|c| c.usize("k"))
+            .ok_or_else(|| missing(t, "k"))?,
+    };
+    let threshold = t
+        .take_scalar("threshold")?
+        .ok_or_else(|| missing(t, "threshold"))? as f32;
+    if threshold < 0.0 {
+        tracing::warn!(threshold, path = %t.path.display(), "BatchTopK threshold was never calibrated: every positive latent is kept");
+    }
+    Ok(Activation::BatchTopK { k, threshold })
+}
+
+/// The layer (config `layer`) and hook: the fork hooks `model.layers.{l}` (a decoder layer's output), which
+/// is TransformerLens `blocks.{l}.hook_resid_post`.
+fn set_layer_and_hook(config: &mut CrosscoderConfig, c: &DlConfig) {
+    config.layer = c.usize("layer");
+    if let Some(l) = c
+        .str("submodule_name")
+        .and_then(|s| s.strip_prefix("model.layers."))
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        config.hook = Some(HookPoint::ResidPost(l));
+        config.layer = config.layer.or(Some(l));
+    }
 }
 
 fn id_name(id: i64) -> String {
