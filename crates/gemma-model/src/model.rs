@@ -19,7 +19,8 @@
 //!
 //! Two kernel paths compute the non-GEMM parts (see [`Kernels`]): chains of burn ops, which run on
 //! every backend and are the reading of the math above, and fused multi-threaded host kernels
-//! (`host_kernels.rs`) on burn-flex. Both are held to the same golden fixtures.
+//! (`host_kernels.rs`) on burn-flex. Both are held to the same golden fixtures. Parameters come through
+//! `parameters.rs` (`ParameterSource`); a run's captures and interventions live in `hook_state.rs`.
 
 use std::collections::BTreeMap;
 
@@ -32,9 +33,10 @@ use crate::batch::TokenBatch;
 use crate::config::{AttentionKind, Gemma2Config};
 use crate::error::{GemmaError, Result};
 use crate::flex_bridge::{self, HostTensor};
+use crate::hook_state::{to_host, HookState};
 use crate::hooks::{HookPoint, RunRequest};
 use crate::host_kernels::{self, AttentionInputs, AttentionShape};
-use crate::weights::WeightFiles;
+use crate::parameters::{transpose, ParameterSource};
 
 /// How RMSNorm, GeGLU and attention run; the projections are burn matmuls either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,44 +427,6 @@ fn layer_mask<'a, M>(kind: AttentionKind, full: &'a M, sliding: &'a Option<M>) -
     }
 }
 
-/// Where a model's parameters come from.
-pub(crate) trait ParameterSource {
-    /// Reads parameter `key` (HF name without the `model.` prefix) of `shape` as row-major f32.
-    fn read(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>>;
-}
-
-/// Parameters from safetensors files. The single renaming rule of this crate lives here:
-/// `Gemma2ForCausalLM` checkpoints prefix the decoder with `model.`; `lm_head.weight` has no prefix.
-pub(crate) struct CheckpointSource<'a> {
-    pub files: &'a WeightFiles,
-    pub prefix: &'static str,
-}
-
-impl<'a> CheckpointSource<'a> {
-    pub fn new(files: &'a WeightFiles) -> Self {
-        let prefix = if files.contains("model.embed_tokens.weight") {
-            "model."
-        } else {
-            ""
-        };
-        CheckpointSource { files, prefix }
-    }
-
-    fn full_key(&self, key: &str) -> String {
-        if key == "lm_head.weight" {
-            key.to_string()
-        } else {
-            format!("{}{key}", self.prefix)
-        }
-    }
-}
-
-impl ParameterSource for CheckpointSource<'_> {
-    fn read(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.files.read(&self.full_key(key), shape)
-    }
-}
-
 impl<B: Backend> Gemma2<B> {
     /// Loads the embedding, layers `0..n_layers` and, if `unembedding`, the final norm and head.
     pub fn load(
@@ -759,88 +723,6 @@ impl<B: Backend> Gemma2<B> {
     }
 }
 
-/// Captures and interventions of one run.
-struct HookState<'a> {
-    request: &'a RunRequest,
-    batch: &'a TokenBatch,
-    captured: BTreeMap<HookPoint, Array3<f32>>,
-}
-
-impl<'a> HookState<'a> {
-    fn new(request: &'a RunRequest, batch: &'a TokenBatch) -> Self {
-        HookState {
-            request,
-            batch,
-            captured: BTreeMap::new(),
-        }
-    }
-
-    /// Applies the interventions registered at `hook`, then captures the result if asked.
-    fn visit<B: Backend>(&mut self, hook: HookPoint, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
-        let edits: Vec<_> = self
-            .request
-            .interventions
-            .iter()
-            .filter(|i| i.hook == hook)
-            .collect();
-        let capture = self.request.capture.contains(&hook);
-        if edits.is_empty() && !capture {
-            return Ok(x);
-        }
-        let x = if edits.is_empty() {
-            x
-        } else {
-            let device = x.device();
-            let dims = x.dims();
-            let mut host = raw_to_host(x)?;
-            for edit in edits {
-                (edit.edit)(&mut host);
-                if host.shape() != dims {
-                    return Err(GemmaError::InterventionShape {
-                        hook: hook.to_string(),
-                        expected: dims.to_vec(),
-                        actual: host.shape().to_vec(),
-                    });
-                }
-            }
-            let data = TensorData::new(host.into_iter().collect::<Vec<f32>>(), dims);
-            Tensor::from_data(data, &device)
-        };
-        if capture {
-            self.captured.insert(hook, to_host(x.clone(), self.batch)?);
-        }
-        Ok(x)
-    }
-}
-
-/// Copies a `[batch, pos, d]` tensor to the host, unchanged. A backend that hands back unreadable or
-/// mis-sized data is an error ([`GemmaError::DeviceData`]), never zeros.
-fn raw_to_host<B: Backend>(x: Tensor<B, 3>) -> Result<Array3<f32>> {
-    let [b, t, d] = x.dims();
-    let values: Vec<f32> =
-        x.into_data()
-            .convert::<f32>()
-            .into_vec()
-            .map_err(|e| GemmaError::DeviceData {
-                reason: format!("unreadable data: {e:?}"),
-            })?;
-    Array3::from_shape_vec((b, t, d), values).map_err(|e| GemmaError::DeviceData {
-        reason: format!("a tensor of the wrong size for [{b}, {t}, {d}]: {e}"),
-    })
-}
-
-/// Copies a `[batch, pos, d]` tensor to the host and zeroes the padding positions.
-fn to_host<B: Backend>(x: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32>> {
-    let t = x.dims()[1];
-    let mut out = raw_to_host(x)?;
-    for (i, real) in batch.mask().iter().enumerate() {
-        if !real {
-            out.slice_mut(ndarray::s![i / t, i % t, ..]).fill(0.0);
-        }
-    }
-    Ok(out)
-}
-
 /// Additive attention mask `[batch, pos, pos]`: 0 where query `i` may attend key `j`
 /// (`j` real, `j <= i`, and `i - j < window` for sliding layers), `f32::MIN` elsewhere, as HF.
 /// A padding query attends itself only, so that no row is fully masked.
@@ -870,22 +752,6 @@ fn matrix<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// Row-major `[rows, cols]` -> row-major `[cols, rows]`, in cache-friendly tiles.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 64;
-    let mut out = vec![0f32; values.len()];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = values[r * cols + c];
-                }
-            }
-        }
-    }
-    out
-}
-
 fn norm<B: Backend>(
     source: &mut dyn ParameterSource,
     key: &str,
@@ -898,20 +764,4 @@ fn norm<B: Backend>(
         scale: Tensor::from_data(TensorData::new(scale, [c.hidden_size]), device),
         eps: c.rms_norm_eps,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transpose_is_a_transpose() {
-        let v: Vec<f32> = (0..(70 * 130)).map(|x| x as f32).collect();
-        let t = transpose(&v, 70, 130);
-        for r in 0..70 {
-            for c in 0..130 {
-                assert_eq!(t[c * 70 + r], v[r * 130 + c]);
-            }
-        }
-    }
 }
