@@ -123,6 +123,7 @@ mod json;
 mod model;
 mod split;
 mod validate;
+mod write;
 
 pub use error::{DatasetError, Problem, ProblemKind};
 pub use format::{verification_prompts_from_path, verification_prompts_from_str};
