@@ -22,22 +22,19 @@
 //! Everything that can be checked without loading a model is checked first: flag combinations, the
 //! dataset's contrasts and split, the models' `config.json`, and the crosscoder's hook and width.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
-use crosscoder::CrosscoderLoader;
+use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
 use diff_analysis::{
-    check_crosscoder, crosscoder_hook, plan, validate_options, AnalysisError, Day1, Day1Options,
-    HuntOptions, Pooling, VerificationCriteria,
+    plan, validate_options, Day1, Day1Options, HuntOptions, Pooling, VerificationCriteria,
 };
-use gemma_model::{load_model, BackendKind, HookPoint, HubOptions, LoadOptions, ModelSource};
-use model_pair::{check_configs, PairedSource, SequentialPair, StereoRunner, TokenizationMode};
+use gemma_model::{BackendKind, HubOptions};
+use model_pair::TokenizationMode;
 use persona_dataset::PersonaDataset;
-
-/// Layer of the seed notebook (the middle of Gemma-2-2b's 26).
-const DEFAULT_LAYER: usize = 13;
+use stereo::demo::embedded_source;
 
 /// Find chat-specific "user model" latents: hunt, verify, report.
 #[derive(Parser, Debug)]
@@ -127,29 +124,6 @@ struct Args {
     quiet: bool,
 }
 
-/// The demo directory of the workspace.
-fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join("demo")
-}
-
-fn demo_part(part: &str) -> Result<String> {
-    let path = demo_dir().join(part);
-    if !path.exists() {
-        return Err(AnalysisError::MissingInput {
-            what: format!("the embedded demo's {part}"),
-            path,
-            hint: "the demo pair (tiny base/chat Gemma-2 with planted user-model mechanisms and its crosscoder) \
-                   is not built in this checkout; build it (see the demo's README under fixtures/demo/), or \
-                   run on real models with --base, --chat and --crosscoder (or --no-crosscoder)"
-                .into(),
-        }
-        .into());
-    }
-    Ok(path.to_string_lossy().into_owned())
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let started = Instant::now();
@@ -196,18 +170,7 @@ fn main() -> Result<()> {
     };
     validate_options(&options)?;
 
-    // 2. Sources (the demo by default; its absence is an error that says what to do).
-    let (base, chat) = match (&args.base, &args.chat) {
-        (Some(b), Some(c)) => (b.clone(), c.clone()),
-        _ => (demo_part("base")?, demo_part("chat")?),
-    };
-    let crosscoder_source = match (&args.crosscoder, args.no_crosscoder) {
-        (Some(c), _) => Some(c.clone()),
-        (None, true) => None,
-        (None, false) => Some(demo_part("crosscoder")?),
-    };
-
-    // 3. The dataset and the plan.
+    // 2. The dataset and the plan.
     let (mut dataset, dataset_label) = match &args.dataset {
         Some(path) => (PersonaDataset::from_path(path)?, path.display().to_string()),
         None => (
@@ -220,59 +183,36 @@ fn main() -> Result<()> {
     }
     let planned = plan(&dataset, &options)?;
 
-    // 4. The crosscoder's config (read on the host; nothing is built yet) and the hook.
+    // 3. Sources (the embedded demo by default), then every check that needs no weights.
     let t = Instant::now();
-    let checkpoint = match &crosscoder_source {
-        Some(source) => {
-            let mut loader = CrosscoderLoader::new(source).backend(args.backend);
-            if let Some(f) = &args.scaling_factors {
-                loader = loader.scaling_factors(f.clone());
-            }
-            if args.offline {
-                loader = loader.offline(true);
-            }
-            Some(
-                loader
-                    .load_checkpoint()
-                    .with_context(|| format!("reading crosscoder `{source}`"))?,
-            )
-        }
-        None => None,
+    let (base, chat) = match (&args.base, &args.chat) {
+        (Some(b), Some(c)) => (b.clone(), c.clone()),
+        _ => (embedded_source("base")?, embedded_source("chat")?),
     };
-    let from_crosscoder = checkpoint
-        .as_ref()
-        .and_then(|c| crosscoder_hook(c.config()));
-    let hook: HookPoint = match (&args.hook, args.layer) {
-        (Some(h), layer) => {
-            let hook: HookPoint = h.parse()?;
-            if let Some(l) = layer {
-                if hook.layer() != Some(l) {
-                    bail!("--hook {hook} is not on --layer {l}: give one or make them agree");
-                }
-            }
-            hook
-        }
-        (None, Some(l)) => HookPoint::ResidPost(l),
-        (None, None) => from_crosscoder.unwrap_or(HookPoint::ResidPost(DEFAULT_LAYER)),
+    let crosscoder = match (&args.crosscoder, args.no_crosscoder) {
+        (Some(c), _) => Some(c.clone()),
+        (None, true) => None,
+        (None, false) => Some(embedded_source("crosscoder")?),
     };
-
-    // 5. The models' configs (config.json only), then every cross-check.
     let mut hub = HubOptions::from_env();
     hub.offline |= args.offline;
-    let base_source = ModelSource::parse(&base)?;
-    let chat_source = ModelSource::parse(&chat)?;
-    let base_config = base_source
-        .read_config(&hub)
-        .with_context(|| format!("reading the config of the base model `{base}`"))?;
-    let chat_config = chat_source
-        .read_config(&hub)
-        .with_context(|| format!("reading the config of the chat model `{chat}`"))?;
-    check_configs(&base_config, &chat_config, hook)?;
-    if let Some(c) = &checkpoint {
-        check_crosscoder(c.config(), hook, base_config.hidden_size)?;
+    let mut prepared = Day1Setup {
+        base,
+        chat,
+        crosscoder: crosscoder.map(|source| CrosscoderSpec {
+            source,
+            scaling_factors: args.scaling_factors.clone(),
+        }),
+        hook: HookChoice {
+            hook: args.hook.as_deref().map(str::parse).transpose()?,
+            layer: args.layer,
+        },
+        backend: args.backend,
+        hub,
     }
+    .prepare()?;
     println!(
-        "plan: {} contrast(s) [{}], {} prompt runs, hook {hook}, {} ({:.1?})",
+        "plan: {} contrast(s) [{}], {} prompt runs, hook {}, {} ({:.1?})",
         planned.contrasts.len(),
         planned
             .contrasts
@@ -286,36 +226,18 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join("; "),
         planned.n_runs(),
-        match &checkpoint {
+        prepared.hook,
+        match &prepared.checkpoint {
             Some(c) => format!("crosscoder F = {}", c.config().dict_size),
             None => "no crosscoder: residual dimensions of the chat model".into(),
         },
         t.elapsed()
     );
 
-    // 6. Load (only the layers the hook needs).
+    // 4. Load (only the layers the hook needs).
     let t = Instant::now();
-    let load_options = LoadOptions {
-        hub,
-        ..LoadOptions::for_hooks(&[hook])
-    }
-    .with_backend(args.backend);
-    let pair: Box<dyn PairedSource> = if args.sequential {
-        Box::new(
-            SequentialPair::from_sources([base_source, chat_source], load_options, hook)?
-                .with_batch_size(args.batch_size),
-        )
-    } else {
-        let base_model =
-            load_model(&base_source, &load_options).with_context(|| format!("loading `{base}`"))?;
-        let chat_model =
-            load_model(&chat_source, &load_options).with_context(|| format!("loading `{chat}`"))?;
-        Box::new(
-            StereoRunner::from_loaded(base_model, chat_model, hook)?
-                .with_batch_size(args.batch_size),
-        )
-    };
-    let crosscoder = checkpoint.map(|c| c.build(args.backend)).transpose()?;
+    let pair = prepared.load_pair(args.sequential, args.batch_size)?;
+    let crosscoder = prepared.build_crosscoder()?;
     println!(
         "{}{} on {} in {:.1?}",
         if args.sequential {
@@ -332,7 +254,7 @@ fn main() -> Result<()> {
         t.elapsed()
     );
 
-    // 7. Run, write, report.
+    // 5. Run, write, report.
     let results = Day1::new(pair.as_ref(), crosscoder.as_deref(), &dataset)
         .options(options)
         .dataset_label(dataset_label)

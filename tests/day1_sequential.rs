@@ -1,14 +1,16 @@
 //! `day1 --sequential` (one model in memory at a time, `model_pair::SequentialPair`) gives the same
 //! results as the default mode (both models in memory, `model_pair::StereoRunner`) on the embedded demo:
-//! the same `day1_summary.json` but for the timings, the same statistics table, the same sentence.
+//! the same `day1_summary.json` but for the timings, the same statistics table, the same sentence. Both
+//! pairs come from the library setup the `day1` example uses (`diff_analysis::setup`).
 
 use std::path::{Path, PathBuf};
 
 use crosscoder::{BackendKind, CrosscoderLoader};
 use diff_analysis::output::summary::{stats_csv, summarize};
+use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice, Prepared};
 use diff_analysis::{Day1, Day1Options, Day1Results};
-use gemma_model::{load_dir, HookPoint, LoadOptions, ModelSource};
-use model_pair::{PairedSource, SequentialPair, StereoRunner};
+use gemma_model::HubOptions;
+use model_pair::PairedSource;
 use persona_dataset::PersonaDataset;
 
 fn demo() -> PathBuf {
@@ -37,28 +39,41 @@ fn summary_without_timings(r: &Day1Results) -> serde_json::Value {
     v
 }
 
+/// The main job's setup on the embedded demo (what `day1` does without flags).
+fn prepared() -> Prepared {
+    let dir = demo();
+    let part = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    Day1Setup {
+        base: part("base"),
+        chat: part("chat"),
+        crosscoder: Some(CrosscoderSpec::new(part("crosscoder"))),
+        hook: HookChoice::default(),
+        backend: BackendKind::Flex,
+        hub: HubOptions::from_env(),
+    }
+    .prepare()
+    .unwrap()
+}
+
+#[test]
+fn the_setup_takes_the_hook_from_the_demo_crosscoder() {
+    let prepared = prepared();
+    assert_eq!(prepared.hook.to_string(), stereo::demo::HOOK);
+    assert_eq!(
+        prepared.base_config.hidden_size,
+        prepared.chat_config.hidden_size
+    );
+    assert!(prepared.checkpoint.is_some());
+}
+
 #[test]
 fn sequential_mode_gives_the_same_summary_as_both_models_in_memory() {
     let dir = demo();
-    let hook: HookPoint = stereo::demo::HOOK.parse().unwrap();
-    let options = LoadOptions::for_hooks(&[hook]).with_backend(BackendKind::Flex);
-    let both = StereoRunner::from_loaded(
-        load_dir(dir.join("base"), &options).unwrap(),
-        load_dir(dir.join("chat"), &options).unwrap(),
-        hook,
-    )
-    .unwrap();
-    let one_at_a_time = SequentialPair::from_sources(
-        [
-            ModelSource::Local(dir.join("base")),
-            ModelSource::Local(dir.join("chat")),
-        ],
-        options,
-        hook,
-    )
-    .unwrap();
-    let a = day1(&both, &dir);
-    let b = day1(&one_at_a_time, &dir);
+    let prepared = prepared();
+    let both = prepared.load_pair(false, 8).unwrap();
+    let one_at_a_time = prepared.load_pair(true, 8).unwrap();
+    let a = day1(both.as_ref(), &dir);
+    let b = day1(one_at_a_time.as_ref(), &dir);
     assert_eq!(a.conclusion.sentence, b.conclusion.sentence);
     assert!(
         a.conclusion.sentence.contains("activates when I say"),

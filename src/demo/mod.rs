@@ -116,6 +116,25 @@ pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
 }
 
+/// A part of the embedded demo (`base`, `chat` or `crosscoder`) as a source string the loaders take,
+/// or, when this checkout lacks it, an error that says how to build it or what to run instead. The
+/// main job falls back to these when no model is named.
+pub fn embedded_source(part: &str) -> std::result::Result<String, diff_analysis::AnalysisError> {
+    let path = fixture_dir().join(part);
+    if !path.exists() {
+        return Err(diff_analysis::AnalysisError::MissingInput {
+            what: format!("the embedded demo's {part}"),
+            path,
+            hint: "the demo pair (tiny base/chat Gemma-2 with planted user-model mechanisms and its \
+                   crosscoder) is not built in this checkout; build it (see the demo's README under \
+                   fixtures/demo/), or run on real models with --base, --chat and --crosscoder (or \
+                   --no-crosscoder)"
+                .into(),
+        });
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DemoSpec {

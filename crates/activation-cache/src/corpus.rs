@@ -62,8 +62,8 @@ impl Corpus {
         let path = path.as_ref();
         let mut documents = Vec::new();
         let mut paragraph: Vec<String> = Vec::new();
-        for (i, line) in lines(path)? {
-            let line = line.map_err(|reason| line_error(path, i, reason))?;
+        for (_, line) in lines(path)? {
+            let line = line?;
             let blank = line.trim().is_empty();
             match split {
                 TextSplit::Lines if !blank => documents.push(PromptInput::Text(line)),
@@ -88,11 +88,11 @@ impl Corpus {
         let path = path.as_ref();
         let mut documents = Vec::new();
         for (i, line) in lines(path)? {
-            let line = line.map_err(|reason| line_error(path, i, reason))?;
+            let line = line?;
             if line.trim().is_empty() {
                 continue;
             }
-            let document = parse_json_document(&line).map_err(|r| line_error(path, i, r))?;
+            let document = parse_json_document(&line, path, i)?;
             documents.push(document);
         }
         Self::named(path, documents)
@@ -165,14 +165,15 @@ impl Corpus {
     }
 }
 
-/// The lines of `path`, numbered from 1; a line that is not UTF-8 is an `Err(reason)`.
-fn lines(
-    path: &Path,
-) -> Result<impl Iterator<Item = (usize, std::result::Result<String, String>)>> {
+/// The lines of `path`, numbered from 1; a line that cannot be read (not UTF-8) is a
+/// [`CacheError::CorpusLine`].
+fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, Result<String>)> + '_> {
     let file = File::open(path).map_err(|e| CacheError::io(path, e))?;
     Ok(BufReader::new(file).lines().enumerate().map(|(i, line)| {
-        let line = line.map_err(|e| format!("cannot read the line: {e}"));
-        (i + 1, line.map(|l| l.trim_end_matches('\r').to_string()))
+        let line = line
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .map_err(|e| line_error(path, i + 1, format!("cannot read the line: {e}")));
+        (i + 1, line)
     }))
 }
 
@@ -184,25 +185,30 @@ fn line_error(path: &Path, line: usize, reason: String) -> CacheError {
     }
 }
 
-/// One JSONL line: `{"text": "..."}` or `{"messages": [...]}`.
-fn parse_json_document(line: &str) -> std::result::Result<PromptInput, String> {
+/// One JSONL line (line `number` of `path`): `{"text": "..."}` or `{"messages": [...]}`.
+fn parse_json_document(line: &str, path: &Path, number: usize) -> Result<PromptInput> {
+    let bad = |reason: String| line_error(path, number, reason);
     let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
+        serde_json::from_str(line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let object = value
         .as_object()
-        .ok_or("expected a JSON object with a `text` or a `messages` field")?;
+        .ok_or_else(|| bad("expected a JSON object with a `text` or a `messages` field".into()))?;
     match (object.get("text"), object.get("messages")) {
-        (Some(_), Some(_)) => Err("the object has both `text` and `messages`; give one".into()),
-        (None, None) => Err("the object has neither a `text` nor a `messages` field".into()),
+        (Some(_), Some(_)) => Err(bad(
+            "the object has both `text` and `messages`; give one".into()
+        )),
+        (None, None) => Err(bad(
+            "the object has neither a `text` nor a `messages` field".into(),
+        )),
         (Some(text), None) => text
             .as_str()
             .map(|t| PromptInput::Text(t.to_string()))
-            .ok_or_else(|| "`text` must be a string".into()),
+            .ok_or_else(|| bad("`text` must be a string".into())),
         (None, Some(messages)) => {
             let messages: Vec<ChatMessage> = serde_json::from_value(messages.clone()).map_err(
-                |e| format!("`messages` must be a list of {{\"role\", \"content\"}} objects with roles user/model/assistant: {e}"),
+                |e| bad(format!("`messages` must be a list of {{\"role\", \"content\"}} objects with roles user/model/assistant: {e}")),
             )?;
-            render_chat_template(&messages, true).map_err(|e| e.to_string())?;
+            render_chat_template(&messages, true).map_err(|e| bad(e.to_string()))?;
             Ok(PromptInput::Chat(messages))
         }
     }

@@ -10,7 +10,7 @@ use ndarray::{Array3, ArrayView3};
 use stereo_core::hook::HookPoint;
 use stereo_core::{BackendKind, BackendVisitor};
 
-use crate::config::{DecoderBiasInit, Objective, Reconstruction, TrainConfig};
+use crate::config::{BatchTopKObjective, DecoderBiasInit, Objective, Reconstruction, TrainConfig};
 use crate::select::{aux_k_mask, batch_top_k_cut, geometric_median};
 use crate::state::TrainerState;
 use crate::{CrosscoderTrainer, StepMetrics};
@@ -134,6 +134,54 @@ pub(crate) struct DeviceTrainer<B: Backend> {
     hook: Option<HookPoint>,
 }
 
+/// The latents one step keeps, and what the step records about them.
+struct Selection<B: Backend> {
+    /// The activations that reach the decoder `[rows, F]`.
+    latents: Tensor<Autodiff<B>, 2>,
+    /// Whether each latent fired on any row of the batch.
+    fired: Vec<bool>,
+    /// Mean number of kept latents per row.
+    l0: f32,
+    /// BatchTopK's `k` at this step.
+    k_used: Option<usize>,
+    /// The running threshold after this step (unchanged for L1).
+    threshold: f32,
+    /// The threshold reported in the metrics (BatchTopK only).
+    threshold_metric: Option<f32>,
+    /// BatchTopK's scaled activations `relu(pre) * w_j` on the host, for the AuxK selection.
+    scaled_host: Option<ndarray::Array2<f32>>,
+}
+
+/// What a selection leaves once the autodiff graph is gone.
+struct SelectionRecord {
+    l0: f32,
+    k_used: Option<usize>,
+    threshold: f32,
+    threshold_metric: Option<f32>,
+}
+
+impl<B: Backend> Selection<B> {
+    fn into_record(self) -> SelectionRecord {
+        SelectionRecord {
+            l0: self.l0,
+            k_used: self.k_used,
+            threshold: self.threshold,
+            threshold_metric: self.threshold_metric,
+        }
+    }
+}
+
+/// The outcome of one forward and backward pass, with the graph already dropped.
+struct ForwardBackward<B: Backend> {
+    gradients: Params<B>,
+    host: HostScalars,
+    fvu: Vec<f32>,
+    /// The dead-latent counters after this step.
+    counters: Vec<u64>,
+    selection: SelectionRecord,
+    lambda: f32,
+}
+
 /// Quantities of one forward pass that the host needs.
 struct HostScalars {
     loss: f32,
@@ -217,221 +265,298 @@ impl<B: Backend> DeviceTrainer<B> {
         w.reshape([1, f])
     }
 
+    /// One optimiser step on `batch`: forward, loss, backward, clipping and Adam, in that order. Nothing in
+    /// `self` changes unless the step succeeds. With `keep_gradients` the (unclipped) gradients come back in
+    /// the reference layout.
     fn run_step(
         &mut self,
         batch: ArrayView3<'_, f32>,
         keep_gradients: bool,
     ) -> Result<(StepMetrics, Option<CrosscoderWeights>)> {
         let step = self.step;
-        let (n, d, f) = (
-            self.config.n_models,
-            self.config.d_model,
-            self.config.dict_size,
-        );
         let x_host = self.prepare_batch(batch)?;
-        let rows = x_host.dim().0;
-
-        // Everything this step changes is committed only once the step succeeded.
-        let b_dec_start =
-            if step == 0 && self.config.decoder_bias_init == DecoderBiasInit::GeometricMedian {
-                let median = geometric_median(x_host.view(), 100, 1e-5);
-                upload::<B, _>(median, [1, n * d], &self.device)
-            } else {
-                self.params.b_dec.clone()
-            };
-        let mut threshold = self.threshold;
-
-        // The autodiff graph lives in this block only: once it ends, the parameters' buffers are held by
-        // `self` alone, so the optimiser can update them in place.
-        let (gradients, host, fvu, counters, fired_l0, k_used, threshold_metric, lambda) = {
-            let x: Tensor<B, 2> = upload::<B, _>(x_host, [rows, n * d], &self.device);
-            let x_ad = Tensor::<Autodiff<B>, 2>::from_inner(x.clone());
-            let leaf =
-                |t: &Tensor<B, 2>| Tensor::<Autodiff<B>, 2>::from_inner(t.clone()).require_grad();
-            let (w_enc, b_enc, w_dec, b_dec) = (
-                leaf(&self.params.w_enc),
-                leaf(&self.params.b_enc),
-                leaf(&self.params.w_dec),
-                leaf(&b_dec_start),
-            );
-
-            let post = relu(x_ad.clone().matmul(w_enc.clone()) + b_enc.clone());
-            let code_norm = self.code_norm(w_dec.clone());
-
-            // The latents that reach the decoder, and the per-latent firing this step.
-            let mut k_used = None;
-            let mut threshold_metric = None;
-            // BatchTopK's scaled activations `relu(pre) * w_j` on the host, kept for the AuxK selection.
-            let mut scaled_host = None;
-            let (latents, fired, l0) = match &self.config.objective {
-                Objective::L1 { .. } => {
-                    let active = post.clone().inner().greater_elem(0.0).float();
-                    let fired = download2(active.clone().sum_dim(0))?;
-                    let l0 = scalar(active.sum())? / rows as f32;
-                    (
-                        post.clone(),
-                        fired.iter().map(|c| *c > 0.0).collect::<Vec<bool>>(),
-                        l0,
-                    )
-                }
-                Objective::BatchTopK(o) => {
-                    let k = o.k_at(step);
-                    k_used = Some(k);
-                    let scaled = post.clone().inner() * code_norm.clone().inner();
-                    let scaled_slice = scaled_host
-                        .insert(download2(scaled.clone())?)
-                        .as_slice()
-                        .expect("standard layout");
-                    let cut = batch_top_k_cut(scaled_slice, k * rows);
-                    let mut fired = vec![false; f];
-                    let mut kept = 0usize;
-                    for (i, v) in scaled_slice.iter().enumerate() {
-                        if *v > 0.0 && *v >= cut.cutoff {
-                            fired[i % f] = true;
-                            kept += 1;
-                        }
-                    }
-                    if step as i64 > o.threshold_start_step {
-                        threshold = if threshold < 0.0 {
-                            cut.min_kept
-                        } else {
-                            // As torch: the Python-float coefficients are rounded to f32, the arithmetic is f32.
-                            let keep = o.threshold_beta as f32;
-                            let take = (1.0 - o.threshold_beta) as f32;
-                            keep * threshold + take * cut.min_kept
-                        };
-                    }
-                    threshold_metric = Some(threshold);
-                    let mask = Tensor::<Autodiff<B>, 2>::from_inner(
-                        scaled.greater_equal_elem(cut.cutoff).float(),
-                    );
-                    (post.clone() * mask, fired, kept as f32 / rows as f32)
-                }
-            };
-
-            // Dead-latent counters: updated before the AuxK loss reads them, as in the reference.
-            let counters: Vec<u64> = self
-                .tokens_since_fired
-                .iter()
-                .zip(&fired)
-                .map(|(count, fired)| {
-                    if *fired {
-                        0
-                    } else {
-                        count.saturating_add(rows as u64)
-                    }
-                })
-                .collect();
-
-            let x_hat = latents.clone().matmul(w_dec.clone()) + b_dec.clone();
-            let error = x_ad - x_hat;
-            let squared = (error.clone() * error.clone())
-                .reshape([rows, n, d])
-                .sum_dim(2)
-                .reshape([rows, n]);
-            let mse = squared.clone().mean();
-            let l2 = squared.clone().sqrt().mean();
-
-            let lambda = self.config.lambda_at(step);
-            let (loss, sparsity, auxk) = match &self.config.objective {
-                Objective::L1 { reconstruction, .. } => {
-                    let recon = match reconstruction {
-                        Reconstruction::SquaredSum => squared.clone().sum_dim(1).mean(),
-                        Reconstruction::Mse => mse.clone(),
-                        Reconstruction::L2 => l2.clone(),
-                    };
-                    let sparsity = (latents * code_norm).sum_dim(1).mean();
-                    (recon + sparsity.clone() * lambda, Some(sparsity), None)
-                }
-                Objective::BatchTopK(o) => {
-                    let dead_window = o.dead_tokens;
-                    let dead: Vec<usize> = (0..f).filter(|&j| counters[j] >= dead_window).collect();
-                    let auxk = if dead.is_empty() {
-                        None
-                    } else {
-                        let scaled_host = scaled_host.as_ref().expect("set by the selection");
-                        let mask = aux_k_mask(
-                            scaled_host.as_slice().expect("standard layout"),
-                            rows,
-                            f,
-                            &dead,
-                            o.top_k_aux.min(dead.len()),
-                        );
-                        let mask = Tensor::<Autodiff<B>, 2>::from_inner(Tensor::from_data(
-                            TensorData::new(mask, [rows, f]),
-                            &self.device,
-                        ));
-                        let residual = error.clone().inner();
-                        let centered = residual.clone() - residual.clone().mean_dim(0);
-                        let denominator = scalar((centered.clone() * centered).sum_dim(1).mean())?;
-                        let aux_reconstruction = (post.clone() * mask).matmul(w_dec.clone());
-                        let aux_error =
-                            Tensor::<Autodiff<B>, 2>::from_inner(residual) - aux_reconstruction;
-                        let aux = (aux_error.clone() * aux_error).sum_dim(1).mean();
-                        (denominator.is_finite() && denominator > 0.0).then(|| aux / denominator)
-                    };
-                    let loss = match &auxk {
-                        Some(a) => l2.clone() + a.clone() * o.auxk_alpha,
-                        None => l2.clone(),
-                    };
-                    (loss, None, Some(auxk))
-                }
-            };
-
-            let host = HostScalars {
-                loss: scalar(loss.clone().inner())?,
-                l2: scalar(l2.inner())?,
-                mse: scalar(mse.inner())?,
-                sparsity: sparsity.map(|s| scalar(s.inner())).transpose()?,
-                auxk: match auxk {
-                    Some(Some(a)) => Some(scalar(a.inner())?),
-                    Some(None) => Some(0.0),
-                    None => None,
-                },
-            };
-            if !host.loss.is_finite() {
-                return Err(CrosscoderError::Diverged {
-                    step,
-                    what: "the loss".into(),
-                });
-            }
-            let fvu = self.fraction_of_variance_unexplained(&x, squared.inner(), rows)?;
-
-            let grads = loss.backward();
-            let zero_like = |t: &Tensor<B, 2>| t.zeros_like();
-            let gradients = Params::<B>::from_array([
-                w_enc
-                    .grad(&grads)
-                    .unwrap_or_else(|| zero_like(&self.params.w_enc)),
-                b_enc
-                    .grad(&grads)
-                    .unwrap_or_else(|| zero_like(&self.params.b_enc)),
-                w_dec
-                    .grad(&grads)
-                    .unwrap_or_else(|| zero_like(&self.params.w_dec)),
-                b_dec
-                    .grad(&grads)
-                    .unwrap_or_else(|| zero_like(&b_dec_start)),
-            ]);
-            (
-                gradients,
-                host,
-                fvu,
-                counters,
-                l0,
-                k_used,
-                threshold_metric,
-                lambda,
-            )
-        };
-        let l0 = fired_l0;
+        let b_dec_start = self.decoder_bias_at_start(&x_host);
+        let pass = self.forward_backward(x_host, &b_dec_start)?;
         let recorded = if keep_gradients {
-            Some(gradients.download(n, d)?)
+            let (n, d) = (self.config.n_models, self.config.d_model);
+            Some(pass.gradients.download(n, d)?)
         } else {
             None
         };
+        let (gradients, grad_norm, clipped) = self.clip_gradients(pass.gradients)?;
 
-        // Global gradient norm, as torch's clip_grad_norm_ computes it (norm of the per-tensor norms).
+        let lr = self.config.lr_at(step);
+        self.params.b_dec = b_dec_start;
+        self.threshold = pass.selection.threshold;
+        self.tokens_since_fired = pass.counters;
+        self.adam_step += 1;
+        self.adam_update(gradients, lr, self.adam_step);
+        self.step += 1;
+
+        let dead_window = match &self.config.objective {
+            Objective::BatchTopK(o) => o.dead_tokens,
+            Objective::L1 { .. } => L1_DEAD_WINDOW_TOKENS,
+        };
+        let is_l1 = matches!(self.config.objective, Objective::L1 { .. });
+        let metrics = StepMetrics {
+            step,
+            lr,
+            loss: pass.host.loss,
+            l2_loss: pass.host.l2,
+            mse_loss: pass.host.mse,
+            sparsity_loss: pass.host.sparsity,
+            lambda: is_l1.then_some(pass.lambda),
+            auxk_loss: pass.host.auxk,
+            k: pass.selection.k_used,
+            threshold: pass.selection.threshold_metric,
+            l0: pass.selection.l0,
+            fvu: pass.fvu,
+            dead_latents: self
+                .tokens_since_fired
+                .iter()
+                .filter(|c| **c >= dead_window)
+                .count(),
+            grad_norm,
+            clipped,
+        };
+        Ok((metrics, recorded))
+    }
+
+    /// The decoder bias this step starts from: the batch's geometric median on step 0 when the config asks
+    /// for it, the current bias otherwise.
+    fn decoder_bias_at_start(&self, x_host: &Array3<f32>) -> Tensor<B, 2> {
+        let (n, d) = (self.config.n_models, self.config.d_model);
+        if self.step == 0 && self.config.decoder_bias_init == DecoderBiasInit::GeometricMedian {
+            let median = geometric_median(x_host.view(), 100, 1e-5);
+            upload::<B, _>(median, [1, n * d], &self.device)
+        } else {
+            self.params.b_dec.clone()
+        }
+    }
+
+    /// The forward pass, the loss and its gradients. The autodiff graph lives in this call only: once it
+    /// returns, the parameters' buffers are held by `self` alone, so the optimiser updates them in place.
+    fn forward_backward(
+        &self,
+        x_host: Array3<f32>,
+        b_dec_start: &Tensor<B, 2>,
+    ) -> Result<ForwardBackward<B>> {
+        let step = self.step;
+        let (n, d) = (self.config.n_models, self.config.d_model);
+        let rows = x_host.dim().0;
+        let x: Tensor<B, 2> = upload::<B, _>(x_host, [rows, n * d], &self.device);
+        let x_ad = Tensor::<Autodiff<B>, 2>::from_inner(x.clone());
+        let leaf =
+            |t: &Tensor<B, 2>| Tensor::<Autodiff<B>, 2>::from_inner(t.clone()).require_grad();
+        let (w_enc, b_enc, w_dec, b_dec) = (
+            leaf(&self.params.w_enc),
+            leaf(&self.params.b_enc),
+            leaf(&self.params.w_dec),
+            leaf(b_dec_start),
+        );
+
+        let post = relu(x_ad.clone().matmul(w_enc.clone()) + b_enc.clone());
+        let code_norm = self.code_norm(w_dec.clone());
+        let selection = self.select_latents(post.clone(), code_norm.clone(), rows)?;
+        let counters = self.dead_counters(&selection.fired, rows);
+
+        let x_hat = selection.latents.clone().matmul(w_dec.clone()) + b_dec.clone();
+        let error = x_ad - x_hat;
+        let squared = (error.clone() * error.clone())
+            .reshape([rows, n, d])
+            .sum_dim(2)
+            .reshape([rows, n]);
+        let mse = squared.clone().mean();
+        let l2 = squared.clone().sqrt().mean();
+
+        let lambda = self.config.lambda_at(step);
+        let (loss, sparsity, auxk) = match &self.config.objective {
+            Objective::L1 { reconstruction, .. } => {
+                let recon = match reconstruction {
+                    Reconstruction::SquaredSum => squared.clone().sum_dim(1).mean(),
+                    Reconstruction::Mse => mse.clone(),
+                    Reconstruction::L2 => l2.clone(),
+                };
+                let sparsity = (selection.latents.clone() * code_norm).sum_dim(1).mean();
+                (recon + sparsity.clone() * lambda, Some(sparsity), None)
+            }
+            Objective::BatchTopK(o) => {
+                let auxk = self.aux_k_loss(o, &counters, &selection, post, error, w_dec.clone())?;
+                let loss = match &auxk {
+                    Some(a) => l2.clone() + a.clone() * o.auxk_alpha,
+                    None => l2.clone(),
+                };
+                (loss, None, Some(auxk))
+            }
+        };
+
+        let host = HostScalars {
+            loss: scalar(loss.clone().inner())?,
+            l2: scalar(l2.inner())?,
+            mse: scalar(mse.inner())?,
+            sparsity: sparsity.map(|s| scalar(s.inner())).transpose()?,
+            auxk: match auxk {
+                Some(Some(a)) => Some(scalar(a.inner())?),
+                Some(None) => Some(0.0),
+                None => None,
+            },
+        };
+        if !host.loss.is_finite() {
+            return Err(CrosscoderError::Diverged {
+                step,
+                what: "the loss".into(),
+            });
+        }
+        let fvu = self.fraction_of_variance_unexplained(&x, squared.inner(), rows)?;
+
+        let grads = loss.backward();
+        let gradient_of = |param: &Tensor<Autodiff<B>, 2>, like: &Tensor<B, 2>| {
+            param.grad(&grads).unwrap_or_else(|| like.zeros_like())
+        };
+        let gradients = Params::<B>::from_array([
+            gradient_of(&w_enc, &self.params.w_enc),
+            gradient_of(&b_enc, &self.params.b_enc),
+            gradient_of(&w_dec, &self.params.w_dec),
+            gradient_of(&b_dec, b_dec_start),
+        ]);
+        Ok(ForwardBackward {
+            gradients,
+            host,
+            fvu,
+            counters,
+            selection: selection.into_record(),
+            lambda,
+        })
+    }
+
+    /// The latents that reach the decoder and which of them fired this step: every positive one for L1,
+    /// the batch's top `k * rows` scaled activations for BatchTopK (whose running threshold moves here).
+    fn select_latents(
+        &self,
+        post: Tensor<Autodiff<B>, 2>,
+        code_norm: Tensor<Autodiff<B>, 2>,
+        rows: usize,
+    ) -> Result<Selection<B>> {
+        let step = self.step;
+        let f = self.config.dict_size;
+        match &self.config.objective {
+            Objective::L1 { .. } => {
+                let active = post.clone().inner().greater_elem(0.0).float();
+                let fired = download2(active.clone().sum_dim(0))?;
+                let l0 = scalar(active.sum())? / rows as f32;
+                Ok(Selection {
+                    latents: post,
+                    fired: fired.iter().map(|c| *c > 0.0).collect(),
+                    l0,
+                    k_used: None,
+                    threshold: self.threshold,
+                    threshold_metric: None,
+                    scaled_host: None,
+                })
+            }
+            Objective::BatchTopK(o) => {
+                let k = o.k_at(step);
+                let scaled = post.clone().inner() * code_norm.inner();
+                let scaled_host = download2(scaled.clone())?;
+                let scaled_slice = scaled_host.as_slice().expect("standard layout");
+                let cut = batch_top_k_cut(scaled_slice, k * rows);
+                let mut fired = vec![false; f];
+                let mut kept = 0usize;
+                for (i, v) in scaled_slice.iter().enumerate() {
+                    if *v > 0.0 && *v >= cut.cutoff {
+                        fired[i % f] = true;
+                        kept += 1;
+                    }
+                }
+                let mut threshold = self.threshold;
+                if step as i64 > o.threshold_start_step {
+                    threshold = if threshold < 0.0 {
+                        cut.min_kept
+                    } else {
+                        // As torch: the Python-float coefficients are rounded to f32, the arithmetic is f32.
+                        let keep = o.threshold_beta as f32;
+                        let take = (1.0 - o.threshold_beta) as f32;
+                        keep * threshold + take * cut.min_kept
+                    };
+                }
+                let mask = Tensor::<Autodiff<B>, 2>::from_inner(
+                    scaled.greater_equal_elem(cut.cutoff).float(),
+                );
+                Ok(Selection {
+                    latents: post * mask,
+                    fired,
+                    l0: kept as f32 / rows as f32,
+                    k_used: Some(k),
+                    threshold,
+                    threshold_metric: Some(threshold),
+                    scaled_host: Some(scaled_host),
+                })
+            }
+        }
+    }
+
+    /// Tokens since each latent last fired, after this step's `rows` tokens. Updated before the AuxK loss
+    /// reads them, as in the reference.
+    fn dead_counters(&self, fired: &[bool], rows: usize) -> Vec<u64> {
+        self.tokens_since_fired
+            .iter()
+            .zip(fired)
+            .map(|(count, fired)| {
+                if *fired {
+                    0
+                } else {
+                    count.saturating_add(rows as u64)
+                }
+            })
+            .collect()
+    }
+
+    /// BatchTopK's auxiliary loss: the dead latents' top `top_k_aux` activations reconstruct the residual,
+    /// normalised by the residual's variance. `None` when no latent is dead; `Some(None)` when the
+    /// residual has no variance to normalise by.
+    fn aux_k_loss(
+        &self,
+        objective: &BatchTopKObjective,
+        counters: &[u64],
+        selection: &Selection<B>,
+        post: Tensor<Autodiff<B>, 2>,
+        error: Tensor<Autodiff<B>, 2>,
+        w_dec: Tensor<Autodiff<B>, 2>,
+    ) -> Result<Option<Tensor<Autodiff<B>, 1>>> {
+        let [rows, f] = post.dims();
+        let dead: Vec<usize> = (0..f)
+            .filter(|&j| counters[j] >= objective.dead_tokens)
+            .collect();
+        if dead.is_empty() {
+            return Ok(None);
+        }
+        let scaled_host = selection
+            .scaled_host
+            .as_ref()
+            .expect("BatchTopK keeps its scaled activations");
+        let mask = aux_k_mask(
+            scaled_host.as_slice().expect("standard layout"),
+            rows,
+            f,
+            &dead,
+            objective.top_k_aux.min(dead.len()),
+        );
+        let mask = Tensor::<Autodiff<B>, 2>::from_inner(Tensor::from_data(
+            TensorData::new(mask, [rows, f]),
+            &self.device,
+        ));
+        let residual = error.inner();
+        let centered = residual.clone() - residual.clone().mean_dim(0);
+        let denominator = scalar((centered.clone() * centered).sum_dim(1).mean())?;
+        let aux_reconstruction = (post * mask).matmul(w_dec);
+        let aux_error = Tensor::<Autodiff<B>, 2>::from_inner(residual) - aux_reconstruction;
+        let aux = (aux_error.clone() * aux_error).sum_dim(1).mean();
+        Ok((denominator.is_finite() && denominator > 0.0).then(|| aux / denominator))
+    }
+
+    /// The global gradient norm, as torch's `clip_grad_norm_` computes it (the norm of the per-tensor
+    /// norms), and the gradients scaled down to `grad_clip` when they exceed it.
+    fn clip_gradients(&self, gradients: Params<B>) -> Result<(Params<B>, f32, bool)> {
         let mut squares = 0.0f64;
         for g in [
             &gradients.w_enc,
@@ -445,54 +570,18 @@ impl<B: Backend> DeviceTrainer<B> {
         let grad_norm = squares.sqrt() as f32;
         if !grad_norm.is_finite() {
             return Err(CrosscoderError::Diverged {
-                step,
+                step: self.step,
                 what: "the gradient norm".into(),
             });
         }
-        let mut clipped = false;
-        let mut gradients = gradients;
         if let Some(max_norm) = self.config.grad_clip {
             let coef = max_norm / (grad_norm + 1e-6);
             if coef < 1.0 {
-                clipped = true;
-                gradients = Params::from_array(gradients.into_array().map(|g| g * coef));
+                let clipped = Params::from_array(gradients.into_array().map(|g| g * coef));
+                return Ok((clipped, grad_norm, true));
             }
         }
-
-        let lr = self.config.lr_at(step);
-        self.params.b_dec = b_dec_start;
-        self.threshold = threshold;
-        self.tokens_since_fired = counters;
-        self.adam_step += 1;
-        self.adam_update(gradients, lr, self.adam_step);
-        self.step += 1;
-
-        let dead_window = match &self.config.objective {
-            Objective::BatchTopK(o) => o.dead_tokens,
-            Objective::L1 { .. } => L1_DEAD_WINDOW_TOKENS,
-        };
-        let metrics = StepMetrics {
-            step,
-            lr,
-            loss: host.loss,
-            l2_loss: host.l2,
-            mse_loss: host.mse,
-            sparsity_loss: host.sparsity,
-            lambda: matches!(self.config.objective, Objective::L1 { .. }).then_some(lambda),
-            auxk_loss: host.auxk,
-            k: k_used,
-            threshold: threshold_metric,
-            l0,
-            fvu,
-            dead_latents: self
-                .tokens_since_fired
-                .iter()
-                .filter(|c| **c >= dead_window)
-                .count(),
-            grad_norm,
-            clipped,
-        };
-        Ok((metrics, recorded))
+        Ok((gradients, grad_norm, false))
     }
 
     /// Per-model `sum ||x - x̂||² / sum ||x - mean(x)||²` over the batch.

@@ -98,7 +98,8 @@ pub(crate) fn resolve(id: &str, options: &HubOverrides) -> Result<PathBuf> {
     let repo = HubRepo::model(&repo_id, Some(options.revision()), options.options())
         .map_err(|e| hub_err(e.to_string()))?;
     let listing = repo.list_files().map_err(|e| hub_err(e.to_string()))?;
-    let (folder, files) = choose_layout(&listing, subfolder.as_deref()).map_err(&hub_err)?;
+    let (folder, files) =
+        choose_layout(&listing, subfolder.as_deref()).map_err(|e| hub_err(e.to_string()))?;
     let mut dir = None;
     for file in &files {
         let remote = if folder.is_empty() {
@@ -113,13 +114,24 @@ pub(crate) fn resolve(id: &str, options: &HubOverrides) -> Result<PathBuf> {
     dir.ok_or_else(|| hub_err("no file to download".into()))
 }
 
+/// Why no single crosscoder layout was found in a repository listing.
+#[derive(Debug, thiserror::Error)]
+enum LayoutError {
+    #[error("folder `{folder}` holds none of the known layouts ({expected})")]
+    NoneInFolder { folder: String, expected: String },
+    #[error("no known layout in the repository ({expected})")]
+    NoneFound { expected: String },
+    #[error("several crosscoders in the repository; name one as `org/name/<folder>`: {folders}")]
+    Several { folders: String },
+}
+
 /// Picks the folder and files of a known layout from a repository listing. With a subfolder, only that
 /// folder is considered; without one, the root first, then any single folder holding a layout (the
 /// ckkissane repository keeps its weights in `blocks.14.hook_resid_pre/`).
 fn choose_layout(
     listing: &[String],
     subfolder: Option<&str>,
-) -> std::result::Result<(String, Vec<String>), String> {
+) -> std::result::Result<(String, Vec<String>), LayoutError> {
     let layout_in = |folder: &str| {
         DIR_LAYOUTS.iter().find_map(|(_, files)| {
             let all = files.iter().all(|f| {
@@ -133,18 +145,19 @@ fn choose_layout(
             all.then(|| files.iter().map(|f| f.to_string()).collect::<Vec<_>>())
         })
     };
-    let expected: Vec<String> = DIR_LAYOUTS
-        .iter()
-        .map(|(f, files)| format!("{f}: {}", files.join(" + ")))
-        .collect();
+    let expected = || {
+        DIR_LAYOUTS
+            .iter()
+            .map(|(f, files)| format!("{f}: {}", files.join(" + ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     if let Some(sub) = subfolder {
         return layout_in(sub)
             .map(|files| (sub.to_string(), files))
-            .ok_or_else(|| {
-                format!(
-                    "folder `{sub}` holds none of the known layouts ({})",
-                    expected.join("; ")
-                )
+            .ok_or_else(|| LayoutError::NoneInFolder {
+                folder: sub.to_string(),
+                expected: expected(),
             });
     }
     if let Some(files) = layout_in("") {
@@ -162,18 +175,16 @@ fn choose_layout(
         .collect();
     match found.len() {
         1 => Ok(found.into_iter().next().unwrap_or_default()),
-        0 => Err(format!(
-            "no known layout in the repository ({})",
-            expected.join("; ")
-        )),
-        _ => Err(format!(
-            "several crosscoders in the repository; name one as `org/name/<folder>`: {}",
-            found
+        0 => Err(LayoutError::NoneFound {
+            expected: expected(),
+        }),
+        _ => Err(LayoutError::Several {
+            folders: found
                 .iter()
                 .map(|(d, _)| d.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
-        )),
+                .join(", "),
+        }),
     }
 }
 
@@ -222,7 +233,10 @@ mod tests {
             "b/cfg.json",
             "b/cc_weights.pt",
         ]);
-        assert!(choose_layout(&two, None).unwrap_err().contains("a, b"));
+        assert!(choose_layout(&two, None)
+            .unwrap_err()
+            .to_string()
+            .contains("a, b"));
         assert_eq!(choose_layout(&two, Some("b")).unwrap().0, "b");
         assert!(choose_layout(&l(&["x.bin"]), None).is_err());
     }

@@ -72,6 +72,7 @@ mod pipeline;
 mod plan;
 mod pooling;
 mod results;
+pub mod setup;
 pub mod stats;
 pub mod verify;
 

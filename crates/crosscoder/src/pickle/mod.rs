@@ -96,10 +96,7 @@ fn allowed_global(module: &str, name: &str) -> Option<Global> {
 
 /// Reads a torch zip archive as a flat tensor map.
 pub(crate) fn read_torch_file(path: &Path) -> Result<TensorMap> {
-    let bad = |reason: String| CrosscoderError::Pickle {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| pickle_error(path, reason);
     let file = std::fs::File::open(path).map_err(|e| CrosscoderError::io(path, e))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| {
         bad(format!(
@@ -123,17 +120,16 @@ pub(crate) fn read_torch_file(path: &Path) -> Result<TensorMap> {
             )));
         }
     }
-    let pkl = read_entry(&mut archive, &pkl_name).map_err(&bad)?;
+    let pkl = read_entry(&mut archive, &pkl_name, path)?;
     let root = Unpickler::new(&pkl, path).run()?;
 
     let mut flat = Vec::new();
-    flatten(String::new(), root, &mut flat).map_err(&bad)?;
+    flatten(String::new(), root, &mut flat, path)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut tensors = BTreeMap::new();
     for (name, t) in flat {
         if !storages.contains_key(&t.key) {
-            let bytes =
-                read_entry(&mut archive, &format!("{prefix}data/{}", t.key)).map_err(&bad)?;
+            let bytes = read_entry(&mut archive, &format!("{prefix}data/{}", t.key), path)?;
             storages.insert(t.key.clone(), bytes);
         }
         let bytes = &storages[&t.key];
@@ -143,16 +139,25 @@ pub(crate) fn read_torch_file(path: &Path) -> Result<TensorMap> {
     Ok(TensorMap::new(path, tensors))
 }
 
+/// A [`CrosscoderError::Pickle`] about the file at `path`.
+fn pickle_error(path: &Path, reason: impl std::fmt::Display) -> CrosscoderError {
+    CrosscoderError::Pickle {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The bytes of one archive entry of the torch file at `path`.
 fn read_entry(
     archive: &mut zip::ZipArchive<std::fs::File>,
     name: &str,
-) -> std::result::Result<Vec<u8>, String> {
-    let mut f = archive
-        .by_name(name)
-        .map_err(|e| format!("archive entry `{name}`: {e}"))?;
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let entry_error =
+        |e: &dyn std::fmt::Display| pickle_error(path, format!("archive entry `{name}`: {e}"));
+    let mut f = archive.by_name(name).map_err(|e| entry_error(&e))?;
     let mut buf = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0));
-    f.read_to_end(&mut buf)
-        .map_err(|e| format!("archive entry `{name}`: {e}"))?;
+    f.read_to_end(&mut buf).map_err(|e| entry_error(&e))?;
     Ok(buf)
 }
 
@@ -161,14 +166,20 @@ fn flatten(
     prefix: String,
     v: Value,
     out: &mut Vec<(String, TensorRef)>,
-) -> std::result::Result<(), String> {
+    path: &Path,
+) -> Result<()> {
     match v {
         Value::Dict(items) => {
             for (k, v) in items {
                 let key = match k {
                     Value::Str(s) => s,
                     Value::Int(i) => i.to_string(),
-                    other => return Err(format!("dict key {other:?} is not a string")),
+                    other => {
+                        return Err(pickle_error(
+                            path,
+                            format!("dict key {other:?} is not a string"),
+                        ))
+                    }
                 };
                 let name = if prefix.is_empty() {
                     key
@@ -176,7 +187,7 @@ fn flatten(
                     format!("{prefix}.{key}")
                 };
                 match v {
-                    Value::Tensor(_) | Value::Dict(_) => flatten(name, v, out)?,
+                    Value::Tensor(_) | Value::Dict(_) => flatten(name, v, out, path)?,
                     // Non-tensor entries (ints, strings, None) carry no weights: skip them.
                     _ => {}
                 }
@@ -187,9 +198,12 @@ fn flatten(
             out.push((prefix, t));
             Ok(())
         }
-        other => Err(format!(
-            "the saved object is not a dict of tensors (a state_dict); its root is {}",
-            kind_name(&other)
+        other => Err(pickle_error(
+            path,
+            format!(
+                "the saved object is not a dict of tensors (a state_dict); its root is {}",
+                kind_name(&other)
+            ),
         )),
     }
 }
@@ -212,46 +226,79 @@ fn kind_name(v: &Value) -> &'static str {
     }
 }
 
-/// Copies a (possibly strided) view out of its storage bytes.
-fn materialize(t: &TensorRef, bytes: &[u8]) -> std::result::Result<HostTensor, String> {
-    let size = dtype_size(t.dtype).ok_or_else(|| format!("dtype {}", t.dtype))?;
-    let numel: usize = t.size.iter().product();
-    let contiguous = {
-        let mut expect = 1usize;
-        let mut ok = true;
-        for (s, st) in t.size.iter().zip(&t.stride).rev() {
-            if *s != 1 && *st != expect {
-                ok = false;
-            }
-            expect *= s;
+/// Why a tensor view cannot be read out of its storage.
+#[derive(Debug, thiserror::Error)]
+enum ViewError {
+    #[error("dtype {0} has no known element size")]
+    UnknownDtype(&'static str),
+    #[error("size {size:?} has more elements than fit in memory")]
+    TooLarge { size: Vec<usize> },
+    #[error("view [{start}, {end}) exceeds the storage of {len} bytes")]
+    ViewOutOfStorage {
+        start: usize,
+        end: usize,
+        len: usize,
+    },
+    #[error("element {element} exceeds the storage of {len} bytes")]
+    ElementOutOfStorage { element: usize, len: usize },
+    #[error("cannot decode {bytes} bytes as {dtype}")]
+    Undecodable { bytes: usize, dtype: &'static str },
+}
+
+/// Whether `size` with `stride` is a row-major contiguous layout (size-1 dimensions may have any stride).
+fn is_contiguous(size: &[usize], stride: &[usize]) -> bool {
+    let mut expect = 1usize;
+    for (s, st) in size.iter().zip(stride).rev() {
+        if *s != 1 && *st != expect {
+            return false;
         }
-        ok
+        expect = expect.saturating_mul(*s);
+    }
+    true
+}
+
+/// Copies a (possibly strided) view out of its storage bytes.
+fn materialize(t: &TensorRef, bytes: &[u8]) -> std::result::Result<HostTensor, ViewError> {
+    let size = dtype_size(t.dtype).ok_or(ViewError::UnknownDtype(t.dtype))?;
+    let too_large = || ViewError::TooLarge {
+        size: t.size.clone(),
     };
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1usize, |acc, s| acc.checked_mul(*s))
+        .ok_or_else(too_large)?;
+    let view_bytes = numel.checked_mul(size).ok_or_else(too_large)?;
     let raw: Vec<u8> = if numel == 0 {
         Vec::new()
-    } else if contiguous {
-        let start = t.offset * size;
-        let end = start + numel * size;
+    } else if is_contiguous(&t.size, &t.stride) {
+        let start = t.offset.checked_mul(size).ok_or_else(too_large)?;
+        let end = start.checked_add(view_bytes).ok_or_else(too_large)?;
         bytes
             .get(start..end)
-            .ok_or_else(|| {
-                format!(
-                    "view [{start}, {end}) exceeds the storage of {} bytes",
-                    bytes.len()
-                )
+            .ok_or(ViewError::ViewOutOfStorage {
+                start,
+                end,
+                len: bytes.len(),
             })?
             .to_vec()
     } else {
-        let mut raw = Vec::with_capacity(numel * size);
+        let mut raw = Vec::with_capacity(view_bytes.min(bytes.len()));
         let mut idx = vec![0usize; t.size.len()];
+        let out_of_storage = |element: usize| ViewError::ElementOutOfStorage {
+            element,
+            len: bytes.len(),
+        };
         for _ in 0..numel {
-            let elem = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
-            let chunk = bytes.get(elem * size..(elem + 1) * size).ok_or_else(|| {
-                format!(
-                    "element {elem} exceeds the storage of {} bytes",
-                    bytes.len()
-                )
-            })?;
+            let element = idx
+                .iter()
+                .zip(&t.stride)
+                .try_fold(t.offset, |acc, (i, s)| acc.checked_add(i.checked_mul(*s)?))
+                .ok_or_else(too_large)?;
+            let chunk = element
+                .checked_mul(size)
+                .and_then(|first| bytes.get(first..first.checked_add(size)?))
+                .ok_or_else(|| out_of_storage(element))?;
             raw.extend_from_slice(chunk);
             for d in (0..idx.len()).rev() {
                 idx[d] += 1;
@@ -263,8 +310,10 @@ fn materialize(t: &TensorRef, bytes: &[u8]) -> std::result::Result<HostTensor, S
         }
         raw
     };
-    let data = decode_le(t.dtype, &raw)
-        .ok_or_else(|| format!("cannot decode {} bytes as {}", raw.len(), t.dtype))?;
+    let data = decode_le(t.dtype, &raw).ok_or(ViewError::Undecodable {
+        bytes: raw.len(),
+        dtype: t.dtype,
+    })?;
     Ok(HostTensor {
         shape: t.size.clone(),
         data,
