@@ -71,7 +71,7 @@ impl<'a> HookState<'a> {
 
 /// Copies a `[batch, pos, d]` tensor to the host, unchanged. A backend that hands back unreadable or
 /// mis-sized data is an error ([`GemmaError::DeviceData`]), never zeros.
-fn raw_to_host<B: Backend>(x: Tensor<B, 3>) -> Result<Array3<f32>> {
+pub(crate) fn raw_to_host<B: Backend>(x: Tensor<B, 3>) -> Result<Array3<f32>> {
     let [b, t, d] = x.dims();
     let values: Vec<f32> =
         x.into_data()

@@ -28,6 +28,16 @@ impl fmt::Debug for Intervention {
     }
 }
 
+/// The positions whose logits a pass returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogitPositions {
+    /// Every position, `[batch, pos, vocab]`; padding positions are zero.
+    #[default]
+    All,
+    /// Each row's last real token, `[batch, 1, vocab]`.
+    Last,
+}
+
 /// What a forward pass should produce.
 ///
 /// The pass runs only as far as the deepest captured hook or intervention, unless `logits` is set.
@@ -35,8 +45,12 @@ impl fmt::Debug for Intervention {
 pub struct RunRequest {
     /// Hooks whose activations are returned.
     pub capture: Vec<HookPoint>,
-    /// Whether to return the logits `[batch, pos, vocab]` (runs every layer and the unembedding).
+    /// Whether to return the logits (runs every layer and the unembedding).
     pub logits: bool,
+    /// Which positions' logits: every position `[batch, pos, vocab]` (the default), or only each
+    /// row's last real token `[batch, 1, vocab]` (what decoding needs, without the
+    /// `pos x vocab` buffer).
+    pub logits_at: LogitPositions,
     /// Edits applied in forward order.
     pub interventions: Vec<Intervention>,
 }
@@ -53,6 +67,13 @@ impl RunRequest {
     /// Also return logits.
     pub fn with_logits(mut self) -> Self {
         self.logits = true;
+        self
+    }
+
+    /// Also return logits, at the last real token of each row only (see [`LogitPositions::Last`]).
+    pub fn with_last_logits(mut self) -> Self {
+        self.logits = true;
+        self.logits_at = LogitPositions::Last;
         self
     }
 

@@ -11,7 +11,7 @@ use crate::batch::TokenBatch;
 use crate::config::Gemma2Config;
 use crate::error::{GemmaError, Result};
 use crate::hooks::{HookPoint, RunRequest};
-use crate::model::{Gemma2, Kernels, RunOutput};
+use crate::model::{Gemma2, Kernels, KvCache, RunOutput};
 use crate::parameters::CheckpointSource;
 use crate::source::ModelSource;
 use crate::tokenizer::GemmaTokenizer;
@@ -33,6 +33,40 @@ pub trait LanguageModel: Send + Sync {
     /// Runs a padded batch: captured activations are `[batch, pos, d_model]`, logits
     /// `[batch, pos, vocab]`; padding positions are zero. Stops at the deepest hook requested.
     fn run(&self, batch: &TokenBatch, request: &RunRequest) -> Result<RunOutput>;
+    /// Starts incremental decoding of `batch_size` rows through layers `0..n_layers` (all of them for
+    /// logits; fewer for a model that only feeds a hook, as the base model of a lockstep pair). The key
+    /// and value cache stays on the device; `capacity` is the number of positions to allocate for
+    /// (prompt plus new tokens; it grows if exceeded).
+    fn start_decoding(
+        &self,
+        batch_size: usize,
+        n_layers: usize,
+        capacity: usize,
+    ) -> Result<Box<dyn DecodeSession + '_>> {
+        let _ = (batch_size, n_layers, capacity);
+        Err(GemmaError::InvalidInput {
+            reason: format!("the model {} cannot decode incrementally", self.name()),
+        })
+    }
+}
+
+/// An incremental decoding session of a [`LanguageModel`]: each [`feed`](DecodeSession::feed) runs
+/// only the new tokens, attending to every earlier one through the cache.
+pub trait DecodeSession: Send {
+    /// Rows decoded together.
+    fn batch_size(&self) -> usize;
+    /// Cache slots filled so far (padding included).
+    fn len(&self) -> usize;
+    /// Whether nothing has been fed yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Layers every step runs.
+    fn n_layers(&self) -> usize;
+    /// Appends `tokens` (`[batch_size, new]`; left-padded prompts on the first step, one token per
+    /// row after) and runs them: captures, interventions and logits as in
+    /// [`LanguageModel::run`], on the new positions only.
+    fn feed(&mut self, tokens: &TokenBatch, request: &RunRequest) -> Result<RunOutput>;
 }
 
 /// Compute precision.
@@ -315,5 +349,38 @@ impl<B: Backend> LanguageModel for BurnModel<B> {
     }
     fn run(&self, batch: &TokenBatch, request: &RunRequest) -> Result<RunOutput> {
         self.model.run(batch, request)
+    }
+    fn start_decoding(
+        &self,
+        batch_size: usize,
+        n_layers: usize,
+        capacity: usize,
+    ) -> Result<Box<dyn DecodeSession + '_>> {
+        let cache = self.model.new_cache(batch_size, n_layers, capacity)?;
+        Ok(Box::new(BurnSession {
+            model: &self.model,
+            cache,
+        }))
+    }
+}
+
+/// A decoding session of a [`Gemma2`] on backend `B`.
+struct BurnSession<'a, B: Backend> {
+    model: &'a Gemma2<B>,
+    cache: KvCache<B>,
+}
+
+impl<B: Backend> DecodeSession for BurnSession<'_, B> {
+    fn batch_size(&self) -> usize {
+        self.cache.batch_size()
+    }
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+    fn n_layers(&self) -> usize {
+        self.cache.n_layers()
+    }
+    fn feed(&mut self, tokens: &TokenBatch, request: &RunRequest) -> Result<RunOutput> {
+        self.model.feed(&mut self.cache, tokens, request)
     }
 }

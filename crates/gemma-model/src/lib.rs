@@ -46,6 +46,7 @@ mod batch;
 mod config;
 mod error;
 mod flex_bridge;
+pub mod generation;
 mod hook_state;
 mod hooks;
 mod host_kernels;
@@ -60,9 +61,10 @@ mod weights;
 pub use batch::{PaddingSide, TokenBatch};
 pub use config::{AttentionKind, Gemma2Config};
 pub use error::{GemmaError, Result};
-pub use hooks::{EditFn, HookPoint, Intervention, RunRequest};
+pub use hooks::{EditFn, HookPoint, Intervention, LogitPositions, RunRequest};
 pub use language_model::{
-    load_dir, load_model, random_model, ComputeDtype, LanguageModel, LoadOptions, LoadedModel,
+    load_dir, load_model, random_model, ComputeDtype, DecodeSession, LanguageModel, LoadOptions,
+    LoadedModel,
 };
 pub use model::RunOutput;
 pub use source::{ModelSource, ResolvedModel};

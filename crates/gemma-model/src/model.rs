@@ -33,10 +33,13 @@ use crate::batch::TokenBatch;
 use crate::config::{AttentionKind, Gemma2Config};
 use crate::error::{GemmaError, Result};
 use crate::flex_bridge::{self, HostTensor};
-use crate::hook_state::{to_host, HookState};
-use crate::hooks::{HookPoint, RunRequest};
+use crate::hook_state::{raw_to_host, to_host, HookState};
+use crate::hooks::{HookPoint, LogitPositions, RunRequest};
 use crate::host_kernels::{self, AttentionInputs, AttentionShape};
 use crate::parameters::{transpose, ParameterSource};
+
+mod decode;
+pub(crate) use decode::KvCache;
 
 /// How RMSNorm, GeGLU and attention run; the projections are burn matmuls either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -607,45 +610,84 @@ impl<B: Backend> Gemma2<B> {
     pub fn run(&self, batch: &TokenBatch, request: &RunRequest) -> Result<RunOutput> {
         self.check_request(batch, request)?;
         let n_layers = request.layers_needed(self.config.num_hidden_layers);
+        let mut hooks = HookState::new(request, batch);
+        let mut h = self.embed(batch, &mut hooks)?;
+        let positions = RunPositions::new(batch, &self.config, self.kernels, &self.device);
+        for (l, layer) in self.layers.iter().enumerate().take(n_layers) {
+            h = self.layer_forward(l, h, &mut hooks, |x| {
+                layer.self_attn.forward(x, &positions, layer.kind)
+            })?;
+        }
+        self.finish(h, batch, request, hooks)
+    }
+
+    /// `embed(ids) * sqrt(d_model)`, through the `hook_embed` and `blocks.0.hook_resid_pre` hooks.
+    pub(crate) fn embed(
+        &self,
+        batch: &TokenBatch,
+        hooks: &mut HookState<'_>,
+    ) -> Result<Tensor<B, 3>> {
         let (b, t) = (batch.batch_size(), batch.seq_len());
         let d = self.config.hidden_size;
-        let mut hooks = HookState::new(request, batch);
-
         let ids: Vec<i64> = batch.ids().iter().map(|&x| x as i64).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
-        let mut h = self.embed_tokens.clone().select(0, ids).reshape([b, t, d])
+        let h = self.embed_tokens.clone().select(0, ids).reshape([b, t, d])
             * self.config.embedding_scale();
-        h = hooks.visit(HookPoint::Embed, h)?;
+        let h = hooks.visit(HookPoint::Embed, h)?;
+        hooks.visit(HookPoint::ResidPre(0), h)
+    }
 
+    /// Layer `l` on the residual `h`, through its hooks; `attend` maps the normalised input to the
+    /// attention output (after `o_proj`), with or without a KV cache.
+    pub(crate) fn layer_forward(
+        &self,
+        l: usize,
+        mut h: Tensor<B, 3>,
+        hooks: &mut HookState<'_>,
+        attend: impl FnOnce(Tensor<B, 3>) -> Result<Tensor<B, 3>>,
+    ) -> Result<Tensor<B, 3>> {
+        let layer = &self.layers[l];
         let kernels = self.kernels;
-        let positions = RunPositions::new(batch, &self.config, kernels, &self.device);
-
-        h = hooks.visit(HookPoint::ResidPre(0), h)?;
-        for (l, layer) in self.layers.iter().enumerate().take(n_layers) {
-            let attn_in = layer.input_layernorm.forward(h.clone(), kernels)?;
-            let attn = layer.self_attn.forward(attn_in, &positions, layer.kind)?;
-            let attn_out = hooks.visit(
-                HookPoint::AttnOut(l),
-                layer.post_attention_layernorm.forward(attn, kernels)?,
-            )?;
-            h = hooks.visit(HookPoint::ResidMid(l), h + attn_out)?;
-            let mlp_in = layer
-                .pre_feedforward_layernorm
-                .forward(h.clone(), kernels)?;
-            let mlp = layer.mlp.forward(mlp_in, kernels)?;
-            let mlp_out = hooks.visit(
-                HookPoint::MlpOut(l),
-                layer.post_feedforward_layernorm.forward(mlp, kernels)?,
-            )?;
-            h = hooks.visit(HookPoint::ResidPost(l), h + mlp_out)?;
-            // blocks.{l+1}.hook_resid_pre is the same tensor, visited even when layer l+1 does not run.
-            if l + 1 < self.config.num_hidden_layers {
-                h = hooks.visit(HookPoint::ResidPre(l + 1), h)?;
-            }
+        let attn = attend(layer.input_layernorm.forward(h.clone(), kernels)?)?;
+        let attn_out = hooks.visit(
+            HookPoint::AttnOut(l),
+            layer.post_attention_layernorm.forward(attn, kernels)?,
+        )?;
+        h = hooks.visit(HookPoint::ResidMid(l), h + attn_out)?;
+        let mlp_in = layer
+            .pre_feedforward_layernorm
+            .forward(h.clone(), kernels)?;
+        let mlp = layer.mlp.forward(mlp_in, kernels)?;
+        let mlp_out = hooks.visit(
+            HookPoint::MlpOut(l),
+            layer.post_feedforward_layernorm.forward(mlp, kernels)?,
+        )?;
+        h = hooks.visit(HookPoint::ResidPost(l), h + mlp_out)?;
+        // blocks.{l+1}.hook_resid_pre is the same tensor, visited even when layer l+1 does not run.
+        if l + 1 < self.config.num_hidden_layers {
+            h = hooks.visit(HookPoint::ResidPre(l + 1), h)?;
         }
+        Ok(h)
+    }
 
+    /// The captures and, if asked, the logits of a pass that ended with residual `h`.
+    pub(crate) fn finish(
+        &self,
+        h: Tensor<B, 3>,
+        batch: &TokenBatch,
+        request: &RunRequest,
+        hooks: HookState<'_>,
+    ) -> Result<RunOutput> {
         let logits = if request.logits {
-            Some(self.logits(h, batch)?)
+            Some(match request.logits_at {
+                LogitPositions::All => to_host(self.logits(h)?, batch)?,
+                LogitPositions::Last => {
+                    let last = last_real_rows::<B>(batch, &self.device);
+                    let [b, t, d] = h.dims();
+                    let h = h.reshape([b * t, d]).select(0, last).reshape([b, 1, d]);
+                    raw_to_host(self.logits(h)?)?
+                }
+            })
         } else {
             None
         };
@@ -655,7 +697,8 @@ impl<B: Backend> Gemma2<B> {
         })
     }
 
-    fn logits(&self, h: Tensor<B, 3>, batch: &TokenBatch) -> Result<Array3<f32>> {
+    /// Soft-capped logits `[batch, pos, vocab]` of the final residual `h`.
+    fn logits(&self, h: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
         let u = self
             .unembedding
             .as_ref()
@@ -673,8 +716,7 @@ impl<B: Backend> Gemma2<B> {
         if let Some(cap) = u.softcap {
             logits = (logits / cap).tanh() * cap;
         }
-        let vocab = self.config.vocab_size;
-        to_host(logits.reshape([b, t, vocab]), batch)
+        Ok(logits.reshape([b, t, self.config.vocab_size]))
     }
 
     fn check_request(&self, batch: &TokenBatch, request: &RunRequest) -> Result<()> {
@@ -746,6 +788,20 @@ fn additive_mask(batch: &TokenBatch, window: Option<usize>) -> Vec<f32> {
         }
     }
     values
+}
+
+/// The flat `[batch * pos]` index of each row's last real token.
+fn last_real_rows<B: Backend>(batch: &TokenBatch, device: &B::Device) -> Tensor<B, 1, Int> {
+    let t = batch.seq_len();
+    let last: Vec<i64> = (0..batch.batch_size())
+        .map(|row| {
+            let mask = &batch.mask()[row * t..(row + 1) * t];
+            let index = mask.iter().rposition(|real| *real).unwrap_or(t - 1);
+            (row * t + index) as i64
+        })
+        .collect();
+    let n = last.len();
+    Tensor::from_data(TensorData::new(last, [n]), device)
 }
 
 fn matrix<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {

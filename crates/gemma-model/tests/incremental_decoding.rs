@@ -1,0 +1,210 @@
+//! Incremental decoding (prefill, then one position per step through the KV cache) equals a full
+//! re-forward of prompt + generated tokens, on both fixture models (a sliding window of 5 and of 4,
+//! so prompt + generation crosses it; GQA; BF16 shards), both kernel paths, a left-padded batch of
+//! prompts of different lengths, with and without an intervention at every position, and with an
+//! intervention on the prompt or the generated positions only.
+
+mod common;
+
+use common::fixture;
+use gemma_model::generation::{
+    generate, GenerationConfig, InterventionScope, ModelStepper, Sampling, SamplingParams,
+};
+use gemma_model::{
+    load_dir, HookPoint, Intervention, LanguageModel, LoadOptions, RunRequest, TokenBatch,
+};
+use ndarray::{s, Array3};
+use std::sync::Arc;
+
+const NEW_TOKENS: usize = 9;
+
+/// Prompts of different lengths, with `<bos>` first.
+fn prompts(vocab: usize) -> Vec<Vec<u32>> {
+    let ids = |seed: u32, n: usize| {
+        let mut v = vec![2u32];
+        v.extend((0..n).map(|i| 110 + (seed * 37 + i as u32 * 91) % (vocab as u32 - 120)));
+        v
+    };
+    vec![ids(1, 2), ids(2, 7), ids(3, 4)]
+}
+
+/// Adds a fixed vector to every position (a steering-like edit).
+fn push(d: usize) -> Intervention {
+    let direction: Vec<f32> = (0..d).map(|i| ((i * 7) % 5) as f32 * 0.3 - 0.6).collect();
+    Intervention {
+        hook: HookPoint::ResidPost(1),
+        edit: Arc::new(move |x: &mut Array3<f32>| {
+            for mut row in x.rows_mut() {
+                row.iter_mut().zip(&direction).for_each(|(v, d)| *v += d);
+            }
+        }),
+    }
+}
+
+/// The logits of a full forward of `ids` alone, the intervention applied to positions `edited`.
+fn full_logits(
+    model: &dyn LanguageModel,
+    ids: &[u32],
+    edited: std::ops::Range<usize>,
+) -> ndarray::Array2<f32> {
+    let mut request = RunRequest::default().with_logits();
+    if !edited.is_empty() {
+        let d = model.config().hidden_size;
+        let inner = push(d);
+        request = request.with_intervention(HookPoint::ResidPost(1), move |x| {
+            let mut part = x.slice(s![.., edited.clone(), ..]).to_owned();
+            (inner.edit)(&mut part);
+            x.slice_mut(s![.., edited.clone(), ..]).assign(&part);
+        });
+    }
+    let out = model
+        .run(&TokenBatch::single(ids.to_vec()).unwrap(), &request)
+        .unwrap();
+    out.logits.unwrap().slice(s![0, .., ..]).to_owned()
+}
+
+fn max_relative_difference(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
+fn check(model_name: &str, fused_kernels: bool, scope: Option<InterventionScope>) {
+    let options = LoadOptions {
+        fused_kernels,
+        ..LoadOptions::default()
+    };
+    let loaded = load_dir(fixture(model_name), &options).unwrap();
+    let model = loaded.model.as_ref();
+    let prompts = prompts(model.config().vocab_size);
+    let capacity = prompts.iter().map(Vec::len).max().unwrap() + NEW_TOKENS;
+    let mut stepper = ModelStepper::new(model, prompts.len(), capacity).unwrap();
+    if let Some(scope) = scope {
+        stepper = stepper.intervene(push(model.config().hidden_size), scope);
+    }
+    let config = GenerationConfig {
+        stop_token_ids: Vec::new(),
+        keep_logits: true,
+        // Sampled, so that the tiny random model does not repeat one token.
+        sampling: Sampling::Sample(SamplingParams {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            seed: 3,
+        }),
+        ..GenerationConfig::greedy(NEW_TOKENS, model.config())
+    };
+    let generations = generate(&mut stepper, &prompts, &config, None, &mut |_, _| {}).unwrap();
+    for (row, generation) in generations.iter().enumerate() {
+        assert_eq!(generation.token_ids.len(), NEW_TOKENS);
+        let prompt_len = generation.prompt_ids.len();
+        let mut ids = generation.prompt_ids.clone();
+        ids.extend(&generation.token_ids[..NEW_TOKENS - 1]);
+        let edited = match scope {
+            None => 0..0,
+            Some(InterventionScope::All) => 0..ids.len(),
+            Some(InterventionScope::PromptOnly) => 0..prompt_len,
+            Some(InterventionScope::GeneratedOnly) => prompt_len..ids.len(),
+        };
+        let full = full_logits(model, &ids, edited);
+        let stepped = generation.logits.as_ref().unwrap();
+        for k in 0..NEW_TOKENS {
+            let expected = full.row(prompt_len - 1 + k);
+            let err = max_relative_difference(
+                stepped.row(k).as_slice().unwrap(),
+                expected.as_slice().unwrap(),
+            );
+            assert!(
+                err < 1e-4,
+                "{model_name} fused={fused_kernels} {scope:?} row {row} step {k}: {err:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn incremental_decoding_equals_a_full_forward_past_the_sliding_window() {
+    for fused in [true, false] {
+        check("tiny-window", fused, None);
+    }
+}
+
+#[test]
+fn incremental_decoding_equals_a_full_forward_with_gqa_and_bf16_shards() {
+    check("tiny-gqa-bf16", true, None);
+}
+
+#[test]
+fn interventions_apply_at_every_position_or_only_where_their_scope_says() {
+    for scope in [
+        InterventionScope::All,
+        InterventionScope::PromptOnly,
+        InterventionScope::GeneratedOnly,
+    ] {
+        check("tiny-window", true, Some(scope));
+    }
+}
+
+#[test]
+fn hooks_are_read_at_every_fed_position() {
+    let loaded = load_dir(fixture("tiny-window"), &LoadOptions::default()).unwrap();
+    let model = loaded.model.as_ref();
+    let hook = HookPoint::ResidPost(2);
+    let prompts = prompts(model.config().vocab_size);
+    let mut stepper = ModelStepper::new(model, prompts.len(), 4)
+        .unwrap()
+        .capture([hook]);
+    let config = GenerationConfig {
+        stop_token_ids: Vec::new(),
+        ..GenerationConfig::greedy(5, model.config())
+    };
+    let generations = generate(&mut stepper, &prompts, &config, None, &mut |_, _| {}).unwrap();
+    for g in &generations {
+        let mut ids = g.prompt_ids.clone();
+        ids.extend(&g.token_ids[..4]);
+        let full = model
+            .run(
+                &TokenBatch::single(ids.clone()).unwrap(),
+                &RunRequest::capture([hook]),
+            )
+            .unwrap();
+        let expected = full.activations[&hook].slice(s![0, .., ..]).to_owned();
+        let read = &g.activations[&hook];
+        assert_eq!(read.dim(), expected.dim());
+        let err = max_relative_difference(read.as_slice().unwrap(), expected.as_slice().unwrap());
+        assert!(err < 1e-4, "{err:e}");
+    }
+}
+
+#[test]
+fn a_row_that_stops_early_does_not_disturb_the_others() {
+    let loaded = load_dir(fixture("tiny-window"), &LoadOptions::default()).unwrap();
+    let model = loaded.model.as_ref();
+    let prompts = prompts(model.config().vocab_size);
+    let run = |stop: Vec<u32>| {
+        let mut stepper = ModelStepper::new(model, prompts.len(), 16).unwrap();
+        let config = GenerationConfig {
+            stop_token_ids: stop,
+            ..GenerationConfig::greedy(6, model.config())
+        };
+        generate(&mut stepper, &prompts, &config, None, &mut |_, _| {}).unwrap()
+    };
+    let free = run(Vec::new());
+    // A token of row 0 becomes a stop token: each row ends at its first occurrence, and is otherwise
+    // unchanged by the rows that stopped before it.
+    let stop = free[0].token_ids[1];
+    let stopped = run(vec![stop]);
+    for row in 0..prompts.len() {
+        let free_row = &free[row].token_ids;
+        let end = free_row
+            .iter()
+            .position(|t| *t == stop)
+            .map_or(free_row.len(), |i| i + 1);
+        assert_eq!(
+            stopped[row].token_ids,
+            free_row[..end].to_vec(),
+            "row {row}"
+        );
+    }
+}
