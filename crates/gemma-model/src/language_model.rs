@@ -10,6 +10,7 @@ use stereo_core::{dispatch, BackendKind, BackendVisitor};
 use crate::batch::TokenBatch;
 use crate::config::Gemma2Config;
 use crate::error::{GemmaError, Result};
+use crate::generation::GenerationDefaults;
 use crate::hooks::{HookPoint, RunRequest};
 use crate::model::{Gemma2, Kernels, KvCache, RunOutput};
 use crate::parameters::CheckpointSource;
@@ -179,6 +180,8 @@ pub struct LoadedModel {
     pub tokenizer: Option<GemmaTokenizer>,
     /// The hub commit the files came from, if known.
     pub revision: Option<String>,
+    /// Stop tokens and sampling defaults: `generation_config.json` when the checkpoint has one.
+    pub generation: GenerationDefaults,
 }
 
 /// Loads a model from a local directory or hub id for the backend in `options`.
@@ -211,10 +214,12 @@ pub fn load_model(source: &ModelSource, options: &LoadOptions) -> Result<LoadedM
     }
     let files = WeightFiles::open_dir(&resolved.dir)?;
     let model = load_checkpoint(&source.to_string(), &config, &files, options)?;
+    let generation = GenerationDefaults::for_dir(&resolved.dir, &config)?;
     Ok(LoadedModel {
         model,
         tokenizer,
         revision: resolved.revision,
+        generation,
     })
 }
 

@@ -97,6 +97,8 @@ impl ModelSource {
                 }
                 // The tokenizer is optional for activation-only uses of random or converted checkpoints.
                 let _ = repo.get("tokenizer.json");
+                // Stop tokens and sampling defaults for generation; optional as well.
+                let _ = repo.get("generation_config.json");
                 let commit = dir.file_name().map(|c| c.to_string_lossy().into_owned());
                 Ok(ResolvedModel {
                     dir,

@@ -208,6 +208,16 @@ impl GemmaTokenizer {
             })
     }
 
+    /// Decodes `ids` to readable text: special tokens (`<eos>`, `<end_of_turn>`, ...) are left out.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| GemmaError::Tokenizer {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
+    }
+
     /// Whether two tokenizers map every text to the same ids (same vocabulary, merges, normaliser
     /// and added tokens).
     pub fn same_as(&self, other: &GemmaTokenizer) -> bool {

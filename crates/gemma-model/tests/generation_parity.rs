@@ -9,7 +9,9 @@ mod common;
 use std::path::PathBuf;
 
 use common::read_tensors;
-use gemma_model::generation::{generate, GenerationConfig, GenerationDefaults, ModelStepper};
+use gemma_model::generation::{
+    generate, generate_texts, GenerationConfig, GenerationDefaults, ModelStepper, StopReason,
+};
 use gemma_model::{load_dir, BackendKind, ChatMessage, LoadOptions};
 use serde::Deserialize;
 
@@ -132,4 +134,48 @@ fn greedy_generation_equals_hf_on_the_bf16_gqa_model() {
 #[test]
 fn greedy_generation_equals_hf_on_ndarray() {
     check("tiny-window", BackendKind::NdArray, false);
+}
+
+#[test]
+fn generate_texts_encodes_decodes_and_matches_hf() {
+    let golden = golden("tiny-gqa-bf16");
+    let loaded = load_dir(dir("tiny-gqa-bf16"), &LoadOptions::default()).unwrap();
+    let tokenizer = loaded.tokenizer.as_ref().unwrap();
+    for (name, chat) in [("raw", false), ("chat", true)] {
+        let case = &golden.cases[name];
+        // generate_texts sends one user turn: the single-turn conversations (multi-turn ones are
+        // checked above), each row against its golden row.
+        let rows: Vec<usize> = (0..case.prompts.len())
+            .filter(|r| !chat || case.messages[*r].len() == 1)
+            .collect();
+        let prompts: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                if chat {
+                    case.messages[*r][0].content.clone()
+                } else {
+                    case.texts[*r].clone()
+                }
+            })
+            .collect();
+        let config = loaded
+            .generation
+            .config(case.generated[0].len(), 0, loaded.model.config());
+        let mut streamed = vec![Vec::new(); prompts.len()];
+        let out = generate_texts(&loaded, &prompts, chat, &config, &mut |row, t| {
+            streamed[row].push(t)
+        })
+        .unwrap();
+        for ((i, g), row) in out.iter().enumerate().zip(rows) {
+            assert_eq!(g.prompt_ids, case.prompts[row]);
+            assert_eq!(
+                g.token_ids,
+                until_stop(&case.generated[row], &golden.eos_token_ids)
+            );
+            assert_eq!(streamed[i], g.token_ids);
+            assert_eq!(g.text, tokenizer.decode_text(&g.token_ids).unwrap());
+            let stopped = golden.eos_token_ids.contains(g.token_ids.last().unwrap());
+            assert_eq!(matches!(g.stop, StopReason::StopToken(_)), stopped);
+        }
+    }
 }

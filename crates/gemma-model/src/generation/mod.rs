@@ -26,6 +26,7 @@
 mod defaults;
 mod sampling;
 mod stepper;
+mod text;
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,7 @@ use ndarray::{Array2, Axis};
 pub use defaults::GenerationDefaults;
 pub use sampling::{Sampling, SamplingParams};
 pub use stepper::{InterventionScope, ModelStepper, ScopedIntervention};
+pub use text::{generate_texts, GenerationsFile, TextGeneration};
 
 use crate::batch::{PaddingSide, TokenBatch};
 use crate::config::Gemma2Config;
