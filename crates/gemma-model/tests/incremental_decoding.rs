@@ -8,7 +8,8 @@ mod common;
 
 use common::fixture;
 use gemma_model::generation::{
-    generate, GenerationConfig, InterventionScope, ModelStepper, Sampling, SamplingParams,
+    generate, score_continuations, GenerationConfig, InterventionScope, ModelStepper, Sampling,
+    SamplingParams,
 };
 use gemma_model::{
     load_dir, HookPoint, Intervention, LanguageModel, LoadOptions, RunRequest, TokenBatch,
@@ -206,5 +207,26 @@ fn a_row_that_stops_early_does_not_disturb_the_others() {
             free_row[..end].to_vec(),
             "row {row}"
         );
+    }
+}
+
+#[test]
+fn teacher_forced_scores_equal_a_full_forward() {
+    let loaded = load_dir(fixture("tiny-window"), &LoadOptions::default()).unwrap();
+    let model = loaded.model.as_ref();
+    let prompts = prompts(model.config().vocab_size);
+    let continuations = vec![vec![300, 301, 302, 303], vec![400], vec![500, 501]];
+    let mut stepper = ModelStepper::new(model, prompts.len(), 16).unwrap();
+    let scored = score_continuations(&mut stepper, &prompts, &continuations, 0).unwrap();
+    for ((prompt, continuation), logits) in prompts.iter().zip(&continuations).zip(&scored) {
+        let mut ids = prompt.clone();
+        ids.extend(continuation);
+        let full = full_logits(model, &ids, 0..0);
+        for (k, row) in logits.rows().into_iter().enumerate() {
+            let expected = full.row(prompt.len() - 1 + k);
+            let err =
+                max_relative_difference(row.as_slice().unwrap(), expected.as_slice().unwrap());
+            assert!(err < 1e-4, "{err:e}");
+        }
     }
 }

@@ -25,22 +25,24 @@
 
 mod defaults;
 mod sampling;
+mod score;
 mod stepper;
 mod text;
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array2, Axis};
+use ndarray::{s, Array2, Array3, Axis};
 
 pub use defaults::GenerationDefaults;
 pub use sampling::{Sampling, SamplingParams};
+pub use score::score_continuations;
 pub use stepper::{InterventionScope, ModelStepper, ScopedIntervention};
 pub use text::{generate_texts, GenerationsFile, TextGeneration};
 
 use crate::batch::{PaddingSide, TokenBatch};
 use crate::config::Gemma2Config;
 use crate::error::{GemmaError, Result};
-use crate::hooks::HookPoint;
+use crate::hooks::{HookPoint, LogitPositions};
 use crate::tokenizer::GemmaTokenizer;
 use sampling::Sampler;
 
@@ -59,18 +61,27 @@ pub enum StepPhase {
 /// What one step returns.
 #[derive(Debug, Clone)]
 pub struct StepOutput {
-    /// The logits of each row's last fed token, `[batch, vocab]`.
-    pub logits: Array2<f32>,
+    /// The logits the step was asked for: `[batch, 1, vocab]` at each row's last real token
+    /// ([`LogitPositions::Last`]), or `[batch, new, vocab]` at every fed position (padding zeroed).
+    pub logits: Array3<f32>,
     /// Activations read at the fed positions, `[batch, new, d_model]` each (padding zeroed).
-    pub activations: BTreeMap<HookPoint, ndarray::Array3<f32>>,
+    pub activations: BTreeMap<HookPoint, Array3<f32>>,
 }
 
 /// One model, or several in lockstep, that decode incrementally.
 pub trait TokenStepper {
+    /// What a step can fail with (a model's [`GemmaError`], or more for a stepper that also runs a
+    /// crosscoder).
+    type Error: From<GemmaError>;
     /// Rows decoded together.
     fn batch_size(&self) -> usize;
-    /// Feeds `tokens` (`[batch, new]`) and returns the logits of each row's last real token.
-    fn step(&mut self, tokens: &TokenBatch, phase: StepPhase) -> Result<StepOutput>;
+    /// Feeds `tokens` (`[batch, new]`) and returns the logits at `logits` positions.
+    fn step(
+        &mut self,
+        tokens: &TokenBatch,
+        phase: StepPhase,
+        logits: LogitPositions,
+    ) -> std::result::Result<StepOutput, Self::Error>;
 }
 
 /// When and how generation stops and chooses tokens.
@@ -142,13 +153,13 @@ struct Row {
 
 /// Generates a continuation of every prompt; `on_token(row, token)` is called for each new token as
 /// it is chosen (for streaming). Prompts are left-padded with `config.pad_token_id`.
-pub fn generate(
-    stepper: &mut dyn TokenStepper,
+pub fn generate<S: TokenStepper + ?Sized>(
+    stepper: &mut S,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
     tokenizer: Option<&GemmaTokenizer>,
     on_token: &mut dyn FnMut(usize, u32),
-) -> Result<Vec<Generation>> {
+) -> std::result::Result<Vec<Generation>, S::Error> {
     if prompts.len() != stepper.batch_size() {
         return Err(GemmaError::InvalidInput {
             reason: format!(
@@ -156,12 +167,14 @@ pub fn generate(
                 prompts.len(),
                 stepper.batch_size()
             ),
-        });
+        }
+        .into());
     }
     if !config.stop_strings.is_empty() && tokenizer.is_none() {
         return Err(GemmaError::InvalidInput {
             reason: "stop strings need a tokenizer to decode the generated text".into(),
-        });
+        }
+        .into());
     }
     let mut sampler = Sampler::new(config.sampling)?;
     let mut rows: Vec<Row> = prompts
@@ -174,12 +187,12 @@ pub fn generate(
         })
         .collect();
     if config.max_new_tokens == 0 {
-        return finish(prompts, rows);
+        return Ok(finish(prompts, rows)?);
     }
     let mut tokens = TokenBatch::new(prompts, config.pad_token_id, PaddingSide::Left)?;
     let mut phase = StepPhase::Prompt;
     loop {
-        let out = stepper.step(&tokens, phase)?;
+        let out = stepper.step(&tokens, phase, LogitPositions::Last)?;
         record_activations(&mut rows, &tokens, &out);
         let mut next = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter_mut().enumerate() {
@@ -187,7 +200,7 @@ pub fn generate(
                 next.push(vec![config.pad_token_id]);
                 continue;
             }
-            let logits = out.logits.row(i);
+            let logits = out.logits.slice(s![i, 0, ..]);
             let logits = logits.as_slice().expect("standard layout");
             let token = sampler.next_token(logits)?;
             row.generated.push(token);
@@ -209,7 +222,7 @@ pub fn generate(
         };
         tokens = TokenBatch::new(&next, config.pad_token_id, PaddingSide::Left)?;
     }
-    finish(prompts, rows)
+    Ok(finish(prompts, rows)?)
 }
 
 /// Why `row` stops after generating `token`, if it does.

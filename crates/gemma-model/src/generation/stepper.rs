@@ -3,7 +3,7 @@
 
 use crate::batch::TokenBatch;
 use crate::error::{GemmaError, Result};
-use crate::hooks::{HookPoint, Intervention, RunRequest};
+use crate::hooks::{HookPoint, Intervention, LogitPositions, RunRequest};
 use crate::language_model::{DecodeSession, LanguageModel};
 
 use super::{StepOutput, StepPhase, TokenStepper};
@@ -98,12 +98,20 @@ impl<'m> ModelStepper<'m> {
 }
 
 impl TokenStepper for ModelStepper<'_> {
+    type Error = GemmaError;
+
     fn batch_size(&self) -> usize {
         self.session.batch_size()
     }
 
-    fn step(&mut self, tokens: &TokenBatch, phase: StepPhase) -> Result<StepOutput> {
-        let mut request = RunRequest::capture(self.capture.iter().copied()).with_last_logits();
+    fn step(
+        &mut self,
+        tokens: &TokenBatch,
+        phase: StepPhase,
+        logits: LogitPositions,
+    ) -> Result<StepOutput> {
+        let mut request = RunRequest::capture(self.capture.iter().copied()).with_logits();
+        request.logits_at = logits;
         request.interventions = self
             .interventions
             .iter()
@@ -114,13 +122,6 @@ impl TokenStepper for ModelStepper<'_> {
         let logits = out.logits.ok_or_else(|| GemmaError::DeviceData {
             reason: "the step returned no logits".into(),
         })?;
-        let (b, _, vocab) = logits.dim();
-        let logits =
-            logits
-                .into_shape_with_order((b, vocab))
-                .map_err(|e| GemmaError::DeviceData {
-                    reason: format!("last-position logits of the wrong shape: {e}"),
-                })?;
         Ok(StepOutput {
             logits,
             activations: out.activations,
