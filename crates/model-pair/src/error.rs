@@ -22,6 +22,9 @@ pub enum PairError {
         /// What differs.
         reason: String,
     },
+    /// The crosscoder of a lockstep edit failed.
+    #[error("crosscoder: {0}")]
+    Crosscoder(Box<crosscoder::CrosscoderError>),
     /// The input is unusable.
     #[error("invalid input: {reason}")]
     InvalidInput {

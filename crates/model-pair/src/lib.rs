@@ -47,6 +47,7 @@
 
 mod checks;
 mod error;
+mod lockstep;
 mod prompt;
 mod runner;
 mod sequential;
@@ -54,6 +55,7 @@ mod source;
 
 pub use checks::check_configs;
 pub use error::{PairError, Result};
+pub use lockstep::{EditPlan, LatentEdit, LockstepStepper};
 pub use prompt::{
     template_flags, token_meta, tokenize_prompt, PairedActivations, PromptInput, TokenMeta,
     TokenizationMode,
