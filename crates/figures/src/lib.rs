@@ -25,6 +25,7 @@
 //! ```
 
 pub mod histogram;
+pub mod html;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
