@@ -24,7 +24,8 @@
 
 use crosscoder::{CrosscoderCheckpoint, CrosscoderConfig, CrosscoderLoader};
 use gemma_model::{
-    load_model, BackendKind, Gemma2Config, HookPoint, HubOptions, LoadOptions, ModelSource,
+    load_model, BackendKind, Gemma2Config, HookPoint, HubOptions, LoadOptions, LoadedModel,
+    ModelSource,
 };
 use model_pair::{check_configs, PairedSource, SequentialPair, StereoRunner};
 
@@ -188,6 +189,25 @@ impl Prepared {
                 StereoRunner::from_loaded(base?, chat?, self.hook)?.with_batch_size(batch_size),
             )
         })
+    }
+
+    /// Loads the pair for generation with a latent edited in lockstep: the base model up to the hook
+    /// only, the chat model whole with its unembedding. Returns `(base, chat)`.
+    pub fn load_for_generation(&self) -> Result<(LoadedModel, LoadedModel)> {
+        let base_options = LoadOptions {
+            hub: self.hub.clone(),
+            ..LoadOptions::for_hooks(&[self.hook])
+        }
+        .with_backend(self.backend);
+        let chat_options = LoadOptions {
+            hub: self.hub.clone(),
+            ..LoadOptions::default()
+        }
+        .with_backend(self.backend);
+        Ok((
+            load_model(&self.base, &base_options)?,
+            load_model(&self.chat, &chat_options)?,
+        ))
     }
 
     /// Builds the crosscoder on the backend (taking it out of `self`); `None` without one.

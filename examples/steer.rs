@@ -1,0 +1,252 @@
+//! Causal test of a crosscoder latent: generate with it clamped, ablated, steered or patched into base,
+//! and measure how the chat model's answers change.
+//!
+//! ```text
+//! # The embedded demo (tiny base/chat pair with planted mechanisms, fixtures/demo/):
+//! cargo run --release --example steer -- --latent 240 --ablate --prompt "I'm 7 years old. Why is the sky blue?" --out steer/
+//!
+//! # A dose-response with the automatic strength, on real models:
+//! cargo run --release --example steer -- --base google/gemma-2-2b --chat google/gemma-2-2b-it \
+//!     --crosscoder science-of-finetuning/gemma-2-2b-crosscoder-l13-mu4.1e-02-lr1e-04 --latent 1234 \
+//!     --clamp-dose-response --auto-strength --dataset prompts.txt --target " simple" --target " rigorous" --out steer/
+//! ```
+//!
+//! Exactly one edit: `--clamp V[,V2...]` (set the latent to V), `--ablate` (clamp to 0), `--add ALPHA[,...]`
+//! (steer along its chat decoder vector), `--patch-into-base` (base stream plus the latent's chat-minus-base
+//! contribution), or `--clamp-dose-response` / `--add-dose-response` (-2, -1, 0, 1, 2, 4 times the
+//! latent's largest activation on the prompts). Values are absolute unless `--relative` (x max activation).
+//! Writes `steering.json` (schema: crates/steering/SCHEMA.md), `steering_dose_response.png` and
+//! `steering.html` to `--out`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
+use gemma_model::generation::InterventionScope;
+use gemma_model::{BackendKind, HubOptions};
+use steering::{run_steering, EditKind, SteeringModels, SteeringSpec, StrengthUnit};
+use stereo::demo::embedded_source;
+
+/// Clamp, ablate, steer or patch a crosscoder latent while the chat model generates.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Base model (index 0) [default: the embedded demo's].
+    #[arg(long)]
+    base: Option<String>,
+    /// Chat model (index 1) [default: the embedded demo's].
+    #[arg(long)]
+    chat: Option<String>,
+    /// Crosscoder [default: the embedded demo's].
+    #[arg(long)]
+    crosscoder: Option<String>,
+    /// The latent to edit; repeat to edit several together.
+    #[arg(long = "latent", required = true)]
+    latents: Vec<usize>,
+    /// Clamp the latent to these values (a dose-response when several).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        group = "edit"
+    )]
+    clamp: Option<Vec<f32>>,
+    /// Clamp to 0.
+    #[arg(long, group = "edit")]
+    ablate: bool,
+    /// Add ALPHA times the latent's chat decoder vector (a dose-response when several).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        group = "edit"
+    )]
+    add: Option<Vec<f32>>,
+    /// Feed the base stream plus the latent's chat-minus-base contribution to the chat model.
+    #[arg(long, group = "edit")]
+    patch_into_base: bool,
+    /// Clamp at -2, -1, 0, 1, 2, 4 times the latent's largest activation on the prompts.
+    #[arg(long, group = "edit")]
+    clamp_dose_response: bool,
+    /// Steer at -2, -1, 0, 1, 2, 4 times the latent's largest activation on the prompts.
+    #[arg(long, group = "edit")]
+    add_dose_response: bool,
+    /// Read --clamp / --add values as multiples of the latent's largest activation on the prompts.
+    #[arg(long)]
+    relative: bool,
+    /// Report the largest positive strength whose answers stay coherent.
+    #[arg(long)]
+    auto_strength: bool,
+    /// How much higher than the baseline's the answers' NLL may be to count as coherent (nats/token).
+    #[arg(long, default_value_t = 1.0)]
+    coherence_margin: f64,
+    /// A prompt; repeatable.
+    #[arg(long = "prompt")]
+    prompts: Vec<String>,
+    /// A file of prompts: one per line (.txt) or a JSON array of strings (.json).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// A string whose log-probability as the answer is compared (e.g. " simple"); repeatable.
+    #[arg(long = "target")]
+    targets: Vec<String>,
+    /// Where the edit applies: all, prompt or generated.
+    #[arg(long, default_value = "all")]
+    scope: InterventionScope,
+    /// Edit <bos> too.
+    #[arg(long)]
+    edit_bos: bool,
+    /// New tokens per answer (greedy).
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// Send prompts raw instead of as a user turn of the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Full hook name [default: the crosscoder's].
+    #[arg(long)]
+    hook: Option<String>,
+    /// Prompts per generation batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Compute backend: ndarray, flex or cuda.
+    #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
+    backend: BackendKind,
+    /// Results directory.
+    #[arg(long, default_value = "steering")]
+    out: PathBuf,
+    /// Read the hub cache only.
+    #[arg(long)]
+    offline: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+const DOSE_RESPONSE: [f32; 6] = [-2.0, -1.0, 0.0, 1.0, 2.0, 4.0];
+
+fn read_prompts(args: &Args) -> Result<Vec<String>> {
+    let mut prompts = args.prompts.clone();
+    if let Some(path) = &args.dataset {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "json") {
+            let list: Vec<String> = serde_json::from_str(&text)
+                .with_context(|| format!("{}: expected a JSON array of strings", path.display()))?;
+            prompts.extend(list);
+        } else {
+            prompts.extend(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    if prompts.is_empty() {
+        bail!("give at least one --prompt or a --dataset file");
+    }
+    Ok(prompts)
+}
+
+fn spec(args: &Args) -> Result<SteeringSpec> {
+    let mut spec = SteeringSpec::clamp(args.latents[0]);
+    spec.latents = args.latents.clone();
+    let unit = if args.relative {
+        StrengthUnit::MaxActivation
+    } else {
+        StrengthUnit::Absolute
+    };
+    (spec.kind, spec.strengths, spec.unit) = match (&args.clamp, &args.add) {
+        (Some(v), _) => (EditKind::Clamp, v.clone(), unit),
+        (_, Some(v)) => (EditKind::Steer, v.clone(), unit),
+        _ if args.ablate => (EditKind::Ablate, Vec::new(), unit),
+        _ if args.patch_into_base => (EditKind::PatchIntoBase, Vec::new(), unit),
+        _ if args.clamp_dose_response => (
+            EditKind::Clamp,
+            DOSE_RESPONSE.to_vec(),
+            StrengthUnit::MaxActivation,
+        ),
+        _ if args.add_dose_response => (
+            EditKind::Steer,
+            DOSE_RESPONSE.to_vec(),
+            StrengthUnit::MaxActivation,
+        ),
+        _ => {
+            bail!("choose an edit: --clamp, --ablate, --add, --patch-into-base or a dose-response")
+        }
+    };
+    if args.auto_strength && !spec.strengths.iter().any(|s| *s > 0.0) {
+        bail!("--auto-strength needs positive strengths (try --clamp-dose-response)");
+    }
+    spec.scope = args.scope;
+    spec.edit_bos = args.edit_bos;
+    spec.max_new_tokens = args.max_new_tokens;
+    spec.chat_template = !args.raw;
+    spec.targets = args.targets.clone();
+    spec.coherence.max_nll_increase = args.coherence_margin;
+    spec.batch_size = args.batch_size;
+    Ok(spec)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let spec = spec(&args)?;
+    let prompts = read_prompts(&args)?;
+    let part = |given: &Option<String>, name: &str| match given {
+        Some(s) => Ok(s.clone()),
+        None => embedded_source(name),
+    };
+    let mut hub = HubOptions::from_env();
+    hub.offline |= args.offline;
+    let mut prepared = Day1Setup {
+        base: part(&args.base, "base")?,
+        chat: part(&args.chat, "chat")?,
+        crosscoder: Some(CrosscoderSpec::new(part(&args.crosscoder, "crosscoder")?)),
+        hook: HookChoice {
+            hook: args.hook.as_deref().map(str::parse).transpose()?,
+            layer: None,
+        },
+        backend: args.backend,
+        hub,
+    }
+    .prepare()?;
+    let (base, chat) = prepared.load_for_generation()?;
+    let tokenizer = chat
+        .tokenizer
+        .clone()
+        .context("the chat model has no tokenizer.json")?;
+    let crosscoder = prepared
+        .build_crosscoder()?
+        .context("a crosscoder is required")?;
+    let models = SteeringModels {
+        base: base.model.as_ref(),
+        chat: chat.model.as_ref(),
+        tokenizer: &tokenizer,
+        crosscoder: Arc::from(crosscoder),
+        hook: prepared.hook,
+    };
+    let results = run_steering(&models, &spec, &prompts, !args.quiet)?;
+    let files = steering::output::write_all(&results, &args.out)?;
+    for s in &results.strengths {
+        println!(
+            "strength {:>5}: KL {:.4} ± {:.4}, NLL {:.3} (baseline {:.3}), distinct-2 {:.2}, {}/{} answers changed{}",
+            s.strength,
+            s.kl.mean,
+            s.kl.half_width,
+            s.nll.mean,
+            results.baseline_nll.mean,
+            s.distinct_2.mean,
+            s.changed_answers,
+            results.prompts.len(),
+            if s.coherent { "" } else { "  (incoherent)" }
+        );
+    }
+    if args.auto_strength {
+        match results.auto_strength {
+            Some(s) => println!("auto strength: {s}"),
+            None => println!("auto strength: none (no positive strength stays coherent)"),
+        }
+    }
+    println!("wrote {} files to {}", files.len(), args.out.display());
+    Ok(())
+}
