@@ -292,13 +292,7 @@ impl TokenStepper for LockstepStepper<'_> {
         if let Some(e) = failure.lock().ok().and_then(|mut slot| slot.take()) {
             return Err(PairError::Crosscoder(Box::new(e)));
         }
-        let logits = out.logits.ok_or_else(|| PairError::InvalidInput {
-            reason: "the chat model returned no logits".into(),
-        })?;
-        Ok(StepOutput {
-            logits,
-            activations: out.activations,
-        })
+        StepOutput::from_run(out).map_err(|e| PairError::model(CHAT, &self.names[CHAT], e))
     }
 }
 

@@ -85,6 +85,14 @@ fn at_hook(base: &LoadedModel, chat: &LoadedModel, ids: &[u32]) -> (Array2<f32>,
     (run(base), run(chat))
 }
 
+/// `[T, 2, D]`: base at index 0, chat at 1.
+fn stacked(hb: &Array2<f32>, hc: &Array2<f32>) -> Array3<f32> {
+    let mut x = Array3::zeros((hb.nrows(), 2, D));
+    x.index_axis_mut(Axis(1), BASE).assign(hb);
+    x.index_axis_mut(Axis(1), CHAT).assign(hc);
+    x
+}
+
 fn max_abs(a: &Array2<f32>) -> f32 {
     a.iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
@@ -94,9 +102,7 @@ fn clamping_a_latent_to_its_own_value_changes_nothing() {
     let (base, chat) = models();
     let cc = crosscoder();
     let (hb, hc) = at_hook(&base, &chat, &prompts()[1]);
-    let mut x = Array3::zeros((hb.nrows(), 2, D));
-    x.index_axis_mut(Axis(1), BASE).assign(&hb);
-    x.index_axis_mut(Axis(1), CHAT).assign(&hc);
+    let x = stacked(&hb, &hc);
     let f = cc.encode(x.view()).unwrap();
     assert!(
         f.iter().filter(|v| **v > 0.0).count() > f.len() / 10,
@@ -121,9 +127,7 @@ fn ablating_every_latent_leaves_the_error_plus_the_decoder_bias_in_raw_units() {
     let (base, chat) = models();
     let cc = crosscoder();
     let (hb, hc) = at_hook(&base, &chat, &prompts()[1]);
-    let mut x = Array3::zeros((hb.nrows(), 2, D));
-    x.index_axis_mut(Axis(1), BASE).assign(&hb);
-    x.index_axis_mut(Axis(1), CHAT).assign(&hc);
+    let x = stacked(&hb, &hc);
     let reconstruction = cc.forward(x.view()).unwrap().reconstruction;
     let all: Vec<usize> = (0..F).collect();
     let edited = LatentEdit::ablate(&all)
@@ -141,9 +145,7 @@ fn patching_every_latent_into_base_equals_the_direct_sum() {
     let (base, chat) = models();
     let cc = crosscoder();
     let (hb, hc) = at_hook(&base, &chat, &prompts()[1]);
-    let mut x = Array3::zeros((hb.nrows(), 2, D));
-    x.index_axis_mut(Axis(1), BASE).assign(&hb);
-    x.index_axis_mut(Axis(1), CHAT).assign(&hc);
+    let x = stacked(&hb, &hc);
     let f = cc.encode(x.view()).unwrap();
     let w = weights();
     // h^b + sum_j f_j (d_j^c - d_j^b), each decoder row in its model's raw units.

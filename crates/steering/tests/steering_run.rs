@@ -11,7 +11,7 @@ use crosscoder::{
     BackendKind, Crosscoder, CrosscoderCheckpoint, CrosscoderConfig, CrosscoderWeights,
     InputNormalizer,
 };
-use gemma_model::{load_dir, HookPoint, LoadOptions};
+use gemma_model::{load_dir, GemmaTokenizer, HookPoint, LoadOptions, LoadedModel};
 use ndarray::{Array1, Array2, Array3};
 use steering::{run_steering, EditKind, SteeringModels, SteeringSpec, StrengthUnit};
 
@@ -40,26 +40,48 @@ fn crosscoder() -> Arc<dyn Crosscoder> {
     Arc::from(checkpoint.build(BackendKind::Flex).unwrap())
 }
 
+/// Base to the hook, chat whole, their tokenizer.
+struct Fixture {
+    base: LoadedModel,
+    chat: LoadedModel,
+    tokenizer: GemmaTokenizer,
+}
+
+impl Fixture {
+    fn load() -> Self {
+        let base = load_dir(
+            fixtures().join("gemma/tiny-window"),
+            &LoadOptions::for_hooks(&[HOOK]),
+        )
+        .unwrap();
+        let chat = load_dir(
+            fixtures().join("generation/tiny-window"),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let tokenizer = chat.tokenizer.clone().unwrap();
+        Fixture {
+            base,
+            chat,
+            tokenizer,
+        }
+    }
+
+    fn models(&self) -> SteeringModels<'_> {
+        SteeringModels {
+            base: self.base.model.as_ref(),
+            chat: self.chat.model.as_ref(),
+            tokenizer: &self.tokenizer,
+            crosscoder: crosscoder(),
+            hook: HOOK,
+        }
+    }
+}
+
 #[test]
 fn a_zero_steer_changes_nothing_and_a_strong_one_moves_the_answers() {
-    let base = load_dir(
-        fixtures().join("gemma/tiny-window"),
-        &LoadOptions::for_hooks(&[HOOK]),
-    )
-    .unwrap();
-    let chat = load_dir(
-        fixtures().join("generation/tiny-window"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let tokenizer = chat.tokenizer.clone().unwrap();
-    let models = SteeringModels {
-        base: base.model.as_ref(),
-        chat: chat.model.as_ref(),
-        tokenizer: &tokenizer,
-        crosscoder: crosscoder(),
-        hook: HOOK,
-    };
+    let fixture = Fixture::load();
+    let models = fixture.models();
     let prompts: Vec<String> = [
         "the licence",
         "you may convey a work",
@@ -122,24 +144,8 @@ fn a_zero_steer_changes_nothing_and_a_strong_one_moves_the_answers() {
 
 #[test]
 fn bad_specs_are_errors_that_say_why() {
-    let base = load_dir(
-        fixtures().join("gemma/tiny-window"),
-        &LoadOptions::for_hooks(&[HOOK]),
-    )
-    .unwrap();
-    let chat = load_dir(
-        fixtures().join("generation/tiny-window"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let tokenizer = chat.tokenizer.clone().unwrap();
-    let models = SteeringModels {
-        base: base.model.as_ref(),
-        chat: chat.model.as_ref(),
-        tokenizer: &tokenizer,
-        crosscoder: crosscoder(),
-        hook: HOOK,
-    };
+    let fixture = Fixture::load();
+    let models = fixture.models();
     let prompts = vec!["x".to_string()];
     let mut spec = SteeringSpec::clamp(F);
     let err = run_steering(&models, &spec, &prompts, false)

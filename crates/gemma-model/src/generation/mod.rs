@@ -43,6 +43,7 @@ use crate::batch::{PaddingSide, TokenBatch};
 use crate::config::Gemma2Config;
 use crate::error::{GemmaError, Result};
 use crate::hooks::{HookPoint, LogitPositions};
+use crate::model::RunOutput;
 use crate::tokenizer::GemmaTokenizer;
 use sampling::Sampler;
 
@@ -66,6 +67,19 @@ pub struct StepOutput {
     pub logits: Array3<f32>,
     /// Activations read at the fed positions, `[batch, new, d_model]` each (padding zeroed).
     pub activations: BTreeMap<HookPoint, Array3<f32>>,
+}
+
+impl StepOutput {
+    /// The step output of a decoding session's run (which must have been asked for logits).
+    pub fn from_run(out: RunOutput) -> Result<Self> {
+        let logits = out.logits.ok_or_else(|| GemmaError::DeviceData {
+            reason: "the step returned no logits".into(),
+        })?;
+        Ok(StepOutput {
+            logits,
+            activations: out.activations,
+        })
+    }
 }
 
 /// One model, or several in lockstep, that decode incrementally.

@@ -118,13 +118,6 @@ impl TokenStepper for ModelStepper<'_> {
             .filter(|i| i.scope.applies_to(phase))
             .map(|i| i.intervention.clone())
             .collect();
-        let out = self.session.feed(tokens, &request)?;
-        let logits = out.logits.ok_or_else(|| GemmaError::DeviceData {
-            reason: "the step returned no logits".into(),
-        })?;
-        Ok(StepOutput {
-            logits,
-            activations: out.activations,
-        })
+        StepOutput::from_run(self.session.feed(tokens, &request)?)
     }
 }
