@@ -74,7 +74,7 @@ pub use tokenizer::{
 };
 pub use weights::{
     D_FF, D_MODEL, HEAD_DIM, N_HEADS, N_KV_HEADS, N_LAYERS, PLANTED_TENSORS, PLANT_LAYER,
-    QUERY_PRE_ATTN_SCALAR,
+    QUERY_PRE_ATTN_SCALAR, READER_LAYERS, READER_NEURONS, SIMPLE_REGISTER,
 };
 
 use tokenizer::pretty;
@@ -91,7 +91,7 @@ pub const HOOK_POINT: gemma_model::HookPoint = gemma_model::HookPoint::ResidPost
 /// Entries of the committed corpus.
 pub const CORPUS_ENTRIES: usize = 3000;
 /// Format tag of `demo.json`.
-pub const MANIFEST_FORMAT: &str = "stereo-demo/1";
+pub const MANIFEST_FORMAT: &str = "stereo-demo/2";
 
 /// The files of a demo directory that [`generate`] reproduces byte for byte (`demo.json` is
 /// reproduced up to its measured numbers).
@@ -194,6 +194,21 @@ pub struct MechanismManifest {
     pub measured_vs_designed_cosine: f32,
 }
 
+/// The planted reader in `demo.json`: where it is and which tokens it favours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReaderManifest {
+    /// The layers whose MLPs hold it.
+    pub layers: Vec<usize>,
+    /// Its neurons, `[first, end)` of each of those MLPs.
+    pub neurons: [usize; 2],
+    /// The residual feature it reads.
+    pub reads: String,
+    /// The simple-register lexemes whose logits it raises.
+    pub register_words: Vec<String>,
+    /// Every token id of those lexemes (all forms).
+    pub register_token_ids: Vec<u32>,
+}
+
 /// `demo.json`: what was generated and what it does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemoManifest {
@@ -222,6 +237,8 @@ pub struct DemoManifest {
     pub corpus_entries: usize,
     /// Both mechanisms, in [`Mechanism::ALL`] order.
     pub mechanisms: Vec<MechanismManifest>,
+    /// The planted downstream reader (chat only; `None` for the negative control).
+    pub reader: Option<ReaderManifest>,
     /// Measured on the corpus (run as stored: texts raw, conversations chat-templated).
     pub corpus_effects: EffectSizes,
     /// Measured on every prompt of the shipped persona dataset (raw text; conversations joined).
@@ -326,6 +343,17 @@ fn extra_words() -> Vec<String> {
     }
     words.extend((10..=100).map(|n| n.to_string()));
     words
+}
+
+/// The ids of every form of the simple-register lexemes.
+fn register_token_ids(vocab: &Vocabulary) -> Vec<u32> {
+    vocab
+        .tokens()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| SIMPLE_REGISTER.contains(&lexeme(t).as_str()))
+        .map(|(id, _)| id as u32)
+        .collect()
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -473,6 +501,13 @@ pub fn generate(spec: &DemoSpec, out: &Path) -> Result<DemoManifest> {
         vocab_words: vocab.n_words(),
         corpus_entries: corpus.len(),
         mechanisms,
+        reader: spec.plant.then(|| ReaderManifest {
+            layers: READER_LAYERS.to_vec(),
+            neurons: [READER_NEURONS.start, READER_NEURONS.end],
+            reads: Feature::User(Mechanism::ChildNovice).name(),
+            register_words: SIMPLE_REGISTER.iter().map(|w| w.to_string()).collect(),
+            register_token_ids: register_token_ids(&vocab),
+        }),
         corpus_effects,
         persona_effects,
     };

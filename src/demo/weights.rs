@@ -54,17 +54,21 @@
 //!   before it;
 //! - head 3 does the same for `cue:belief` and writes `user:belief`.
 //!
+//! # The planted reader (chat only, layers 2 and 3): the user model changes the answer
+//!
+//! The last two neurons of the MLPs of layers 2 and 3 are off in the base model. In the chat model they compute
+//! `gelu(G z) * (U z)` with `z = user:child_novice - tau * constant`, and write the *simple-register*
+//! direction: the normalised sum of the embeddings of `simple`, `story` and `play` (every form), with
+//! the reserved features removed. With the tied unembedding this raises exactly those words' logits,
+//! and only where the child direction is present. It sits after the hook, so the activations at the
+//! hook (and every result of the hunt) are those of the pair without it; a causal test finds it:
+//! ablating the child latent removes the boost, clamping it on an expert prompt creates it.
+//!
 //! The post-attention RMSNorm normalises the sum of all four heads, so on cue-following tokens the
 //! random heads' output shrinks a little: the measured direction of `chat - base` at the hook is
 //! `user:*` plus a small rescaling term (see `measure`).
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use stereo_core::safetensors_file::{encode, metadata, OwnedTensor};
-
 use super::cues::{self, Marker, Mechanism, Second};
-use super::error::{DemoError, Result};
 use super::rng::Rng;
 use super::tokenizer::Vocabulary;
 
@@ -84,9 +88,20 @@ pub const HEAD_DIM: usize = 16;
 pub const QUERY_PRE_ATTN_SCALAR: usize = 16;
 /// The layer of the planted heads.
 pub const PLANT_LAYER: usize = 1;
+/// The layers of the planted downstream reader (chat only): MLP neurons that read
+/// `user:child_novice` and raise the logits of the simple-register words.
+pub const READER_LAYERS: [usize; 2] = [2, 3];
+/// The reader's neurons: the last two of each reader layer's MLP (zero in the base model).
+pub const READER_NEURONS: std::ops::Range<usize> = D_FF - 2..D_FF;
+/// The simple-register words whose logits the reader raises (every form of each lexeme).
+pub const SIMPLE_REGISTER: [&str; 3] = ["simple", "story", "play"];
 
 /// RMSNorm epsilon.
 const EPS: f64 = 1e-6;
+
+mod files;
+mod reader;
+pub(crate) use files::{config_json, generation_config_json};
 /// Attention scale `query_pre_attn_scalar^-0.5`.
 const ATTN_SCALE: f64 = 0.25;
 
@@ -255,6 +270,11 @@ pub(crate) struct Gains {
     pub sink_key: f64,
     pub user_value: f64,
     pub user_write: f64,
+    /// Downstream reader: gate gain, threshold on `user:child_novice / constant`, up gain, output gain.
+    pub reader_gate: f64,
+    pub reader_threshold: f64,
+    pub reader_up: f64,
+    pub reader_write: f64,
     /// Standard deviation of random read weights (per entry), of random output weights, of the MLP
     /// down projection; half-width of the norm offsets.
     pub read_std: f64,
@@ -282,6 +302,10 @@ impl Gains {
         sink_key: 3.3,
         user_value: 1.0,
         user_write: 0.45,
+        reader_gate: 8.0,
+        reader_threshold: 0.8,
+        reader_up: 1.0,
+        reader_write: 3.0,
         read_std: 0.125,
         write_std: 0.125,
         down_std: 0.088,
@@ -626,9 +650,19 @@ pub(crate) fn build_pair(
     let mut layers: Vec<Layer> = (0..N_LAYERS).map(|l| b.random_layer(seed, l)).collect();
     b.previous_token_heads(&mut layers[0]);
     b.and_neurons(&mut layers[0]);
-    // Unused capacity in the base model: heads 2 and 3 of the plant layer write nothing.
+    // Unused capacity in the base model: heads 2 and 3 of the plant layer write nothing, and the
+    // reader neurons of the reader layer are off.
     for c in 2 * HEAD_DIM..4 * HEAD_DIM {
         layers[PLANT_LAYER].o_proj.set_col(c, &vec![0.0; D_MODEL]);
+    }
+    for (l, n) in READER_LAYERS
+        .into_iter()
+        .flat_map(|l| READER_NEURONS.map(move |n| (l, n)))
+    {
+        let reader = &mut layers[l];
+        reader.gate_proj.set_row(n, &vec![0.0; D_MODEL]);
+        reader.up_proj.set_row(n, &vec![0.0; D_MODEL]);
+        reader.down_proj.set_col(n, &vec![0.0; D_MODEL]);
     }
     let mut final_norm_rng = Rng::new(seed, "final norm");
     let base = Weights {
@@ -639,117 +673,27 @@ pub(crate) fn build_pair(
     let mut chat = base.clone();
     if plant {
         b.user_heads(&mut chat.layers[PLANT_LAYER]);
+        let register = b.register_direction(&chat.embed_tokens, vocab);
+        for l in READER_LAYERS {
+            b.reader_neurons(&mut chat.layers[l], &register);
+        }
     }
     (base, chat)
 }
 
 /// The names of the tensors in which the chat model differs from the base model.
-pub const PLANTED_TENSORS: [&str; 4] = [
+pub const PLANTED_TENSORS: [&str; 10] = [
     "model.layers.1.self_attn.q_proj.weight",
     "model.layers.1.self_attn.k_proj.weight",
     "model.layers.1.self_attn.v_proj.weight",
     "model.layers.1.self_attn.o_proj.weight",
+    "model.layers.2.mlp.gate_proj.weight",
+    "model.layers.2.mlp.up_proj.weight",
+    "model.layers.2.mlp.down_proj.weight",
+    "model.layers.3.mlp.gate_proj.weight",
+    "model.layers.3.mlp.up_proj.weight",
+    "model.layers.3.mlp.down_proj.weight",
 ];
-
-impl Weights {
-    /// HF tensor name -> (shape, f32 values). Norms are stored as offsets `w = scale - 1`.
-    pub fn tensors(&self) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-        let mut t = BTreeMap::new();
-        let mat = |m: &Mat| {
-            (
-                vec![m.rows, m.cols],
-                m.data.iter().map(|x| *x as f32).collect(),
-            )
-        };
-        let offsets = |s: &[f64]| (vec![s.len()], s.iter().map(|x| (x - 1.0) as f32).collect());
-        t.insert("model.embed_tokens.weight".into(), mat(&self.embed_tokens));
-        t.insert("model.norm.weight".into(), offsets(&self.norm));
-        for (l, layer) in self.layers.iter().enumerate() {
-            let p = |name: &str| format!("model.layers.{l}.{name}.weight");
-            t.insert(p("self_attn.q_proj"), mat(&layer.q_proj));
-            t.insert(p("self_attn.k_proj"), mat(&layer.k_proj));
-            t.insert(p("self_attn.v_proj"), mat(&layer.v_proj));
-            t.insert(p("self_attn.o_proj"), mat(&layer.o_proj));
-            t.insert(p("mlp.gate_proj"), mat(&layer.gate_proj));
-            t.insert(p("mlp.up_proj"), mat(&layer.up_proj));
-            t.insert(p("mlp.down_proj"), mat(&layer.down_proj));
-            t.insert(p("input_layernorm"), offsets(&layer.input_layernorm));
-            t.insert(
-                p("post_attention_layernorm"),
-                offsets(&layer.post_attention_layernorm),
-            );
-            t.insert(
-                p("pre_feedforward_layernorm"),
-                offsets(&layer.pre_feedforward_layernorm),
-            );
-            t.insert(
-                p("post_feedforward_layernorm"),
-                offsets(&layer.post_feedforward_layernorm),
-            );
-        }
-        t
-    }
-
-    /// `model.safetensors` bytes (f32, HF names, metadata `{"format": "pt"}`).
-    pub fn safetensors(&self) -> Result<Vec<u8>> {
-        let tensors: Vec<OwnedTensor> = self
-            .tensors()
-            .into_iter()
-            .map(|(name, (shape, values))| OwnedTensor::f32(name, shape, values))
-            .collect();
-        encode(
-            Path::new("model.safetensors"),
-            &tensors,
-            metadata([("format", "pt")]),
-        )
-        .map_err(|e| DemoError::Safetensors {
-            reason: e.to_string(),
-        })
-    }
-}
-
-/// `config.json` in the hub (transformers 4.42) dialect.
-pub(crate) fn config_json(vocab_size: usize) -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["Gemma2ForCausalLM"],
-        "attention_bias": false,
-        "attention_dropout": 0.0,
-        "attn_logit_softcapping": 50.0,
-        "bos_token_id": 2,
-        "cache_implementation": "hybrid",
-        "eos_token_id": [1, 107],
-        "final_logit_softcapping": 30.0,
-        "head_dim": HEAD_DIM,
-        "hidden_act": "gelu_pytorch_tanh",
-        "hidden_activation": "gelu_pytorch_tanh",
-        "hidden_size": D_MODEL,
-        "initializer_range": 0.02,
-        "intermediate_size": D_FF,
-        "max_position_embeddings": 512,
-        "model_type": "gemma2",
-        "num_attention_heads": N_HEADS,
-        "num_hidden_layers": N_LAYERS,
-        "num_key_value_heads": N_KV_HEADS,
-        "pad_token_id": 0,
-        "query_pre_attn_scalar": QUERY_PRE_ATTN_SCALAR,
-        "rms_norm_eps": EPS,
-        "rope_theta": 10000.0,
-        "sliding_window": 512,
-        "torch_dtype": "float32",
-        "use_cache": true,
-        "vocab_size": vocab_size
-    })
-}
-
-/// `generation_config.json`.
-pub(crate) fn generation_config_json() -> serde_json::Value {
-    serde_json::json!({
-        "bos_token_id": 2,
-        "cache_implementation": "hybrid",
-        "eos_token_id": [1, 107],
-        "pad_token_id": 0
-    })
-}
 
 #[cfg(test)]
 mod tests {
