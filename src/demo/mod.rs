@@ -345,6 +345,70 @@ fn extra_words() -> Vec<String> {
     words
 }
 
+/// One mechanism's entry of `demo.json`: cues, cue token ids, designed and measured directions.
+fn mechanism_manifest(
+    m: Mechanism,
+    dirs: &Directions,
+    directions: &[Vec<f32>],
+    vocab: &Vocabulary,
+) -> MechanismManifest {
+    let f32s = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
+    let designed = f32s(dirs.get(Feature::User(m)));
+    let measured = directions[m.index()].clone();
+    let cosine = designed
+        .iter()
+        .zip(&measured)
+        .map(|(a, b)| a * b)
+        .sum::<f32>();
+    let (one, two): (Vec<String>, Vec<[String; 2]>) = match m {
+        Mechanism::ChildNovice => (
+            CHILD_WORDS
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["<N>-year-old".to_string()])
+                .collect(),
+            vec![
+                ["years|year".into(), "old".into()],
+                ["just".into(), "started".into()],
+                ["i'm|am".into(), AGES.join("|")],
+            ],
+        ),
+        Mechanism::Belief => (
+            vec![],
+            vec![
+                ["i".into(), "think".into()],
+                ["i".into(), "believe".into()],
+                ["i'm|am".into(), "sure".into()],
+            ],
+        ),
+    };
+    let cue_token_ids = vocab
+        .tokens()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            let lex = lexeme(t);
+            let second = cues::BIGRAMS
+                .iter()
+                .any(|(_, s, mech)| *mech == m && cues::Second::of(&lex) == Some(*s));
+            second || (m == Mechanism::ChildNovice && cues::is_child_word(&lex))
+        })
+        .map(|(id, _)| id as u32)
+        .collect();
+    MechanismManifest {
+        mechanism: m,
+        probe: m.probe().to_string(),
+        feature: Feature::User(m).name(),
+        one_token_cues: one,
+        two_token_cues: two,
+        cue_token_ids,
+        designed_direction: designed,
+        cue_feature_direction: f32s(dirs.get(Feature::Cue(m))),
+        measured_direction: measured,
+        measured_vs_designed_cosine: cosine,
+    }
+}
+
 /// The ids of every form of the simple-register lexemes.
 fn register_token_ids(vocab: &Vocabulary) -> Vec<u32> {
     vocab
@@ -422,65 +486,9 @@ pub fn generate(spec: &DemoSpec, out: &Path) -> Result<DemoManifest> {
     )?;
     let persona_effects = effect_sizes(&persona_runs, &directions);
 
-    let f32s = |v: &[f64]| v.iter().map(|x| *x as f32).collect::<Vec<f32>>();
     let mechanisms = Mechanism::ALL
         .iter()
-        .map(|&m| {
-            let designed = f32s(dirs.get(Feature::User(m)));
-            let measured = directions[m.index()].clone();
-            let cosine = designed
-                .iter()
-                .zip(&measured)
-                .map(|(a, b)| a * b)
-                .sum::<f32>();
-            let (one, two): (Vec<String>, Vec<[String; 2]>) = match m {
-                Mechanism::ChildNovice => (
-                    CHILD_WORDS
-                        .iter()
-                        .map(|s| s.to_string())
-                        .chain(["<N>-year-old".to_string()])
-                        .collect(),
-                    vec![
-                        ["years|year".into(), "old".into()],
-                        ["just".into(), "started".into()],
-                        ["i'm|am".into(), AGES.join("|")],
-                    ],
-                ),
-                Mechanism::Belief => (
-                    vec![],
-                    vec![
-                        ["i".into(), "think".into()],
-                        ["i".into(), "believe".into()],
-                        ["i'm|am".into(), "sure".into()],
-                    ],
-                ),
-            };
-            let cue_token_ids = vocab
-                .tokens()
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| {
-                    let lex = lexeme(t);
-                    let second = cues::BIGRAMS
-                        .iter()
-                        .any(|(_, s, mech)| *mech == m && cues::Second::of(&lex) == Some(*s));
-                    second || (m == Mechanism::ChildNovice && cues::is_child_word(&lex))
-                })
-                .map(|(id, _)| id as u32)
-                .collect();
-            MechanismManifest {
-                mechanism: m,
-                probe: m.probe().to_string(),
-                feature: Feature::User(m).name(),
-                one_token_cues: one,
-                two_token_cues: two,
-                cue_token_ids,
-                designed_direction: designed,
-                cue_feature_direction: f32s(dirs.get(Feature::Cue(m))),
-                measured_direction: measured,
-                measured_vs_designed_cosine: cosine,
-            }
-        })
+        .map(|&m| mechanism_manifest(m, &dirs, &directions, &vocab))
         .collect();
     let manifest = DemoManifest {
         format: MANIFEST_FORMAT.into(),
