@@ -23,18 +23,22 @@
 //! dataset's contrasts and split, the models' `config.json`, and the crosscoder's hook and width.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use crosscoder::Crosscoder;
+use diff_analysis::causal::{run_causal_tests, CausalOptions};
 use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
 use diff_analysis::{
     plan, validate_options, Day1, Day1Options, HuntOptions, Pooling, VerificationCriteria,
 };
 use gemma_model::{BackendKind, HubOptions};
-use model_pair::TokenizationMode;
+use model_pair::{PairedSource, StereoRunner, TokenizationMode, BASE, CHAT};
 use persona_dataset::PersonaDataset;
-use stereo::demo::embedded_source;
+use steering::SteeringModels;
+use stereo::demo::{embedded_source, fixture_dir, DemoManifest};
 
 /// Find chat-specific "user model" latents: hunt, verify, report.
 #[derive(Parser, Debug)]
@@ -111,8 +115,20 @@ struct Args {
     batch_size: usize,
     /// Hold one model in memory at a time (load base, run, drop; then chat) instead of both: for
     /// machines where the pair does not fit. Same results, each model loaded once per batch of runs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "causal")]
     sequential: bool,
+    /// Then test the concluded latents causally: clamp each to 0 where it fires and to its maximum
+    /// where it is silent, while the chat model answers (base model in lockstep to the hook), and add
+    /// the effect to the summary, the report and the sentence (full results in `<out>/causal/`).
+    #[arg(long, conflicts_with = "no_crosscoder")]
+    causal: bool,
+    /// A string whose probability as the answer the causal test compares (repeatable) [default on
+    /// the demo: its simple-register words].
+    #[arg(long = "causal-target")]
+    causal_targets: Vec<String>,
+    /// New tokens per answer in the causal test.
+    #[arg(long, default_value_t = 16)]
+    causal_max_new_tokens: usize,
     /// Results directory.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -234,10 +250,25 @@ fn main() -> Result<()> {
         t.elapsed()
     );
 
-    // 4. Load (only the layers the hook needs).
+    // 4. Load (only the layers the hook needs; the chat model whole for --causal).
     let t = Instant::now();
-    let pair = prepared.load_pair(args.sequential, args.batch_size)?;
-    let crosscoder = prepared.build_crosscoder()?;
+    // --causal keeps the pair concrete: the causal test generates with the same two models.
+    let (runner, loaded) = if args.causal {
+        let (base, chat) = prepared.load_for_generation()?;
+        let runner = StereoRunner::from_loaded(base, chat, prepared.hook)?;
+        (Some(runner.with_batch_size(args.batch_size)), None)
+    } else {
+        (
+            None,
+            Some(prepared.load_pair(args.sequential, args.batch_size)?),
+        )
+    };
+    let pair: &dyn PairedSource = match (&runner, &loaded) {
+        (Some(runner), _) => runner,
+        (None, Some(loaded)) => loaded.as_ref(),
+        (None, None) => unreachable!("one of the two is loaded"),
+    };
+    let crosscoder: Option<Arc<dyn Crosscoder>> = prepared.build_crosscoder()?.map(Arc::from);
     println!(
         "{}{} on {} in {:.1?}",
         if args.sequential {
@@ -254,11 +285,36 @@ fn main() -> Result<()> {
         t.elapsed()
     );
 
-    // 5. Run, write, report.
-    let results = Day1::new(pair.as_ref(), crosscoder.as_deref(), &dataset)
+    // 5. Run, test causally if asked, write, report.
+    let mut results = Day1::new(pair, crosscoder.as_deref(), &dataset)
         .options(options)
         .dataset_label(dataset_label)
         .run()?;
+    if let (Some(runner), Some(crosscoder)) = (&runner, &crosscoder) {
+        let targets = if args.causal_targets.is_empty() && demo {
+            demo_register_targets()?
+        } else {
+            args.causal_targets.clone()
+        };
+        let causal = CausalOptions {
+            targets,
+            max_new_tokens: args.causal_max_new_tokens,
+            chat_template: args.chat_template,
+            batch_size: args.batch_size,
+            ..CausalOptions::default()
+        };
+        let models = SteeringModels {
+            base: runner.model(BASE),
+            chat: runner.model(CHAT),
+            tokenizer: runner.tokenizer(),
+            crosscoder: crosscoder.clone(),
+            hook: prepared.hook,
+        };
+        let runs = run_causal_tests(&mut results, &models, &causal, !args.quiet)?;
+        for (name, run) in &runs {
+            steering::output::write_all(run, &args.out.join("causal").join(name))?;
+        }
+    }
     let files = results.write(&args.out)?;
     print!("{}", results.terminal_summary());
     println!(
@@ -271,4 +327,13 @@ fn main() -> Result<()> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// The demo's simple-register words (what its planted reader raises), as answer targets.
+fn demo_register_targets() -> Result<Vec<String>> {
+    let manifest = DemoManifest::load(&fixture_dir())?;
+    Ok(manifest
+        .reader
+        .map(|r| r.register_words.iter().map(|w| format!(" {w}")).collect())
+        .unwrap_or_default())
 }

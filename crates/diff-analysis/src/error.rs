@@ -117,6 +117,9 @@ pub enum AnalysisError {
     /// A figure could not be drawn (names the file).
     #[error(transparent)]
     Figure(#[from] figures::FigureError),
+
+    #[error("causal test: {0}")]
+    Steering(#[from] steering::SteeringError),
 }
 
 impl AnalysisError {

@@ -63,6 +63,7 @@
 //!
 //! None.
 
+pub mod causal;
 mod error;
 mod extract;
 pub mod hunt;

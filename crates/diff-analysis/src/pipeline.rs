@@ -179,6 +179,7 @@ impl<'a> Day1<'a> {
             verifications,
             tokens,
             conclusion,
+            causal: Vec::new(),
             timings,
         })
     }

@@ -175,6 +175,8 @@ pub struct Day1Results {
     pub tokens: Vec<ProbeTokens>,
     /// The sentence.
     pub conclusion: Conclusion,
+    /// The causal tests of the concluded latents (`day1 --causal`; empty otherwise).
+    pub causal: Vec<crate::causal::CausalEvidence>,
     /// Phase timings.
     pub timings: Timings,
 }

@@ -56,7 +56,7 @@ pub fn fit_threshold(positive: &[f64], negative: &[f64]) -> f64 {
     0.5 * (mean(positive) + mean(negative))
 }
 
-fn label<S: Serializer>(e: &Expectation, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn label<S: Serializer>(e: &Expectation, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(e.label())
 }
 

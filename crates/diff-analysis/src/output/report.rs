@@ -325,6 +325,54 @@ fn contrast_section(
     out.push_str("</table></details>");
 }
 
+/// The causal tests (`day1 --causal`): per probe, the ablation and the activation of its latent.
+fn causal_section(r: &Day1Results, out: &mut String) {
+    if r.causal.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h2>Causal tests</h2><p class=\"note\">The latent edited in the chat stream at the hook, in lockstep \
+         with the base model (error term kept): clamped to 0 on the prompts where it fires, and to twice its largest \
+         activation there on the prompts where it is silent. KL(p<sub>chat</sub> || p<sub>edited</sub>) per \
+         answer token (mean ± 95% interval), answers changed, and each target's probability before -> after. \
+         Full results: <code>causal/</code>.</p><table><tr><th class=\"l\">probe</th><th>latent</th>\
+         <th class=\"l\">edit</th><th>on</th><th>KL per token</th><th>answers changed</th>\
+         <th class=\"l\">targets</th><th>coherent</th></tr>",
+    );
+    for e in &r.causal {
+        for effect in [&e.ablation, &e.activation] {
+            let targets: Vec<String> = effect
+                .targets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}: {:.3} -> {:.3}",
+                        escape(t.target.trim()),
+                        t.before,
+                        t.after
+                    )
+                })
+                .collect();
+            let _ = write!(
+                out,
+                "<tr><td class=\"l\">{}</td><td>#{}</td><td class=\"l\">{}</td><td>{}</td><td>{} ± {}</td>\
+                 <td>{}/{}</td><td class=\"l\">{}</td><td>{}</td></tr>",
+                escape(&e.probe),
+                e.latent,
+                escape(&effect.edit),
+                badge(effect.on),
+                fmt(effect.kl.mean, 4),
+                fmt(effect.kl.half_width, 4),
+                effect.changed_answers,
+                effect.prompts,
+                targets.join("<br>"),
+                if effect.coherent { "yes" } else { "no" }
+            );
+        }
+    }
+    out.push_str("</table>");
+}
+
 fn figures(paths: &[PathBuf], out: &mut String) -> Result<()> {
     for p in paths {
         let bytes = std::fs::read(p).map_err(|e| AnalysisError::io(p, e))?;
@@ -488,6 +536,7 @@ pub fn render(r: &Day1Results, summary: &Day1Summary, figure_paths: &[PathBuf]) 
     );
     out.push_str("<h2>Conclusion</h2>");
     conclusion(r, &mut out);
+    causal_section(r, &mut out);
     out.push_str("<h2>Run</h2>");
     meta_table(r, summary, &mut out);
     out.push_str(&format!(

@@ -294,6 +294,9 @@ pub struct Day1Summary {
     pub conclusion: Conclusion,
     /// The headline sentence (same as `conclusion.sentence`).
     pub sentence: String,
+    /// The causal tests of the concluded latents (`day1 --causal`), one per probe; absent without.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causal: Vec<crate::causal::CausalEvidence>,
     /// Files written beside the summary.
     pub files: Vec<String>,
     /// Phase timings.
@@ -446,6 +449,7 @@ pub fn summarize(r: &Day1Results, files: Vec<String>) -> Day1Summary {
         verification: r.verifications.clone(),
         conclusion: r.conclusion.clone(),
         sentence: r.conclusion.sentence.clone(),
+        causal: r.causal.clone(),
         files,
         timings: r.timings,
     }

@@ -1,0 +1,91 @@
+//! `day1 --causal` on the embedded demo: the hunt's child latent, clamped to 0 on the child prompts,
+//! takes away the chat model's simple-register words (the demo's planted reader), and clamped on the
+//! adult/expert prompts brings them; the evidence reaches the sentence and the summary.
+
+use std::sync::Arc;
+
+use crosscoder::{BackendKind, Crosscoder, CrosscoderLoader};
+use diff_analysis::causal::{run_causal_tests, CausalOptions};
+use diff_analysis::output::summary::summarize;
+use diff_analysis::{Day1, Day1Options};
+use gemma_model::{load_dir, LoadOptions};
+use model_pair::{StereoRunner, BASE, CHAT};
+use persona_dataset::PersonaDataset;
+use steering::SteeringModels;
+use stereo::demo::{fixture_dir, DemoManifest};
+
+#[test]
+fn the_child_latent_is_causal_for_the_simple_register() {
+    let dir = fixture_dir();
+    let manifest = DemoManifest::load(&dir).unwrap();
+    let hook = manifest.hook.parse().unwrap();
+    let base = load_dir(dir.join("base"), &LoadOptions::for_hooks(&[hook])).unwrap();
+    let chat = load_dir(dir.join("chat"), &LoadOptions::default()).unwrap();
+    let runner = StereoRunner::from_loaded(base, chat, hook).unwrap();
+    let crosscoder: Arc<dyn Crosscoder> = Arc::from(
+        CrosscoderLoader::new(dir.join("crosscoder").to_string_lossy())
+            .backend(BackendKind::Flex)
+            .load()
+            .unwrap(),
+    );
+    let dataset = PersonaDataset::shipped();
+    let mut results = Day1::new(&runner, Some(crosscoder.as_ref()), &dataset)
+        .options(Day1Options {
+            progress: false,
+            ..Day1Options::default()
+        })
+        .run()
+        .unwrap();
+    let models = SteeringModels {
+        base: runner.model(BASE),
+        chat: runner.model(CHAT),
+        tokenizer: runner.tokenizer(),
+        crosscoder: crosscoder.clone(),
+        hook,
+    };
+    let options = CausalOptions {
+        targets: manifest
+            .reader
+            .unwrap()
+            .register_words
+            .iter()
+            .map(|w| format!(" {w}"))
+            .collect(),
+        max_new_tokens: 8,
+        max_prompts: 8,
+        ..CausalOptions::default()
+    };
+    let runs = run_causal_tests(&mut results, &models, &options, false).unwrap();
+    assert_eq!(runs.len(), 2 * results.causal.len());
+
+    let child = results
+        .causal
+        .iter()
+        .find(|e| e.probe == "child_novice")
+        .expect("the child probe is concluded and tested");
+    let total = |shifts: &[diff_analysis::causal::TargetShift], after: bool| -> f64 {
+        shifts
+            .iter()
+            .map(|t| if after { t.after } else { t.before })
+            .sum()
+    };
+    let (before, after) = (
+        total(&child.ablation.targets, false),
+        total(&child.ablation.targets, true),
+    );
+    assert!(after < 0.5 * before, "ablation: {before} -> {after}");
+    let (before, after) = (
+        total(&child.activation.targets, false),
+        total(&child.activation.targets, true),
+    );
+    assert!(after > 2.0 * before, "activation: {before} -> {after}");
+    assert!(child.ablation.kl.mean > 0.0 && child.ablation.changed_answers > 0);
+
+    assert!(results
+        .conclusion
+        .sentence
+        .contains("causally, clamping latent #"));
+    let summary = serde_json::to_value(summarize(&results, Vec::new())).unwrap();
+    assert_eq!(summary["causal"][0]["probe"], child.probe.as_str());
+    assert_eq!(summary["sentence"], results.conclusion.sentence.as_str());
+}
