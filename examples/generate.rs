@@ -23,8 +23,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use gemma_model::generation::ModelStepper;
 use gemma_model::generation::{generate_texts, GenerationsFile, Sampling, SamplingParams};
-use gemma_model::{load_model, BackendKind, LoadOptions, ModelSource};
+use gemma_model::throughput::{
+    benchmark_batch, peak_rss_bytes, read_bandwidth_gb_per_s, time_decode, weight_bytes_per_step,
+};
+use gemma_model::{load_model, random_model, BackendKind, Gemma2Config, LoadOptions, ModelSource};
 use stereo::demo::embedded_source;
 
 /// Generate continuations of prompts with a Gemma-2 model.
@@ -35,7 +39,7 @@ struct Args {
     #[arg(long)]
     model: Option<String>,
     /// A prompt; repeat for a batch.
-    #[arg(long = "prompt", required = true)]
+    #[arg(long = "prompt")]
     prompts: Vec<String>,
     /// Wrap each prompt as a user turn of the Gemma chat template, with the generation prompt.
     #[arg(long)]
@@ -65,8 +69,13 @@ struct Args {
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
     /// Output JSON file.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "bench_decode")]
+    out: Option<PathBuf>,
+    /// Benchmark decoding instead: random Gemma-2-2b weights (f32), a 128-token prompt and
+    /// --max-new-tokens new tokens at each of these batch sizes; prints JSON lines with tokens/s, the
+    /// weight bytes a step reads, this machine's read bandwidth and the share of its limit reached.
+    #[arg(long, value_delimiter = ',')]
+    bench_decode: Option<Vec<usize>>,
     /// Do not stream the first prompt's tokens to the terminal.
     #[arg(long)]
     quiet: bool,
@@ -76,6 +85,15 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if args.max_new_tokens == 0 {
         bail!("--max-new-tokens must be at least 1");
+    }
+    if let Some(batches) = &args.bench_decode {
+        return bench_decode(batches, args.max_new_tokens, args.backend);
+    }
+    let Some(out) = args.out.clone() else {
+        bail!("give --out FILE.json");
+    };
+    if args.prompts.is_empty() {
+        bail!("give at least one --prompt");
     }
     let model = match &args.model {
         Some(m) => m.clone(),
@@ -144,11 +162,47 @@ fn main() -> Result<()> {
         chat_template: args.chat_template,
         generations,
     };
-    file.write(&args.out)?;
+    file.write(&out)?;
     eprintln!(
         "{printed} tokens in {seconds:.2} s ({:.1} tokens/s over the batch); wrote {}",
         printed as f64 / seconds,
-        args.out.display()
+        out.display()
     );
+    Ok(())
+}
+
+/// `--bench-decode`: decode speed at Gemma-2-2b shapes against this machine's memory-bandwidth limit.
+fn bench_decode(batches: &[usize], new_tokens: usize, backend: BackendKind) -> Result<()> {
+    const PROMPT_LEN: usize = 128;
+    let config = Gemma2Config::gemma_2_2b();
+    let model = random_model(&config, &LoadOptions::default().with_backend(backend), 0)?;
+    let bytes = weight_bytes_per_step(&config, config.num_hidden_layers, true);
+    let bandwidth = read_bandwidth_gb_per_s(2 << 30);
+    for &batch in batches {
+        let prompts = benchmark_batch(&config, batch, PROMPT_LEN, 0)?;
+        let mut stepper = ModelStepper::new(model.as_ref(), batch, PROMPT_LEN + new_tokens)?;
+        let t = time_decode(&mut stepper, &prompts, new_tokens)?;
+        // A decode step reads every weight once: at best one step per `bytes / bandwidth` seconds.
+        let limit = batch as f64 * bandwidth * 1e9 / bytes as f64;
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "stereo",
+                "backend": backend.name(),
+                "batch": batch,
+                "prompt_len": PROMPT_LEN,
+                "new_tokens": new_tokens,
+                "prefill_s": t.prefill_s,
+                "decode_s": t.decode_s,
+                "decode_tokens_per_s": t.decode_tokens_per_s(),
+                "seconds_per_step": t.seconds_per_step(),
+                "weight_bytes_per_step": bytes,
+                "read_bandwidth_gb_per_s": bandwidth,
+                "bandwidth_limit_tokens_per_s": limit,
+                "share_of_limit": t.decode_tokens_per_s() / limit,
+                "peak_rss_bytes": peak_rss_bytes(),
+            })
+        );
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! Forward-pass benchmarks on any [`LanguageModel`]: deterministic token ids, repeated timed runs, the
-//! pass's FLOPs and the process's peak memory. Used by the `activations` example's benchmark mode, the
-//! `gemma_forward` criterion bench and the device check.
+//! Forward-pass and decoding benchmarks on any [`LanguageModel`]: deterministic token ids, repeated timed
+//! runs, the pass's FLOPs, the weight bytes a decode step reads, the machine's read bandwidth and the
+//! process's peak memory. Used by the `activations` and `generate` examples' benchmark modes, the
+//! `gemma_forward` and `gemma_decode` criterion benches and the device check.
 //!
 //! ```
 //! use gemma_model::throughput::{benchmark_batch, forward_flops, time_forward};
@@ -23,7 +24,8 @@ use std::time::Instant;
 use crate::batch::{PaddingSide, TokenBatch};
 use crate::config::Gemma2Config;
 use crate::error::Result;
-use crate::hooks::RunRequest;
+use crate::generation::{argmax, StepPhase, TokenStepper};
+use crate::hooks::{LogitPositions, RunRequest};
 use crate::language_model::LanguageModel;
 
 /// `batch` sequences of `seq_len` deterministic pseudo-random token ids (`<bos>` first), from `seed`.
@@ -101,6 +103,107 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// How long a generation took: the prefill of the prompts, then the decode steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeTiming {
+    /// Rows decoded together.
+    pub batch: usize,
+    /// Prompt tokens per row.
+    pub prompt_len: usize,
+    /// New tokens per row (the first comes from the prefill).
+    pub new_tokens: usize,
+    /// Seconds of the prefill step.
+    pub prefill_s: f64,
+    /// Seconds of the `new_tokens - 1` decode steps.
+    pub decode_s: f64,
+}
+
+impl DecodeTiming {
+    /// Generated tokens per second over the decode steps, all rows together.
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        (self.batch * self.new_tokens.saturating_sub(1)) as f64 / self.decode_s
+    }
+
+    /// Seconds per decode step.
+    pub fn seconds_per_step(&self) -> f64 {
+        self.decode_s / self.new_tokens.saturating_sub(1).max(1) as f64
+    }
+}
+
+/// Greedy generation of exactly `new_tokens` tokens per row of `prompts` (no stop token) through
+/// `stepper`, timed: the prefill, then every decode step.
+///
+/// # Errors
+/// Whatever a step returns.
+pub fn time_decode<S: TokenStepper + ?Sized>(
+    stepper: &mut S,
+    prompts: &TokenBatch,
+    new_tokens: usize,
+) -> std::result::Result<DecodeTiming, S::Error> {
+    let greedy = |logits: &ndarray::Array3<f32>| -> Vec<Vec<u32>> {
+        logits
+            .outer_iter()
+            .map(|row| vec![argmax(row.row(0).as_slice().unwrap_or(&[]))])
+            .collect()
+    };
+    let start = Instant::now();
+    let out = stepper.step(prompts, StepPhase::Prompt, LogitPositions::Last)?;
+    let prefill_s = start.elapsed().as_secs_f64();
+    let mut next = greedy(&out.logits);
+    let start = Instant::now();
+    for index in 0..new_tokens.saturating_sub(1) {
+        let tokens = TokenBatch::new(&next, 0, PaddingSide::Left)?;
+        let out = stepper.step(
+            &tokens,
+            StepPhase::Generated { index },
+            LogitPositions::Last,
+        )?;
+        next = greedy(&out.logits);
+    }
+    Ok(DecodeTiming {
+        batch: prompts.batch_size(),
+        prompt_len: prompts.seq_len(),
+        new_tokens,
+        prefill_s,
+        decode_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Bytes of f32 weights one decode step reads: every projection and norm of `n_layers` layers, and
+/// (with `unembedding`) the `vocab x d_model` unembedding (tied to the embedding in Gemma-2). The
+/// embedding lookup of the new tokens is negligible and not counted.
+pub fn weight_bytes_per_step(c: &Gemma2Config, n_layers: usize, unembedding: bool) -> u64 {
+    let (d, q, kv, ff) = (
+        c.hidden_size,
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    let per_layer = d * q + 2 * d * kv + q * d + 3 * d * ff + 4 * d;
+    let head = if unembedding { c.vocab_size * d + d } else { 0 };
+    4 * (n_layers * per_layer + head) as u64
+}
+
+/// The read bandwidth of this machine in GB/s (1e9 bytes): the best of five multi-threaded sums over a
+/// buffer of `bytes` (make it several times the last-level cache), on rayon's pool, the pool the CPU
+/// backends use.
+pub fn read_bandwidth_gb_per_s(bytes: usize) -> f64 {
+    use rayon::prelude::*;
+    let values = vec![1.0f32; (bytes / 4).max(1)];
+    let mut best = f64::INFINITY;
+    let mut total = 0.0f32;
+    for _ in 0..5 {
+        let start = Instant::now();
+        total += values
+            .par_chunks(1 << 16)
+            .map(|chunk| chunk.iter().sum::<f32>())
+            .sum::<f32>();
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(total);
+    (values.len() * 4) as f64 / best / 1e9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +220,13 @@ mod tests {
             .iter()
             .all(|id| *id == c.bos_token_id as i64));
         assert_eq!(a.n_real_tokens(), 15);
+    }
+
+    #[test]
+    fn decode_reads_every_weight_once_per_step() {
+        let c = Gemma2Config::gemma_2_2b();
+        // 2,614,341,888 parameters in google/gemma-2-2b (tied embedding), f32.
+        assert_eq!(weight_bytes_per_step(&c, 26, true), 4 * 2_614_341_888);
     }
 
     #[test]

@@ -45,6 +45,7 @@ use crate::error::{GemmaError, Result};
 use crate::hooks::{HookPoint, LogitPositions};
 use crate::model::RunOutput;
 use crate::tokenizer::GemmaTokenizer;
+pub(crate) use sampling::argmax;
 use sampling::Sampler;
 
 /// Which tokens a step feeds.
