@@ -34,13 +34,13 @@ fn every_check_passes_on_ndarray_against_flex_and_the_report_is_written() {
             println!("    {d}");
         }
     }
-    assert_eq!(report.checks.len(), 4);
+    assert_eq!(report.checks.len(), 5);
     assert!(report.all_passed, "{:#?}", report.checks);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("gpu_report.json")).unwrap())
             .unwrap();
     assert_eq!(written["all_passed"], true);
-    assert_eq!(written["checks"].as_array().unwrap().len(), 4);
+    assert_eq!(written["checks"].as_array().unwrap().len(), 5);
 }
 
 #[test]
@@ -58,6 +58,8 @@ fn the_parity_checks_fail_when_nothing_is_tolerated() {
     assert!(gemma.worst_relative_error.unwrap() > 0.0);
     let cc = gpu_check::crosscoder_parity(&options).unwrap();
     assert!(!cc.passed, "{}", cc.summary);
+    let generation = gpu_check::generation(&options).unwrap();
+    assert!(!generation.passed, "{}", generation.summary);
 }
 
 #[test]

@@ -14,6 +14,7 @@
 //! | [`crosscoder_parity`]: latents, reconstructions, norms, metrics of every checkpoint format | dictionary_learning / PyTorch, `fixtures/crosscoder` |
 //! | [`training_step`]: three steps of each objective from the same weights and batches | the reference CPU backend |
 //! | [`demo_day1`]: the day1 workflow on the embedded demo pair | the planted latents and the reference CPU backend |
+//! | [`generation`]: greedy generation with the KV cache, tokens and per-step logits | HF transformers `generate`, `fixtures/generation` |
 //!
 //! What is measured ([`throughput`]): crosscoder encode on the device at `2 x 2304 -> F` beside the backend's
 //! plain GEMM, and the Gemma-2-2b forward pass to layer 13 (random weights). The PyTorch numbers for the same
@@ -28,6 +29,7 @@ mod crosscoder_parity;
 mod demo_day1;
 mod error;
 mod gemma_parity;
+mod generation;
 mod golden;
 mod report;
 pub mod throughput;
@@ -113,8 +115,9 @@ impl Tolerances {
 pub fn run(options: &CheckOptions) -> Result<GpuReport, ReportError> {
     let mut report = GpuReport::new(options);
     report.write(&options.report_path)?;
-    let checks: [(&str, CheckFn); 4] = [
+    let checks: [(&str, CheckFn); 5] = [
         ("gemma_parity", gemma_parity),
+        ("generation", generation),
         ("crosscoder_parity", crosscoder_parity),
         ("training_step", training_step),
         ("demo_day1", demo_day1),
@@ -191,6 +194,11 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// Gemma-2 golden parity: every hook and the logits of every golden prompt of both tiny models.
 pub fn gemma_parity(options: &CheckOptions) -> Result<CheckRecord, CheckError> {
     gemma_parity::check(options)
+}
+
+/// Greedy generation against HF `generate` on the trained tiny fixtures.
+pub fn generation(options: &CheckOptions) -> Result<CheckRecord, CheckError> {
+    generation::check(options)
 }
 
 /// Crosscoder golden parity for every checkpoint format.
