@@ -43,7 +43,7 @@ struct Args {
     #[arg(long)]
     crosscoder: Option<String>,
     /// The latent to edit; repeat to edit several together.
-    #[arg(long = "latent", required = true)]
+    #[arg(long = "latent", required_unless_present = "bench_lockstep")]
     latents: Vec<usize>,
     /// Clamp the latent to these values (a dose-response when several).
     #[arg(
@@ -121,6 +121,12 @@ struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Benchmark instead: random Gemma-2-2b weights (chat whole, base to layer 13) and a random
+    /// 2 x 2304 -> 16384 crosscoder; a 128-token prompt and --max-new-tokens greedy tokens, plain chat
+    /// decoding vs lockstep with a clamp at every step. Prints the time ratio and the peak RSS against the
+    /// bytes of weights held.
+    #[arg(long)]
+    bench_lockstep: bool,
 }
 
 const DOSE_RESPONSE: [f32; 6] = [-2.0, -1.0, 0.0, 1.0, 2.0, 4.0];
@@ -190,6 +196,9 @@ fn spec(args: &Args) -> Result<SteeringSpec> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.bench_lockstep {
+        return bench_lockstep(args.max_new_tokens, args.backend);
+    }
     let spec = spec(&args)?;
     let prompts = read_prompts(&args)?;
     let part = |given: &Option<String>, name: &str| match given {
@@ -248,5 +257,63 @@ fn main() -> Result<()> {
         }
     }
     println!("wrote {} files to {}", files.len(), args.out.display());
+    Ok(())
+}
+
+/// `--bench-lockstep`: the cost of steering on top of plain chat decoding, at Gemma-2-2b shapes.
+fn bench_lockstep(new_tokens: usize, backend: BackendKind) -> Result<()> {
+    use gemma_model::generation::ModelStepper;
+    use gemma_model::throughput::{
+        benchmark_batch, peak_rss_bytes, time_decode, weight_bytes_per_step,
+    };
+    use gemma_model::{random_model, Gemma2Config, HookPoint, LoadOptions};
+    use model_pair::{EditPlan, LatentEdit, LockstepStepper};
+
+    const PROMPT_LEN: usize = 128;
+    const LAYER: usize = 13;
+    const LATENTS: usize = 16_384;
+    let config = Gemma2Config::gemma_2_2b();
+    let chat = random_model(&config, &LoadOptions::default().with_backend(backend), 1)?;
+    let base_options = LoadOptions {
+        stop_at_layer: Some(LAYER),
+        unembedding: false,
+        ..LoadOptions::default()
+    }
+    .with_backend(backend);
+    let base = random_model(&config, &base_options, 2)?;
+    let d = config.hidden_size;
+    let crosscoder: Arc<dyn crosscoder::Crosscoder> =
+        Arc::from(crosscoder::throughput::random_checkpoint(2, d, LATENTS, 3)?.build(backend)?);
+    let prompts = benchmark_batch(&config, 1, PROMPT_LEN, 0)?;
+    let capacity = PROMPT_LEN + new_tokens;
+    let mut plain = ModelStepper::new(chat.as_ref(), 1, capacity)?;
+    let alone = time_decode(&mut plain, &prompts, new_tokens)?;
+    let hook = HookPoint::ResidPost(LAYER);
+    let mut lockstep =
+        LockstepStepper::new(base.as_ref(), chat.as_ref(), crosscoder, hook, 1, capacity)?
+            .with_plan(EditPlan::everywhere(LatentEdit::Clamp(vec![(0, 5.0)])))?;
+    let edited = time_decode(&mut lockstep, &prompts, new_tokens)?;
+    // Weights held: the chat model whole (tied embedding once), the base model's embedding and layers
+    // 0..=13, the crosscoder's encoder and decoder.
+    let held = weight_bytes_per_step(&config, config.num_hidden_layers, true)
+        + weight_bytes_per_step(&config, LAYER + 1, true)
+        + (2 * 2 * d * LATENTS * 4) as u64;
+    let rss = peak_rss_bytes();
+    println!(
+        "{}",
+        serde_json::json!({
+            "backend": backend.name(),
+            "prompt_len": PROMPT_LEN,
+            "new_tokens": new_tokens,
+            "plain_decode_s": alone.decode_s,
+            "lockstep_decode_s": edited.decode_s,
+            "plain_prefill_s": alone.prefill_s,
+            "lockstep_prefill_s": edited.prefill_s,
+            "lockstep_over_plain": edited.decode_s / alone.decode_s,
+            "weights_held_bytes": held,
+            "peak_rss_bytes": rss,
+            "rss_over_weights": rss.map(|r| r as f64 / held as f64),
+        })
+    );
     Ok(())
 }
