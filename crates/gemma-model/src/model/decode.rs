@@ -13,7 +13,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use super::{layer_mask, Attention, Gemma2, Rope, RopeTables};
+use super::{layer_mask, Attention, Gemma2, Kernels, Rope, RopeTables};
 use crate::batch::TokenBatch;
 use crate::config::AttentionKind;
 use crate::error::{GemmaError, Result};
@@ -60,8 +60,10 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
-/// Rotary tables and masks of the new tokens of one step.
+/// Rotary tables and masks of the new tokens of one step, and how the layers run.
 struct StepPositions<B: Backend> {
+    /// The model's kernel path (it picks the form of the short products).
+    kernels: Kernels,
     rope: Rope<B>,
     /// Additive `[batch, 1, new, len + new]`.
     full_mask: Tensor<B, 4>,
@@ -220,6 +222,7 @@ impl<B: Backend> Gemma2<B> {
             Tensor::<B, 4>::from_data(TensorData::new(values, [b, 1, t, total]), &self.device)
         };
         StepPositions {
+            kernels: self.kernels,
             rope,
             full_mask: mask(None),
             sliding_mask: self.config.sliding_window.map(|w| mask(Some(w))),
@@ -241,13 +244,15 @@ impl<B: Backend> Attention<B> {
     ) -> Result<Tensor<B, 3>> {
         let [b, t, _] = x.dims();
         let heads = |x: Tensor<B, 3>, n: usize| x.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
-        let q = step
-            .rope
-            .apply(heads(self.q_proj.forward(x.clone()), self.n_heads));
-        let k = step
-            .rope
-            .apply(heads(self.k_proj.forward(x.clone()), self.n_kv_heads));
-        let v = heads(self.v_proj.forward(x), self.n_kv_heads);
+        let q = step.rope.apply(heads(
+            self.q_proj.forward(x.clone(), step.kernels),
+            self.n_heads,
+        ));
+        let k = step.rope.apply(heads(
+            self.k_proj.forward(x.clone(), step.kernels),
+            self.n_kv_heads,
+        ));
+        let v = heads(self.v_proj.forward(x, step.kernels), self.n_kv_heads);
         let keys = append(&mut cache.keys, k, start, capacity);
         let values = append(&mut cache.values, v, start, capacity);
 
@@ -260,7 +265,7 @@ impl<B: Backend> Attention<B> {
             .matmul(self.repeat_kv(values))
             .swap_dims(1, 2)
             .reshape([b, t, self.n_heads * self.head_dim]);
-        Ok(self.o_proj.forward(out))
+        Ok(self.o_proj.forward(out, step.kernels))
     }
 }
 
