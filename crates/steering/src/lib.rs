@@ -19,22 +19,26 @@
 //! ## Example
 //! ```no_run
 //! use std::sync::Arc;
-//! use steering::{run_steering, SteeringModels, SteeringSpec};
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let (base, chat, tokenizer, crosscoder, hook): (Box<dyn gemma_model::LanguageModel>, Box<dyn gemma_model::LanguageModel>, gemma_model::GemmaTokenizer, Arc<dyn crosscoder::Crosscoder>, gemma_model::HookPoint) = todo!();
-//! let models = SteeringModels {
-//!     base: base.as_ref(),
-//!     chat: chat.as_ref(),
-//!     tokenizer: &tokenizer,
-//!     crosscoder,
-//!     hook,
-//! };
-//! let mut spec = SteeringSpec::clamp(1234);
-//! spec.targets = vec![" simple".into(), " rigorous".into()];
-//! let results = run_steering(&models, &spec, &["Explain photosynthesis.".to_string()], true)?;
-//! println!("auto strength: {:?}", results.auto_strength);
-//! steering::output::write_all(&results, "steering-out".as_ref())?;
-//! # Ok(()) }
+//! use crosscoder::Crosscoder;
+//! use gemma_model::{GemmaTokenizer, HookPoint, LanguageModel};
+//! use steering::{run_steering, SteeringError, SteeringModels, SteeringSpec};
+//!
+//! /// Clamps latent 1234 over the default dose-response and writes the three files.
+//! fn causal_test(
+//!     base: &dyn LanguageModel, // loaded to the hook (`LoadOptions::for_hooks`)
+//!     chat: &dyn LanguageModel, // loaded whole
+//!     tokenizer: &GemmaTokenizer,
+//!     crosscoder: Arc<dyn Crosscoder>,
+//!     hook: HookPoint,
+//! ) -> Result<(), SteeringError> {
+//!     let models = SteeringModels { base, chat, tokenizer, crosscoder, hook };
+//!     let mut spec = SteeringSpec::clamp(1234);
+//!     spec.targets = vec![" simple".into(), " rigorous".into()];
+//!     let results = run_steering(&models, &spec, &["Explain photosynthesis.".to_string()], true)?;
+//!     println!("auto strength: {:?}", results.auto_strength);
+//!     steering::output::write_all(&results, "steering-out".as_ref())?;
+//!     Ok(())
+//! }
 //! ```
 
 mod error;
