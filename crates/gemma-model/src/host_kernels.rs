@@ -65,6 +65,15 @@ pub(crate) fn gelu_tanh_mul(gate: &[f32], up: &[f32]) -> Vec<f32> {
     out
 }
 
+/// `cap * tanh(x / cap)` in place: Gemma-2's soft-capping of the final logits.
+pub(crate) fn softcap(x: &mut [f32], cap: f32) {
+    x.par_chunks_mut(1 << 14).for_each(|chunk| {
+        for v in chunk {
+            *v = (*v / cap).tanh() * cap;
+        }
+    });
+}
+
 /// The shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttentionShape {
@@ -88,7 +97,7 @@ pub(crate) struct AttentionInputs<'a> {
     /// Rotary tables `[batch, pos, head_dim]`.
     pub cos: &'a [f32],
     pub sin: &'a [f32],
-    /// Additive mask `[batch, pos, pos]` (0 or `f32::MIN`).
+    /// Additive mask `[batch, pos, keys]` (0 or `f32::MIN`); `keys = pos` without a cache.
     pub mask: &'a [f32],
     /// Multiplies `q k^T`.
     pub scale: f32,
@@ -106,30 +115,121 @@ pub(crate) fn attention(inputs: &AttentionInputs) -> Vec<f32> {
     let AttentionShape {
         batch: b,
         seq_len: t,
+        n_kv_heads,
+        head_dim: hd,
+        ..
+    } = inputs.shape;
+    let mut cache = KvBuffers::new(b, n_kv_heads, hd, t);
+    cache.write(inputs, 0);
+    attend_cached(inputs, &cache, t)
+}
+
+/// Rotated keys and values of every position a decoding session has seen, `[batch, kv_heads,
+/// capacity, head_dim]` each, on the host.
+pub(crate) struct KvBuffers {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    batch: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+}
+
+impl KvBuffers {
+    /// Zeroed buffers with room for `capacity` positions.
+    pub(crate) fn new(batch: usize, n_kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
+        let len = batch * n_kv_heads * capacity * head_dim;
+        KvBuffers {
+            keys: vec![0.0; len],
+            values: vec![0.0; len],
+            batch,
+            n_kv_heads,
+            head_dim,
+            capacity,
+        }
+    }
+
+    /// Room for at least `needed` positions, keeping the first `keep`; the capacity at least doubles.
+    pub(crate) fn reserve(&mut self, needed: usize, keep: usize) {
+        if needed <= self.capacity {
+            return;
+        }
+        let capacity = needed.max(2 * self.capacity);
+        let mut grown = KvBuffers::new(self.batch, self.n_kv_heads, self.head_dim, capacity);
+        let hd = self.head_dim;
+        for bh in 0..self.batch * self.n_kv_heads {
+            let (from, to) = (bh * self.capacity * hd, bh * capacity * hd);
+            grown.keys[to..][..keep * hd].copy_from_slice(&self.keys[from..][..keep * hd]);
+            grown.values[to..][..keep * hd].copy_from_slice(&self.values[from..][..keep * hd]);
+        }
+        *self = grown;
+    }
+
+    /// Writes the rotated keys and the values of `inputs`' positions at slots `start..start + t`.
+    ///
+    /// # Panics
+    /// If the buffers' shape differs from `inputs.shape` or lack room (callers `reserve` first).
+    pub(crate) fn write(&mut self, inputs: &AttentionInputs, start: usize) {
+        let AttentionShape {
+            batch: b,
+            seq_len: t,
+            n_kv_heads,
+            head_dim: hd,
+            ..
+        } = inputs.shape;
+        assert!(b == self.batch && n_kv_heads == self.n_kv_heads && hd == self.head_dim);
+        assert!(start + t <= self.capacity, "cache capacity");
+        assert_eq!(inputs.k.len(), b * t * n_kv_heads * hd, "k");
+        assert_eq!(inputs.v.len(), b * t * n_kv_heads * hd, "v");
+        let span = self.capacity * hd;
+        self.keys
+            .par_chunks_mut(span)
+            .zip(self.values.par_chunks_mut(span))
+            .enumerate()
+            .for_each(|(bh, (keys, values))| {
+                let (s, kv) = (bh / n_kv_heads, bh % n_kv_heads);
+                rotate_head(
+                    inputs,
+                    inputs.k,
+                    n_kv_heads,
+                    s,
+                    kv,
+                    &mut keys[start * hd..][..t * hd],
+                );
+                for (i, dst) in values[start * hd..][..t * hd]
+                    .chunks_exact_mut(hd)
+                    .enumerate()
+                {
+                    dst.copy_from_slice(&inputs.v[((s * t + i) * n_kv_heads + kv) * hd..][..hd]);
+                }
+            });
+    }
+}
+
+/// Attention of `inputs`' queries (the newest positions, already written to `cache`) over the first
+/// `len` slots of `cache`; `inputs.mask` is `[batch, pos, len]`. Returns `[batch, pos, n_heads *
+/// head_dim]`, the input of `o_proj`.
+///
+/// # Panics
+/// If a slice's length does not match `shape` or `len` exceeds the cache.
+pub(crate) fn attend_cached(inputs: &AttentionInputs, cache: &KvBuffers, len: usize) -> Vec<f32> {
+    let AttentionShape {
+        batch: b,
+        seq_len: t,
         n_heads,
         n_kv_heads,
         head_dim: hd,
     } = inputs.shape;
     assert_eq!(inputs.q.len(), b * t * n_heads * hd, "q");
-    assert_eq!(inputs.k.len(), b * t * n_kv_heads * hd, "k");
-    assert_eq!(inputs.v.len(), b * t * n_kv_heads * hd, "v");
     assert_eq!(inputs.cos.len(), b * t * hd, "cos");
     assert_eq!(inputs.sin.len(), b * t * hd, "sin");
-    assert_eq!(inputs.mask.len(), b * t * t, "mask");
+    assert_eq!(inputs.mask.len(), b * t * len, "mask");
     assert!(n_kv_heads > 0 && n_heads % n_kv_heads == 0, "GQA groups");
+    assert!(len <= cache.capacity && len >= t, "cache length");
     if b * t == 0 {
         return Vec::new();
     }
     let groups = n_heads / n_kv_heads;
-
-    // Rotated keys, `[batch, kv_head, pos, head_dim]`, shared by the query heads of a group.
-    let mut keys = vec![0.0; b * n_kv_heads * t * hd];
-    keys.par_chunks_mut(t * hd)
-        .enumerate()
-        .for_each(|(bh, out)| {
-            let (s, kv) = (bh / n_kv_heads, bh % n_kv_heads);
-            rotate_head(inputs, inputs.k, n_kv_heads, s, kv, out);
-        });
 
     // One task per (sequence, query head), each writing `[pos, head_dim]`.
     let mut per_head = vec![0.0; b * n_heads * t * hd];
@@ -138,29 +238,34 @@ pub(crate) fn attention(inputs: &AttentionInputs) -> Vec<f32> {
         .enumerate()
         .for_each(|(bh, out)| {
             let (s, h) = (bh / n_heads, bh % n_heads);
-            let kv = h / groups;
+            let slots = (s * n_kv_heads + h / groups) * cache.capacity * hd;
+            let key = &cache.keys[slots..][..len * hd];
+            let value = &cache.values[slots..][..len * hd];
             let mut query = vec![0.0; t * hd];
             rotate_head(inputs, inputs.q, n_heads, s, h, &mut query);
-            let key = &keys[(s * n_kv_heads + kv) * t * hd..][..t * hd];
-            let mut scores = vec![0.0; t * t];
+            let mut scores = vec![0.0; t * len];
             // scores[i, j] = sum_p query[i, p] key[j, p]
             matmul(
                 &mut scores,
-                (t, t, hd),
+                (t, len, hd),
                 &query,
                 (hd, 1),
                 key,
                 (1, hd as isize),
             );
-            let mask = &inputs.mask[s * t * t..][..t * t];
-            for (row, mask_row) in scores.chunks_exact_mut(t).zip(mask.chunks_exact(t)) {
+            let mask = &inputs.mask[s * t * len..][..t * len];
+            for (row, mask_row) in scores.chunks_exact_mut(len).zip(mask.chunks_exact(len)) {
                 softmax_row(row, mask_row, inputs.scale, inputs.softcap);
             }
-            // out[i, p] = sum_j probs[i, j] v[s, j, kv, p]
-            let value_row = (n_kv_heads * hd) as isize;
-            let value = &inputs.v[(s * t * n_kv_heads + kv) * hd..];
-            let value = &value[..(t - 1) * n_kv_heads * hd + hd];
-            matmul(out, (t, hd, t), &scores, (t, 1), value, (value_row, 1));
+            // out[i, p] = sum_j probs[i, j] value[j, p]
+            matmul(
+                out,
+                (t, hd, len),
+                &scores,
+                (len, 1),
+                value,
+                (hd as isize, 1),
+            );
         });
 
     // `[batch, head, pos, head_dim]` -> `[batch, pos, head * head_dim]`.

@@ -18,7 +18,8 @@
 //!   deepest hook.
 //! - [`Gemma2Config`] reads `config.json` in both dialects (transformers 4.4x and >= 5).
 //! - On `flex`, RMSNorm, GeGLU and attention run as fused multi-threaded kernels on the tensors'
-//!   host buffers ([`LoadOptions::fused_kernels`]); other backends run them as burn ops.
+//!   host buffers ([`LoadOptions::fused_kernels`]), and a decoding step's products read every weight
+//!   once, at the memory bandwidth; other backends run them as burn ops.
 //!
 //! ## Example
 //! ```no_run
@@ -53,6 +54,7 @@ mod host_kernels;
 mod language_model;
 mod model;
 mod parameters;
+mod skinny_matmul;
 mod source;
 pub mod throughput;
 mod tokenizer;

@@ -37,18 +37,21 @@ use crate::hook_state::{raw_to_host, to_host, HookState};
 use crate::hooks::{HookPoint, LogitPositions, RunRequest};
 use crate::host_kernels::{self, AttentionInputs, AttentionShape};
 use crate::parameters::{transpose, ParameterSource};
+use crate::skinny_matmul;
 
 mod decode;
 mod positions;
 pub(crate) use decode::KvCache;
 use positions::{layer_mask, Rope, RopeTables, RunPositions};
 
-/// How RMSNorm, GeGLU and attention run; the projections are burn matmuls either way.
+/// How RMSNorm, GeGLU, attention and the products of a decoding step (at most
+/// [`skinny_matmul::MAX_ROWS`] rows) run; larger products are burn matmuls either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernels {
     /// Chains of burn ops: every backend.
     BurnOps,
-    /// Fused, multi-threaded kernels on the tensors' host buffers: burn-flex only.
+    /// Fused, multi-threaded kernels on the tensors' host buffers (`host_kernels.rs`,
+    /// `skinny_matmul.rs`): burn-flex only.
     Host,
 }
 
@@ -97,26 +100,55 @@ struct Linear<B: Backend> {
     weight: Tensor<B, 2>,
 }
 
-/// Products with 2 to this many rows (a batched decoding step) run on the host kernels' path as
-/// `(W^T @ x^T)^T`: the `gemm` crate multiplies them 1.2-1.6x faster that way (`benches/README.md`).
-const FEW_ROWS: usize = 12;
-
 impl<B: Backend> Linear<B> {
     fn forward(&self, x: Tensor<B, 3>, kernels: Kernels) -> Tensor<B, 3> {
         let [b, t, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
         let x = x.reshape([b * t, d_in]);
-        let y = if kernels == Kernels::Host && (2..=FEW_ROWS).contains(&(b * t)) {
-            self.weight
-                .clone()
-                .transpose()
-                .matmul(x.transpose())
-                .transpose()
-        } else {
-            x.matmul(self.weight.clone())
+        let y = match skinny_product(&x, &self.weight, WeightLayout::InOut, kernels) {
+            Some(values) => from_host(values, [b * t, d_out]).ok(),
+            None => None,
         };
-        y.reshape([b, t, d_out])
+        y.unwrap_or_else(|| x.matmul(self.weight.clone()))
+            .reshape([b, t, d_out])
     }
+}
+
+/// How a weight matrix is stored.
+#[derive(Debug, Clone, Copy)]
+enum WeightLayout {
+    /// `[in, out]`: the product is `x @ w`.
+    InOut,
+    /// `[out, in]` (the tied embedding): the product is `x @ w^T`.
+    OutIn,
+}
+
+/// The values of the product of `x` (`[rows, in]`) with `w` on the host kernels' path when `x` has
+/// at most [`skinny_matmul::MAX_ROWS`] rows (a decoding step), where the `gemm` crate is 1.5-2x
+/// slower than one pass over the weights (`benches/README.md`); `None` where the GEMM should run.
+fn skinny_product<B: Backend>(
+    x: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    layout: WeightLayout,
+    kernels: Kernels,
+) -> Option<Vec<f32>> {
+    let [rows, k] = x.dims();
+    if kernels != Kernels::Host || rows > skinny_matmul::MAX_ROWS {
+        return None;
+    }
+    let (x, w) = (flex_bridge::host(x.clone())?, flex_bridge::host(w.clone())?);
+    Some(match layout {
+        WeightLayout::InOut => {
+            skinny_matmul::skinny_matmul(x.values(), w.values(), rows, k, w.values().len() / k)
+        }
+        WeightLayout::OutIn => skinny_matmul::skinny_matmul_transposed(
+            x.values(),
+            w.values(),
+            rows,
+            k,
+            w.values().len() / k,
+        ),
+    })
 }
 
 /// Gemma's RMSNorm; `scale` holds `1 + w`.
@@ -169,10 +201,7 @@ impl<B: Backend> Attention<B> {
         positions: &RunPositions<B>,
         kind: AttentionKind,
     ) -> Result<Tensor<B, 3>> {
-        let kernels = match positions {
-            RunPositions::Burn { .. } => Kernels::BurnOps,
-            RunPositions::Host { .. } => Kernels::Host,
-        };
+        let kernels = positions.kernels();
         let q = self.q_proj.forward(x.clone(), kernels);
         let k = self.k_proj.forward(x.clone(), kernels);
         let v = self.v_proj.forward(x, kernels);
@@ -200,13 +229,25 @@ impl<B: Backend> Attention<B> {
     /// The fused host kernel; `mask`: additive `[batch, pos, pos]`.
     fn attend_host(
         &self,
-        [q, k, v]: [Tensor<B, 3>; 3],
+        qkv: [Tensor<B, 3>; 3],
         rope: &RopeTables,
         mask: &[f32],
     ) -> Result<Tensor<B, 3>> {
+        self.with_host_inputs(qkv, rope, mask, host_kernels::attention)
+    }
+
+    /// `kernel` on the host values of the projections `q`, `k`, `v` (`[batch, pos, heads *
+    /// head_dim]`), returning the attention output `[batch, pos, n_heads * head_dim]`.
+    fn with_host_inputs(
+        &self,
+        [q, k, v]: [Tensor<B, 3>; 3],
+        rope: &RopeTables,
+        mask: &[f32],
+        kernel: impl FnOnce(&AttentionInputs) -> Vec<f32>,
+    ) -> Result<Tensor<B, 3>> {
         let [b, t, _] = q.dims();
         let (q, k, v) = (host(q)?, host(k)?, host(v)?);
-        let out = host_kernels::attention(&AttentionInputs {
+        let out = kernel(&AttentionInputs {
             shape: AttentionShape {
                 batch: b,
                 seq_len: t,
@@ -608,15 +649,25 @@ impl<B: Backend> Gemma2<B> {
             })?;
         let [b, t, d] = h.dims();
         let h = u.norm.forward(h, self.kernels)?.reshape([b * t, d]);
-        let head = match &u.lm_head {
-            Some(w) => w.clone(),
-            None => self.embed_tokens.clone().transpose(),
+        let (head, layout) = match &u.lm_head {
+            Some(w) => (w, WeightLayout::InOut),
+            None => (&self.embed_tokens, WeightLayout::OutIn),
         };
-        let mut logits = h.matmul(head);
+        let vocab = self.config.vocab_size;
+        if let Some(mut logits) = skinny_product(&h, head, layout, self.kernels) {
+            if let Some(cap) = u.softcap {
+                host_kernels::softcap(&mut logits, cap);
+            }
+            return from_host(logits, [b, t, vocab]);
+        }
+        let mut logits = match layout {
+            WeightLayout::InOut => h.matmul(head.clone()),
+            WeightLayout::OutIn => h.matmul(head.clone().transpose()),
+        };
         if let Some(cap) = u.softcap {
             logits = (logits / cap).tanh() * cap;
         }
-        Ok(logits.reshape([b, t, self.config.vocab_size]))
+        Ok(logits.reshape([b, t, vocab]))
     }
 
     fn check_request(&self, batch: &TokenBatch, request: &RunRequest) -> Result<()> {

@@ -71,7 +71,13 @@ fn max_relative_difference(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / scale))
 }
 
-fn check(model_name: &str, fused_kernels: bool, scope: Option<InterventionScope>) {
+/// `capacity`: the cache's initial room, by default the prompt plus the new tokens.
+fn check(
+    model_name: &str,
+    fused_kernels: bool,
+    scope: Option<InterventionScope>,
+    capacity: Option<usize>,
+) {
     let options = LoadOptions {
         fused_kernels,
         ..LoadOptions::default()
@@ -79,7 +85,7 @@ fn check(model_name: &str, fused_kernels: bool, scope: Option<InterventionScope>
     let loaded = load_dir(fixture(model_name), &options).unwrap();
     let model = loaded.model.as_ref();
     let prompts = prompts(model.config().vocab_size);
-    let capacity = prompts.iter().map(Vec::len).max().unwrap() + NEW_TOKENS;
+    let capacity = capacity.unwrap_or(prompts.iter().map(Vec::len).max().unwrap() + NEW_TOKENS);
     let mut stepper = ModelStepper::new(model, prompts.len(), capacity).unwrap();
     if let Some(scope) = scope {
         stepper = stepper.intervene(push(model.config().hidden_size), scope);
@@ -127,13 +133,20 @@ fn check(model_name: &str, fused_kernels: bool, scope: Option<InterventionScope>
 #[test]
 fn incremental_decoding_equals_a_full_forward_past_the_sliding_window() {
     for fused in [true, false] {
-        check("tiny-window", fused, None);
+        check("tiny-window", fused, None, None);
+    }
+}
+
+#[test]
+fn the_cache_grows_when_a_session_outruns_its_capacity() {
+    for fused in [true, false] {
+        check("tiny-window", fused, None, Some(1));
     }
 }
 
 #[test]
 fn incremental_decoding_equals_a_full_forward_with_gqa_and_bf16_shards() {
-    check("tiny-gqa-bf16", true, None);
+    check("tiny-gqa-bf16", true, None, None);
 }
 
 #[test]
@@ -143,7 +156,7 @@ fn interventions_apply_at_every_position_or_only_where_their_scope_says() {
         InterventionScope::PromptOnly,
         InterventionScope::GeneratedOnly,
     ] {
-        check("tiny-window", true, Some(scope));
+        check("tiny-window", true, Some(scope), None);
     }
 }
 

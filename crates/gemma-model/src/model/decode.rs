@@ -6,25 +6,45 @@
 //! HF's `HybridCache`, also across the prompt / generation boundary). Slots are counted with the
 //! padding, as HF counts cache positions; RoPE positions count real tokens only (HF's
 //! `attention_mask.cumsum(-1) - 1`). The cache buffers are allocated once for a capacity and written
-//! in place: they are moved out of the cache while a step writes them, so that burn's copy-on-write
-//! tensors are held once and never copied whole.
+//! in place. On the host kernels' path they are plain host buffers read by a fused kernel
+//! ([`KvBuffers`]); on other backends they are burn tensors, moved out of the cache while a step
+//! writes them, so that burn's copy-on-write tensors are held once and never copied whole.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
-use super::{layer_mask, Attention, Gemma2, Kernels, Rope, RopeTables};
+use super::{layer_mask, Attention, Gemma2, Kernels, RopeTables, RunPositions};
 use crate::batch::TokenBatch;
 use crate::config::AttentionKind;
 use crate::error::{GemmaError, Result};
 use crate::hook_state::HookState;
 use crate::hooks::RunRequest;
+use crate::host_kernels::{attend_cached, KvBuffers};
 use crate::model::RunOutput;
 
-/// The keys and values of one layer, `[batch, kv_heads, capacity, head_dim]`, rotated keys.
-struct LayerCache<B: Backend> {
-    keys: Option<Tensor<B, 4>>,
-    values: Option<Tensor<B, 4>>,
+/// The keys and values of one layer, `[batch, kv_heads, capacity, head_dim]`, rotated keys; each is
+/// allocated by the first step.
+enum LayerCache<B: Backend> {
+    /// Burn tensors on the model's device ([`Kernels::BurnOps`]).
+    Device {
+        keys: Option<Tensor<B, 4>>,
+        values: Option<Tensor<B, 4>>,
+    },
+    /// Host buffers ([`Kernels::Host`]).
+    Host(Option<KvBuffers>),
+}
+
+impl<B: Backend> LayerCache<B> {
+    fn empty(kernels: Kernels) -> Self {
+        match kernels {
+            Kernels::BurnOps => LayerCache::Device {
+                keys: None,
+                values: None,
+            },
+            Kernels::Host => LayerCache::Host(None),
+        }
+    }
 }
 
 /// Everything a decoding session keeps between steps: per-layer keys and values on the device, and on
@@ -60,16 +80,6 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
-/// Rotary tables and masks of the new tokens of one step, and how the layers run.
-struct StepPositions<B: Backend> {
-    /// The model's kernel path (it picks the form of the short products).
-    kernels: Kernels,
-    rope: Rope<B>,
-    /// Additive `[batch, 1, new, len + new]`.
-    full_mask: Tensor<B, 4>,
-    sliding_mask: Option<Tensor<B, 4>>,
-}
-
 impl<B: Backend> Gemma2<B> {
     /// An empty cache for `batch` rows through layers `0..n_layers`, with room for `capacity` slots
     /// (it grows when a step needs more).
@@ -92,10 +102,7 @@ impl<B: Backend> Gemma2<B> {
         }
         Ok(KvCache {
             layers: (0..n_layers)
-                .map(|_| LayerCache {
-                    keys: None,
-                    values: None,
-                })
+                .map(|_| LayerCache::empty(self.kernels))
                 .collect(),
             batch,
             capacity: capacity.max(1),
@@ -177,8 +184,9 @@ impl<B: Backend> Gemma2<B> {
         self.check_request(batch, request)
     }
 
-    /// Extends the cache's bookkeeping by the step's tokens and builds their RoPE tables and masks.
-    fn step_positions(&self, cache: &mut KvCache<B>, batch: &TokenBatch) -> StepPositions<B> {
+    /// Extends the cache's bookkeeping by the step's tokens and builds their RoPE tables and masks
+    /// (`[batch, new, len + new]`).
+    fn step_positions(&self, cache: &mut KvCache<B>, batch: &TokenBatch) -> RunPositions<B> {
         let (b, t) = (batch.batch_size(), batch.seq_len());
         let mut positions = vec![0u32; b * t];
         for row in 0..b {
@@ -197,8 +205,7 @@ impl<B: Backend> Gemma2<B> {
             t,
             self.config.head_dim,
             self.config.rope_theta,
-        )
-        .to_device(&self.device);
+        );
         let start = cache.len;
         let total = start + t;
         let mask = |window: Option<usize>| {
@@ -219,14 +226,16 @@ impl<B: Backend> Gemma2<B> {
                     }
                 }
             }
-            Tensor::<B, 4>::from_data(TensorData::new(values, [b, 1, t, total]), &self.device)
+            values
         };
-        StepPositions {
-            kernels: self.kernels,
+        RunPositions::from_tables(
             rope,
-            full_mask: mask(None),
-            sliding_mask: self.config.sliding_window.map(|w| mask(Some(w))),
-        }
+            mask(None),
+            self.config.sliding_window.map(|w| mask(Some(w))),
+            [b, t, total],
+            self.kernels,
+            &self.device,
+        )
     }
 }
 
@@ -239,33 +248,66 @@ impl<B: Backend> Attention<B> {
         cache: &mut LayerCache<B>,
         start: usize,
         capacity: usize,
-        step: &StepPositions<B>,
+        step: &RunPositions<B>,
         kind: AttentionKind,
     ) -> Result<Tensor<B, 3>> {
         let [b, t, _] = x.dims();
-        let heads = |x: Tensor<B, 3>, n: usize| x.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
-        let q = step.rope.apply(heads(
-            self.q_proj.forward(x.clone(), step.kernels),
-            self.n_heads,
-        ));
-        let k = step.rope.apply(heads(
-            self.k_proj.forward(x.clone(), step.kernels),
-            self.n_kv_heads,
-        ));
-        let v = heads(self.v_proj.forward(x, step.kernels), self.n_kv_heads);
-        let keys = append(&mut cache.keys, k, start, capacity);
-        let values = append(&mut cache.values, v, start, capacity);
-
-        let mut scores = q.matmul(self.repeat_kv(keys).swap_dims(2, 3)) * self.scale;
-        if let Some(cap) = self.softcap {
-            scores = (scores / cap).tanh() * cap;
-        }
-        let mask = layer_mask(kind, &step.full_mask, &step.sliding_mask).clone();
-        let out = softmax(scores + mask, 3)
-            .matmul(self.repeat_kv(values))
-            .swap_dims(1, 2)
-            .reshape([b, t, self.n_heads * self.head_dim]);
-        Ok(self.o_proj.forward(out, step.kernels))
+        let kernels = step.kernels();
+        let q = self.q_proj.forward(x.clone(), kernels);
+        let k = self.k_proj.forward(x.clone(), kernels);
+        let v = self.v_proj.forward(x, kernels);
+        let out = match (cache, step) {
+            (
+                LayerCache::Host(buffers),
+                RunPositions::Host {
+                    rope,
+                    full_mask,
+                    sliding_mask,
+                },
+            ) => {
+                let buffers = buffers.get_or_insert_with(|| {
+                    KvBuffers::new(b, self.n_kv_heads, self.head_dim, capacity.max(start + t))
+                });
+                buffers.reserve(start + t, start);
+                let mask = layer_mask(kind, full_mask, sliding_mask);
+                self.with_host_inputs([q, k, v], rope, mask, |inputs| {
+                    buffers.write(inputs, start);
+                    attend_cached(inputs, buffers, start + t)
+                })?
+            }
+            (
+                LayerCache::Device { keys, values },
+                RunPositions::Burn {
+                    rope,
+                    full_mask,
+                    sliding_mask,
+                },
+            ) => {
+                let heads =
+                    |x: Tensor<B, 3>, n: usize| x.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
+                let q = rope.apply(heads(q, self.n_heads));
+                let k = rope.apply(heads(k, self.n_kv_heads));
+                let v = heads(v, self.n_kv_heads);
+                let keys = append(keys, k, start, capacity);
+                let values = append(values, v, start, capacity);
+                let mut scores = q.matmul(self.repeat_kv(keys).swap_dims(2, 3)) * self.scale;
+                if let Some(cap) = self.softcap {
+                    scores = (scores / cap).tanh() * cap;
+                }
+                let mask = layer_mask(kind, full_mask, sliding_mask).clone();
+                softmax(scores + mask, 3)
+                    .matmul(self.repeat_kv(values))
+                    .swap_dims(1, 2)
+                    .reshape([b, t, self.n_heads * self.head_dim])
+            }
+            _ => {
+                return Err(GemmaError::InvalidInput {
+                    reason: "a decoding step ran on other kernels than its cache was made for"
+                        .into(),
+                })
+            }
+        };
+        Ok(self.o_proj.forward(out, kernels))
     }
 }
 

@@ -103,6 +103,19 @@ impl<B: Backend> RunPositions<B> {
         let rope = RopeTables::new(&batch.positions(), b, t, config.head_dim, config.rope_theta);
         let full_mask = additive_mask(batch, None);
         let sliding_mask = config.sliding_window.map(|w| additive_mask(batch, Some(w)));
+        Self::from_tables(rope, full_mask, sliding_mask, [b, t, t], kernels, device)
+    }
+
+    /// The tables in the form `kernels` read; the masks are `[batch, pos, keys]` (`keys` counts the
+    /// cached positions too when decoding).
+    pub(super) fn from_tables(
+        rope: RopeTables,
+        full_mask: Vec<f32>,
+        sliding_mask: Option<Vec<f32>>,
+        [b, t, keys]: [usize; 3],
+        kernels: Kernels,
+        device: &B::Device,
+    ) -> Self {
         match kernels {
             Kernels::Host => RunPositions::Host {
                 rope,
@@ -111,7 +124,7 @@ impl<B: Backend> RunPositions<B> {
             },
             Kernels::BurnOps => {
                 let tensor = |values: Vec<f32>| {
-                    Tensor::from_data(TensorData::new(values, [b, 1, t, t]), device)
+                    Tensor::from_data(TensorData::new(values, [b, 1, t, keys]), device)
                 };
                 RunPositions::Burn {
                     rope: rope.to_device(device),
@@ -119,6 +132,14 @@ impl<B: Backend> RunPositions<B> {
                     sliding_mask: sliding_mask.map(tensor),
                 }
             }
+        }
+    }
+
+    /// The kernels these tables are for.
+    pub(super) fn kernels(&self) -> Kernels {
+        match self {
+            RunPositions::Burn { .. } => Kernels::BurnOps,
+            RunPositions::Host { .. } => Kernels::Host,
         }
     }
 }
