@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn the_bandwidth_pass_sums_every_value_for_every_tail_length() {
-        for n in [0, 1, 15, 16, 17, 1000] {
+        for n in [0usize, 1, 15, 16, 17, 1000] {
             let values: Vec<f32> = (0..n).map(|i| i as f32).collect();
             assert_eq!(sum(&values), (n * n.saturating_sub(1) / 2) as f32);
         }
