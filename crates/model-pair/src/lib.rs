@@ -55,7 +55,7 @@ mod source;
 
 pub use checks::check_configs;
 pub use error::{PairError, Result};
-pub use lockstep::{EditPlan, LatentEdit, LockstepStepper};
+pub use lockstep::{EditPlan, LatentEdit, LockstepStepper, PreparedEdit};
 pub use prompt::{
     template_flags, token_meta, tokenize_prompt, PairedActivations, PromptInput, TokenMeta,
     TokenizationMode,

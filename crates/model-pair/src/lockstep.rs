@@ -14,6 +14,7 @@
 //! Each `d_j^m` term is computed as `decode(delta)_m - decode(0)_m`, so that any affine input
 //! normaliser is undone exactly. `<bos>` is left unedited unless asked (its norm is huge).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crosscoder::{Crosscoder, CrosscoderError};
@@ -66,6 +67,81 @@ impl LatentEdit {
         Ok(())
     }
 
+    /// The edited chat rows, given the base and chat rows `[n, d]` at the hook. To apply one edit
+    /// many times, [`prepare`](Self::prepare) it once.
+    pub fn apply(
+        &self,
+        crosscoder: &dyn Crosscoder,
+        base: ArrayView2<'_, f32>,
+        chat: ArrayView2<'_, f32>,
+    ) -> std::result::Result<Array2<f32>, CrosscoderError> {
+        self.prepare(crosscoder)?.apply(crosscoder, base, chat)
+    }
+
+    /// The edit with the raw-unit directions of the latents it names decoded once (when it names at
+    /// most [`PreparedEdit::MAX_PRECOMPUTED`]; more are decoded densely at each application).
+    pub fn prepare(
+        &self,
+        crosscoder: &dyn Crosscoder,
+    ) -> std::result::Result<PreparedEdit, CrosscoderError> {
+        // Each latent once; a latent named twice takes its last value.
+        let named: BTreeMap<usize, f32> = match self {
+            LatentEdit::Clamp(v) | LatentEdit::Steer(v) => v.iter().copied().collect(),
+            LatentEdit::PatchIntoBase { latents: Some(set) } => {
+                set.iter().map(|j| (*j, 0.0)).collect()
+            }
+            LatentEdit::PatchIntoBase { latents: None } => BTreeMap::new(),
+        };
+        let (latents, values): (Vec<usize>, Vec<f32>) = named.into_iter().unzip();
+        let f_dim = crosscoder.dict_size();
+        let directions = if latents.len() <= PreparedEdit::MAX_PRECOMPUTED
+            && !matches!(self, LatentEdit::PatchIntoBase { latents: None })
+        {
+            // decode(e_j) - decode(0) for each named latent j: any affine normaliser is undone.
+            let mut one_hot = Array2::zeros((latents.len() + 1, f_dim));
+            for (row, j) in latents.iter().enumerate() {
+                one_hot[[row + 1, *j]] = 1.0;
+            }
+            let decoded = crosscoder.decode(one_hot.view())?;
+            let (_, m, d) = decoded.dim();
+            Some(Array2::from_shape_fn((latents.len(), m * d), |(l, c)| {
+                decoded[[l + 1, c / d, c % d]] - decoded[[0, c / d, c % d]]
+            }))
+        } else {
+            None
+        };
+        Ok(PreparedEdit {
+            edit: self.clone(),
+            latents,
+            values,
+            directions,
+        })
+    }
+}
+
+/// A [`LatentEdit`] ready to apply at every step of a generation: the decoder directions of the
+/// latents it names are decoded once, so that a step costs one encode (clamp, patch) or nothing
+/// (steer) on top of the models, instead of two dense decodes.
+#[derive(Debug, Clone)]
+pub struct PreparedEdit {
+    edit: LatentEdit,
+    /// The named latents, ascending, each once.
+    latents: Vec<usize>,
+    /// Their clamp values or steering strengths (0 for a patch).
+    values: Vec<f32>,
+    /// `decode(e_j) - decode(0)` for each named latent, `[latents, n_models * d]`.
+    directions: Option<Array2<f32>>,
+}
+
+impl PreparedEdit {
+    /// Edits naming at most this many latents have their directions decoded in advance.
+    pub const MAX_PRECOMPUTED: usize = 256;
+
+    /// The edit.
+    pub fn edit(&self) -> &LatentEdit {
+        &self.edit
+    }
+
     /// The edited chat rows, given the base and chat rows `[n, d]` at the hook.
     pub fn apply(
         &self,
@@ -74,56 +150,82 @@ impl LatentEdit {
         chat: ArrayView2<'_, f32>,
     ) -> std::result::Result<Array2<f32>, CrosscoderError> {
         let n = base.nrows();
-        let f_dim = crosscoder.dict_size();
-        // decode(delta) - decode(0): the latents' contribution in the model's raw units.
-        let contribution =
-            |delta: &Array2<f32>| -> std::result::Result<Array3<f32>, CrosscoderError> {
-                let zero = crosscoder.decode(Array2::zeros((1, f_dim)).view())?;
-                let mut out = crosscoder.decode(delta.view())?;
-                out -= &zero;
-                Ok(out)
-            };
         let encode = || {
             let mut x = Array3::zeros((n, 2, base.ncols()));
             x.index_axis_mut(Axis(1), BASE).assign(&base);
             x.index_axis_mut(Axis(1), CHAT).assign(&chat);
             crosscoder.encode(x.view())
         };
-        match self {
-            LatentEdit::Clamp(values) => {
+        match &self.edit {
+            LatentEdit::Clamp(_) => {
                 let f = encode()?;
-                let mut delta = Array2::zeros((n, f_dim));
-                for (j, v) in values {
-                    delta.column_mut(*j).assign(&f.column(*j).mapv(|fj| v - fj));
-                }
-                Ok(&chat + &contribution(&delta)?.index_axis(Axis(1), CHAT))
+                let coefficients = Array2::from_shape_fn((n, self.latents.len()), |(r, l)| {
+                    self.values[l] - f[[r, self.latents[l]]]
+                });
+                let c = self.contribution(crosscoder, &coefficients)?;
+                Ok(&chat + &c.index_axis(Axis(1), CHAT))
             }
-            LatentEdit::Steer(values) => {
-                let mut delta = Array2::zeros((n, f_dim));
-                for (j, alpha) in values {
-                    delta.column_mut(*j).fill(*alpha);
-                }
-                Ok(&chat + &contribution(&delta)?.index_axis(Axis(1), CHAT))
+            LatentEdit::Steer(_) => {
+                let coefficients =
+                    Array2::from_shape_fn((n, self.latents.len()), |(_, l)| self.values[l]);
+                let c = self.contribution(crosscoder, &coefficients)?;
+                Ok(&chat + &c.index_axis(Axis(1), CHAT))
             }
             LatentEdit::PatchIntoBase { latents } => {
                 let f = encode()?;
-                let kept = match latents {
-                    None => f,
-                    Some(set) => {
-                        let mut kept = Array2::zeros((n, f_dim));
-                        for j in set {
-                            kept.column_mut(*j).assign(&f.column(*j));
-                        }
-                        kept
+                let c = match latents {
+                    None => dense_contribution(crosscoder, f)?,
+                    Some(_) => {
+                        let coefficients =
+                            Array2::from_shape_fn((n, self.latents.len()), |(r, l)| {
+                                f[[r, self.latents[l]]]
+                            });
+                        self.contribution(crosscoder, &coefficients)?
                     }
                 };
-                let c = contribution(&kept)?;
                 let mut patched = &base + &c.index_axis(Axis(1), CHAT);
                 patched -= &c.index_axis(Axis(1), BASE);
                 Ok(patched)
             }
         }
     }
+
+    /// `sum_l coefficients[:, l] d_{latents[l]}` in raw units, `[n, n_models, d]`.
+    fn contribution(
+        &self,
+        crosscoder: &dyn Crosscoder,
+        coefficients: &Array2<f32>,
+    ) -> std::result::Result<Array3<f32>, CrosscoderError> {
+        let n = coefficients.nrows();
+        let (m, d) = (crosscoder.n_models(), crosscoder.d_model());
+        match &self.directions {
+            Some(directions) => {
+                let flat = coefficients.dot(directions);
+                Ok(Array3::from_shape_fn((n, m, d), |(r, a, b)| {
+                    flat[[r, a * d + b]]
+                }))
+            }
+            None => {
+                let mut delta = Array2::zeros((n, crosscoder.dict_size()));
+                for (l, j) in self.latents.iter().enumerate() {
+                    delta.column_mut(*j).assign(&coefficients.column(l));
+                }
+                dense_contribution(crosscoder, delta)
+            }
+        }
+    }
+}
+
+/// `decode(delta) - decode(0)`: the latents' contribution in the model's raw units, `[n, n_models,
+/// d]`.
+fn dense_contribution(
+    crosscoder: &dyn Crosscoder,
+    delta: Array2<f32>,
+) -> std::result::Result<Array3<f32>, CrosscoderError> {
+    let zero = crosscoder.decode(Array2::zeros((1, crosscoder.dict_size())).view())?;
+    let mut out = crosscoder.decode(delta.view())?;
+    out -= &zero;
+    Ok(out)
 }
 
 /// An edit and where it applies.
@@ -158,6 +260,8 @@ pub struct LockstepStepper<'m> {
     hook: HookPoint,
     bos_token_id: u32,
     plan: Option<EditPlan>,
+    /// The plan's edit, prepared once.
+    prepared: Option<Arc<PreparedEdit>>,
 }
 
 impl<'m> LockstepStepper<'m> {
@@ -187,12 +291,18 @@ impl<'m> LockstepStepper<'m> {
             hook,
             bos_token_id: chat.config().bos_token_id,
             plan: None,
+            prepared: None,
         })
     }
 
     /// Applies `plan` from the next step on.
     pub fn with_plan(mut self, plan: EditPlan) -> Result<Self> {
         plan.edit.check(self.crosscoder.dict_size())?;
+        let prepared = plan
+            .edit
+            .prepare(self.crosscoder.as_ref())
+            .map_err(|e| PairError::Crosscoder(Box::new(e)))?;
+        self.prepared = Some(Arc::new(prepared));
         self.plan = Some(plan);
         Ok(self)
     }
@@ -209,14 +319,16 @@ impl<'m> LockstepStepper<'m> {
         let Some(plan) = self.plan.as_ref().filter(|p| p.scope.applies_to(phase)) else {
             return request;
         };
+        let Some(prepared) = self.prepared.clone() else {
+            return request;
+        };
         let editable: Vec<bool> = tokens
             .ids()
             .iter()
             .zip(tokens.mask())
             .map(|(id, real)| *real && (plan.edit_bos || *id != self.bos_token_id))
             .collect();
-        let (edit, crosscoder, failure) =
-            (plan.edit.clone(), self.crosscoder.clone(), failure.clone());
+        let (crosscoder, failure) = (self.crosscoder.clone(), failure.clone());
         request.interventions.push(Intervention {
             hook: self.hook,
             edit: Arc::new(move |chat: &mut Array3<f32>| {
@@ -235,7 +347,7 @@ impl<'m> LockstepStepper<'m> {
                     }
                     out
                 };
-                match edit.apply(
+                match prepared.apply(
                     crosscoder.as_ref(),
                     gather(&base_at_hook).view(),
                     gather(chat).view(),
@@ -334,4 +446,64 @@ fn check_lockstep(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crosscoder::throughput::uniform;
+    use crosscoder::{
+        BackendKind, CrosscoderCheckpoint, CrosscoderConfig, CrosscoderWeights, InputNormalizer,
+    };
+    use ndarray::{Array1, Array3};
+
+    const D: usize = 8;
+    const F: usize = 12;
+
+    fn crosscoder() -> Box<dyn Crosscoder> {
+        let weights = CrosscoderWeights {
+            w_enc: Array3::from_shape_vec((2, D, F), uniform(2 * D * F, 1, 0.3)).unwrap(),
+            b_enc: Array1::from_vec(uniform(F, 2, 0.05)),
+            w_dec: Array3::from_shape_vec((2, F, D), uniform(2 * D * F, 3, 1.0)).unwrap(),
+            b_dec: Array2::from_shape_vec((2, D), uniform(2 * D, 4, 0.5)).unwrap(),
+        };
+        CrosscoderCheckpoint::new(
+            CrosscoderConfig::relu(2, D, F),
+            weights,
+            InputNormalizer::ScalingFactors(vec![2.0, 0.5]),
+        )
+        .unwrap()
+        .build(BackendKind::Flex)
+        .unwrap()
+    }
+
+    #[test]
+    fn precomputed_directions_equal_the_dense_decode_for_every_edit() {
+        let cc = crosscoder();
+        let base = Array2::from_shape_vec((3, D), uniform(3 * D, 5, 2.0)).unwrap();
+        let chat = Array2::from_shape_vec((3, D), uniform(3 * D, 6, 2.0)).unwrap();
+        let edits = [
+            // Latent 2 named twice: the last value holds.
+            LatentEdit::Clamp(vec![(2, 0.5), (5, 0.0), (2, 1.5)]),
+            LatentEdit::Steer(vec![(7, -2.0), (1, 3.0)]),
+            LatentEdit::PatchIntoBase {
+                latents: Some(vec![4, 0, 4]),
+            },
+        ];
+        for edit in edits {
+            let prepared = edit.prepare(cc.as_ref()).unwrap();
+            assert!(prepared.directions.is_some());
+            let dense = PreparedEdit {
+                directions: None,
+                ..prepared.clone()
+            };
+            let fast = prepared
+                .apply(cc.as_ref(), base.view(), chat.view())
+                .unwrap();
+            let slow = dense.apply(cc.as_ref(), base.view(), chat.view()).unwrap();
+            let err = (&fast - &slow).iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(err < 1e-5, "{edit:?}: {err}");
+            assert!((&fast - &chat).iter().any(|v| v.abs() > 1e-3), "{edit:?}");
+        }
+    }
 }
