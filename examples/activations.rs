@@ -71,13 +71,13 @@ struct Args {
     #[arg(long)]
     stop_at_layer: Option<usize>,
     /// Benchmark mode: sequences per batch.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = stereo::cli::count)]
     batch: usize,
     /// Benchmark mode: tokens per sequence.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = stereo::cli::count)]
     seq_len: usize,
     /// Benchmark mode: timed repetitions (after one warm-up).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = stereo::cli::count)]
     iters: usize,
     /// Seed of the random weights and token ids.
     #[arg(long, default_value_t = 0)]

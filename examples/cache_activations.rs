@@ -62,22 +62,22 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Stop once the store holds this many tokens (a later run with a larger limit continues it).
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::count_u64)]
     max_tokens: Option<u64>,
     /// Tokens per shard (a shard holds whole documents, so slightly more).
-    #[arg(long, default_value_t = 32_768)]
+    #[arg(long, default_value_t = 32_768, value_parser = stereo::cli::count)]
     shard_tokens: usize,
     /// Documents are truncated to this many tokens, <bos> included.
-    #[arg(long, default_value_t = 1_024)]
+    #[arg(long, default_value_t = 1_024, value_parser = stereo::cli::count)]
     context_len: usize,
     /// Documents per forward batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = stereo::cli::count)]
     batch_size: usize,
     /// Hold one model in memory at a time: for each group of shards, load base, run, drop it, then chat.
     #[arg(long)]
     sequential: bool,
     /// With --sequential: shards per model swap (more = fewer loads, more memory for the base half).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = stereo::cli::count)]
     shards_per_group: usize,
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]

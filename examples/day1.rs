@@ -59,7 +59,7 @@ struct Args {
     no_crosscoder: bool,
     /// Per-model scaling factors of a ckkissane crosscoder, comma-separated (they multiply the
     /// activations before encoding).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = stereo::cli::positive)]
     scaling_factors: Option<Vec<f32>>,
     /// Layer of the `resid_post` hook [default: the crosscoder's layer; 13 without one].
     #[arg(long)]
@@ -89,29 +89,29 @@ struct Args {
     chat_template: bool,
     /// Share of each contrast's items used for discovery; the rest replicate the candidates. (With few
     /// discovery items no latent can reach FDR significance: n items give p >= 2^(1-n).)
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, value_parser = stereo::cli::split_fraction_f64)]
     discovery_ratio: f64,
     /// Seed of the split and of the permutation tests.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Candidates per contrast (verified and shown).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = stereo::cli::count)]
     top_k: usize,
     /// Keep shared and base-only latents as candidates too (by default only chat-only latents are
     /// verified: the question is what chat training added).
     #[arg(long)]
     all_classes: bool,
     /// False discovery rate (Benjamini-Hochberg) over the latents tested in a contrast.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = stereo::cli::probability_f64)]
     fdr: f64,
     /// Smallest AUROC (ACTIVATE vs SILENT) for a candidate to pass verification.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = stereo::cli::unit_interval_f64)]
     min_auroc: f64,
     /// Smallest balanced accuracy at the discovery threshold for a candidate to pass.
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, value_parser = stereo::cli::unit_interval_f64)]
     min_balanced_accuracy: f64,
     /// Prompts per forward batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = stereo::cli::count)]
     batch_size: usize,
     /// Hold one model in memory at a time (load base, run, drop; then chat) instead of both: for
     /// machines where the pair does not fit. Same results, each model loaded once per batch of runs.
@@ -127,7 +127,7 @@ struct Args {
     #[arg(long = "causal-target")]
     causal_targets: Vec<String>,
     /// New tokens per answer in the causal test.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = stereo::cli::count)]
     causal_max_new_tokens: usize,
     /// Results directory.
     #[arg(long, default_value = "results")]
@@ -157,9 +157,6 @@ fn main() -> Result<()> {
     }
     if args.scaling_factors.is_some() && args.no_crosscoder {
         bail!("--scaling-factors applies to a crosscoder, but --no-crosscoder was given");
-    }
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
     }
     let options = Day1Options {
         pooling: args.pooling,

@@ -35,13 +35,13 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Per-model scaling factors, comma-separated (ckkissane: they multiply the activations before encoding).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = stereo::cli::positive)]
     scaling_factors: Option<Vec<f32>>,
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
     /// Rows per encode call (bounds the memory of intermediate results).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = stereo::cli::count)]
     batch_size: usize,
     /// Hub revision (branch, tag or commit).
     #[arg(long)]

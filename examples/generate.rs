@@ -45,19 +45,19 @@ struct Args {
     #[arg(long)]
     chat_template: bool,
     /// The most new tokens per prompt.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = stereo::cli::count)]
     max_new_tokens: usize,
     /// Greedy decoding (the default unless a sampling flag is given).
     #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
     greedy: bool,
     /// Sample at this temperature.
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::positive)]
     temperature: Option<f32>,
     /// Sample from the smallest set of tokens whose probability reaches this.
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::probability)]
     top_p: Option<f32>,
     /// Sample from the k most likely tokens.
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::count)]
     top_k: Option<usize>,
     /// Seed of the sampling.
     #[arg(long, default_value_t = 0)]
@@ -74,7 +74,7 @@ struct Args {
     /// Benchmark decoding instead: random Gemma-2-2b weights (f32), a 128-token prompt and
     /// --max-new-tokens new tokens at each of these batch sizes; prints JSON lines with tokens/s, the
     /// weight bytes a step reads, this machine's read bandwidth and the share of its limit reached.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = stereo::cli::count)]
     bench_decode: Option<Vec<usize>>,
     /// Do not stream the first prompt's tokens to the terminal.
     #[arg(long)]
@@ -83,9 +83,6 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.max_new_tokens == 0 {
-        bail!("--max-new-tokens must be at least 1");
-    }
     if let Some(batches) = &args.bench_decode {
         return bench_decode(batches, args.max_new_tokens, args.backend);
     }

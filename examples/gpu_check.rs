@@ -38,7 +38,7 @@ struct Args {
     #[arg(long)]
     bench: bool,
     /// Timed repetitions of each measurement.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = stereo::cli::count)]
     repeats: usize,
     /// `gpu_reference.py`'s JSON (PyTorch on the same card), to put beside ours in the report.
     #[arg(long)]
@@ -65,10 +65,6 @@ fn default_fixtures() -> PathBuf {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.repeats == 0 {
-        eprintln!("--repeats must be at least 1");
-        std::process::exit(2);
-    }
     let tolerances = match args.tolerances.as_deref() {
         None => Tolerances::for_backend(args.backend),
         Some("f32") => Tolerances::F32,

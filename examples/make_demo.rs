@@ -25,7 +25,7 @@ struct Args {
     #[arg(long)]
     no_plant: bool,
     /// Number of corpus entries.
-    #[arg(long, default_value_t = CORPUS_ENTRIES)]
+    #[arg(long, default_value_t = CORPUS_ENTRIES, value_parser = stereo::cli::count)]
     corpus_entries: usize,
 }
 

@@ -50,7 +50,8 @@ struct Args {
         long,
         value_delimiter = ',',
         allow_negative_numbers = true,
-        group = "edit"
+        group = "edit",
+        value_parser = stereo::cli::finite
     )]
     clamp: Option<Vec<f32>>,
     /// Clamp to 0.
@@ -61,7 +62,8 @@ struct Args {
         long,
         value_delimiter = ',',
         allow_negative_numbers = true,
-        group = "edit"
+        group = "edit",
+        value_parser = stereo::cli::finite
     )]
     add: Option<Vec<f32>>,
     /// Feed the base stream plus the latent's chat-minus-base contribution to the chat model.
@@ -80,7 +82,7 @@ struct Args {
     #[arg(long)]
     auto_strength: bool,
     /// How much higher than the baseline's the answers' NLL may be to count as coherent (nats/token).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = stereo::cli::non_negative_f64)]
     coherence_margin: f64,
     /// A prompt; repeatable.
     #[arg(long = "prompt")]
@@ -98,7 +100,7 @@ struct Args {
     #[arg(long)]
     edit_bos: bool,
     /// New tokens per answer (greedy).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = stereo::cli::count)]
     max_new_tokens: usize,
     /// Send prompts raw instead of as a user turn of the chat template.
     #[arg(long)]
@@ -107,7 +109,7 @@ struct Args {
     #[arg(long)]
     hook: Option<String>,
     /// Prompts per generation batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = stereo::cli::count)]
     batch_size: usize,
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]

@@ -39,34 +39,34 @@ struct Args {
     #[arg(long)]
     store: PathBuf,
     /// Number of latents F.
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::count)]
     dict_size: usize,
     /// Objective: `l1` (ckkissane recipe) or `batch-topk` (dictionary_learning fork).
     #[arg(long, default_value = "batch-topk")]
     objective: String,
     /// BatchTopK: latents per row.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = stereo::cli::count)]
     k: usize,
     /// BatchTopK: start at this k and anneal linearly to --k over --k-annealing-steps.
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::count)]
     k_initial: Option<usize>,
     /// BatchTopK: steps of k annealing.
     #[arg(long, default_value_t = 0)]
     k_annealing_steps: usize,
     /// L1: sparsity coefficient (default: the preset's, 2.0 for the ckkissane recipe).
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::non_negative)]
     lambda: Option<f32>,
     /// L1: reconstruction term: squared-sum (ckkissane), mse or l2 (dictionary_learning).
     #[arg(long)]
     reconstruction: Option<String>,
     /// Training steps.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = stereo::cli::count)]
     steps: usize,
     /// Rows per batch (default: the preset's, 4096 for L1 and 2048 for BatchTopK).
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::count)]
     batch_size: Option<usize>,
     /// Learning rate (default: the preset's).
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::positive)]
     lr: Option<f32>,
     /// Backend: flex, ndarray or cuda.
     #[arg(long, default_value = "flex")]
@@ -75,7 +75,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Fraction of documents held out for validation.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = stereo::cli::fraction_f64)]
     validation_fraction: f64,
     /// Train on the activations as stored (no per-model scaling).
     #[arg(long)]
@@ -84,7 +84,7 @@ struct Args {
     #[arg(long)]
     resume: bool,
     /// Write the trainer checkpoint every this many steps.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = stereo::cli::count)]
     checkpoint_every: usize,
     /// Output directory.
     #[arg(long)]

@@ -17,6 +17,7 @@
 //! - [`demo`]: the embedded demo, a tiny base/chat Gemma-2 pair with planted, documented
 //!   differences (`fixtures/demo`), its tokenizer and corpus, so that results can be checked
 //!   against the truth.
+//! - [`cli`]: value parsers for the examples' numeric flags (bad values are refused before any work).
 //! - [`gpu_check`]: the one-shot device check (parity, the demo's conclusion, throughput) behind
 //!   `examples/gpu_check.rs` and `scripts/gpu-check`.
 
@@ -28,5 +29,6 @@ pub use model_pair;
 pub use persona_dataset as persona;
 pub use stereo_core as backend;
 
+pub mod cli;
 pub mod demo;
 pub mod gpu_check;

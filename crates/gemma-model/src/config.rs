@@ -63,7 +63,23 @@ pub struct Gemma2Config {
     pub pad_token_id: u32,
     /// Dtype the checkpoint is stored in, as the config says (`float32`, `bfloat16`), if it says.
     pub torch_dtype: Option<String>,
+    /// The longest sequence the model was trained for (RoPE positions); longer runs are refused.
+    /// HF's default, 8192, when the file does not say.
+    pub max_position_embeddings: usize,
 }
+
+/// Upper bounds on the sizes a `config.json` may state: far above any Gemma-2 (2b: 26 layers, 27b: 46
+/// layers, hidden 4608, vocab 256000), low enough that a lying file cannot make us allocate without
+/// bound before its weights are checked against it.
+const SIZE_LIMITS: [(&str, usize); 7] = [
+    ("vocab_size", 1 << 24),
+    ("hidden_size", 1 << 16),
+    ("intermediate_size", 1 << 20),
+    ("num_hidden_layers", 1 << 10),
+    ("num_attention_heads", 1 << 10),
+    ("head_dim", 1 << 12),
+    ("max_position_embeddings", 1 << 24),
+];
 
 fn default_rms_norm_eps() -> f64 {
     1e-6
@@ -92,6 +108,7 @@ impl Gemma2Config {
             eos_token_ids: vec![1],
             pad_token_id: 0,
             torch_dtype: Some("float32".into()),
+            max_position_embeddings: 8192,
         }
     }
 
@@ -160,8 +177,8 @@ struct ConfigReader {
 impl ConfigReader {
     fn read(&self) -> Result<Gemma2Config> {
         self.check_architecture()?;
-        let num_hidden_layers = self.usize("num_hidden_layers")?;
-        let num_attention_heads = self.usize("num_attention_heads")?;
+        let num_hidden_layers = self.size("num_hidden_layers")?;
+        let num_attention_heads = self.size("num_attention_heads")?;
         let num_key_value_heads = self.usize("num_key_value_heads")?;
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(self.invalid(
@@ -170,7 +187,7 @@ impl ConfigReader {
                 format!("must divide num_attention_heads = {num_attention_heads}"),
             ));
         }
-        let head_dim = self.usize("head_dim")?;
+        let head_dim = self.size("head_dim")?;
         if head_dim % 2 != 0 {
             return Err(self.invalid("head_dim", head_dim, "RoPE needs an even head_dim".into()));
         }
@@ -195,9 +212,9 @@ impl ConfigReader {
             ));
         }
         let config = Gemma2Config {
-            vocab_size: self.usize("vocab_size")?,
-            hidden_size: self.usize("hidden_size")?,
-            intermediate_size: self.usize("intermediate_size")?,
+            vocab_size: self.size("vocab_size")?,
+            hidden_size: self.size("hidden_size")?,
+            intermediate_size: self.size("intermediate_size")?,
             num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
@@ -225,19 +242,11 @@ impl ConfigReader {
                     .and_then(Value::as_str)
                     .map(str::to_string)
             }),
+            max_position_embeddings: match self.value.get("max_position_embeddings") {
+                None | Some(Value::Null) => 8192,
+                Some(_) => self.size("max_position_embeddings")?,
+            },
         };
-        for (field, v) in [
-            ("vocab_size", config.vocab_size),
-            ("hidden_size", config.hidden_size),
-            ("intermediate_size", config.intermediate_size),
-            ("num_hidden_layers", config.num_hidden_layers),
-            ("num_attention_heads", config.num_attention_heads),
-            ("head_dim", config.head_dim),
-        ] {
-            if v == 0 {
-                return Err(self.invalid(field, 0, "must be positive".into()));
-            }
-        }
         Ok(config)
     }
 
@@ -404,6 +413,18 @@ impl ConfigReader {
         }
     }
 
+    /// A size: an integer from 1 to the field's bound in [`SIZE_LIMITS`].
+    fn size(&self, field: &str) -> Result<usize> {
+        let limit = SIZE_LIMITS
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map_or(usize::MAX, |(_, limit)| *limit);
+        match self.usize(field)? {
+            n if (1..=limit).contains(&n) => Ok(n),
+            n => Err(self.invalid(field, n, format!("must be between 1 and {limit}"))),
+        }
+    }
+
     fn usize(&self, field: &str) -> Result<usize> {
         match self.value.get(field) {
             None | Some(Value::Null) => Err(self.missing(field)),
@@ -473,6 +494,51 @@ mod tests {
         assert_eq!(c, expected);
         assert_eq!(c.embedding_scale(), 48.0);
         assert_eq!(c.attention_scale(), 0.0625);
+    }
+
+    #[test]
+    fn sizes_beyond_their_bound_or_zero_are_refused_before_anything_is_allocated() {
+        for (field, bad) in [
+            ("num_hidden_layers", "1000000000000"),
+            ("vocab_size", "0"),
+            ("hidden_size", "100000000"),
+            ("head_dim", "8192"),
+            ("max_position_embeddings", "0"),
+        ] {
+            let text = if OLD_DIALECT.contains(&format!("\"{field}\"")) {
+                OLD_DIALECT.replace(
+                    &format!("\"{field}\": {}", original(field)),
+                    &format!("\"{field}\": {bad}"),
+                )
+            } else {
+                OLD_DIALECT.replacen('{', &format!("{{\"{field}\": {bad},"), 1)
+            };
+            assert_ne!(text, OLD_DIALECT);
+            let err = Gemma2Config::from_json_str(&text, "lying/config.json").unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains(field), "{field}: {message}");
+            assert!(message.contains("lying/config.json"), "{message}");
+            assert!(message.contains("must be between 1 and"), "{message}");
+        }
+    }
+
+    fn original(field: &str) -> &'static str {
+        match field {
+            "num_hidden_layers" => "26",
+            "vocab_size" => "256000",
+            "hidden_size" => "2304",
+            "head_dim" => "256",
+            _ => "",
+        }
+    }
+
+    #[test]
+    fn max_position_embeddings_is_read_or_defaults_to_hf() {
+        let c = Gemma2Config::from_json_str(OLD_DIALECT, "config.json").unwrap();
+        assert_eq!(c.max_position_embeddings, 8192);
+        let text = OLD_DIALECT.replacen('{', "{\"max_position_embeddings\": 512,", 1);
+        let c = Gemma2Config::from_json_str(&text, "config.json").unwrap();
+        assert_eq!(c.max_position_embeddings, 512);
     }
 
     #[test]

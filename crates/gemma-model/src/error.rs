@@ -141,6 +141,19 @@ pub enum GemmaError {
         /// What was loaded.
         loaded: String,
     },
+    /// A sequence is longer than the model's positions (`max_position_embeddings` in `config.json`).
+    #[error(
+        "{what} is {tokens} tokens long, more than the model's max_position_embeddings ({max}); \
+         shorten it or truncate it (for example --context-len {max})"
+    )]
+    SequenceTooLong {
+        /// What is too long: "the batch", "a decoding session (prompt + new tokens)".
+        what: String,
+        /// Its length in tokens.
+        tokens: usize,
+        /// The model's limit.
+        max: usize,
+    },
     /// The input tokens are unusable.
     #[error("invalid input: {reason}")]
     InvalidInput {

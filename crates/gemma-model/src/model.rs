@@ -638,6 +638,19 @@ impl<B: Backend> Gemma2<B> {
         })
     }
 
+    /// Refuses `tokens` positions beyond `max_position_embeddings`.
+    pub(crate) fn check_length(&self, what: &str, tokens: usize) -> Result<()> {
+        let max = self.config.max_position_embeddings;
+        if tokens > max {
+            return Err(GemmaError::SequenceTooLong {
+                what: what.into(),
+                tokens,
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// Soft-capped logits `[batch, pos, vocab]` of the final residual `h`.
     fn logits(&self, h: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
         let u = self
@@ -671,6 +684,7 @@ impl<B: Backend> Gemma2<B> {
     }
 
     fn check_request(&self, batch: &TokenBatch, request: &RunRequest) -> Result<()> {
+        self.check_length("the batch", batch.seq_len())?;
         let n_layers = self.config.num_hidden_layers;
         for hook in request
             .capture

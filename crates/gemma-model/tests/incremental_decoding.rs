@@ -243,3 +243,32 @@ fn teacher_forced_scores_equal_a_full_forward() {
         }
     }
 }
+
+#[test]
+fn sequences_longer_than_the_model_positions_are_refused_with_both_lengths() {
+    let loaded = load_dir(fixture("tiny-window"), &LoadOptions::default()).unwrap();
+    let model = loaded.model.as_ref();
+    let max = model.config().max_position_embeddings;
+    assert_eq!(max, 512, "the fixture's config.json");
+    let message = |e: gemma_model::GemmaError| {
+        assert!(
+            matches!(e, gemma_model::GemmaError::SequenceTooLong { .. }),
+            "{e}"
+        );
+        e.to_string()
+    };
+    let err = message(ModelStepper::new(model, 1, max + 1).err().unwrap());
+    assert!(err.contains("513 tokens") && err.contains("(512)"), "{err}");
+    let ids = vec![model.config().bos_token_id; max + 1];
+    let err = message(
+        model
+            .run(
+                &TokenBatch::single(ids).unwrap(),
+                &RunRequest::default().with_logits(),
+            )
+            .unwrap_err(),
+    );
+    assert!(err.contains("the batch is 513 tokens"), "{err}");
+    // At the limit it runs.
+    assert!(ModelStepper::new(model, 1, max).is_ok());
+}

@@ -94,6 +94,7 @@ impl<B: Backend> Gemma2<B> {
                 reason: "a decoding session needs at least one row".into(),
             });
         }
+        self.check_length("a decoding session (prompt + new tokens)", capacity)?;
         if n_layers > self.layers.len() {
             return Err(GemmaError::NotLoaded {
                 what: format!("layers 0..{n_layers} for decoding"),
@@ -157,6 +158,10 @@ impl<B: Backend> Gemma2<B> {
                     .into(),
             });
         }
+        self.check_length(
+            "the decoding session (cached + new tokens)",
+            cache.len + batch.seq_len(),
+        )?;
         if batch.batch_size() != cache.batch {
             return Err(GemmaError::InvalidInput {
                 reason: format!(
