@@ -222,6 +222,17 @@ fn plan_group(
                     })?;
             ids.truncate(options.context_len);
             template.truncate(options.context_len);
+            if let Some(max) = source.max_positions().filter(|max| ids.len() > *max) {
+                return Err(CacheError::InvalidInput {
+                    reason: format!(
+                        "document {doc} of {} is {} tokens long (context_len {}), more than the \
+                         models' max_position_embeddings ({max}); truncate it with --context-len {max}",
+                        corpus.source(),
+                        ids.len(),
+                        options.context_len
+                    ),
+                });
+            }
             shard
                 .tokens
                 .extend(token_meta(doc, &ids, &template, tokenizer.bos_id()));

@@ -552,3 +552,43 @@ fn step_batches_depend_only_on_the_step_and_cover_each_epoch_once() {
     let err = activation_cache::StepBatches::new(&store, too_big).unwrap_err();
     assert!(err.to_string().contains("batch_size"), "{err}");
 }
+
+#[test]
+fn a_document_longer_than_the_models_positions_is_refused_before_it_runs() {
+    let long = vec!["sky"; 600].join(" ");
+    let corpus = activation_cache::Corpus::from_documents(
+        "long-corpus",
+        vec![
+            model_pair::PromptInput::Text("a short one".into()),
+            model_pair::PromptInput::Text(long),
+        ],
+    );
+    let source = runner();
+    assert_eq!(
+        source.max_positions(),
+        Some(512),
+        "the fixture's config.json"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        context_len: 1024,
+        ..CacheOptions::default()
+    };
+    let err = cache_corpus(&source, &corpus, dir.path(), &options, go_on)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("document 1 of long-corpus")
+            && err.contains("(512)")
+            && err.contains("--context-len 512"),
+        "{err}"
+    );
+    // Truncated, as the message says, it is cached.
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        context_len: 512,
+        ..CacheOptions::default()
+    };
+    let summary = cache_corpus(&source, &corpus, dir.path(), &options, go_on).unwrap();
+    assert!(summary.corpus_done);
+}

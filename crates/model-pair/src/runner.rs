@@ -116,6 +116,13 @@ impl PairedSource for StereoRunner {
         self.models[BASE].backend()
     }
 
+    fn max_positions(&self) -> Option<usize> {
+        self.models
+            .iter()
+            .map(|m| m.config().max_position_embeddings)
+            .min()
+    }
+
     fn models(&self) -> [ModelInfo; 2] {
         [BASE, CHAT].map(|m| ModelInfo {
             name: self.models[m].name().to_string(),

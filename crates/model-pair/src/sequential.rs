@@ -36,6 +36,8 @@ pub struct SequentialPair {
     d_model: usize,
     backend: BackendKind,
     batch_size: usize,
+    /// The smaller `max_position_embeddings` of the two configs, when they were read up front.
+    max_positions: Option<usize>,
 }
 
 impl std::fmt::Debug for SequentialPair {
@@ -81,6 +83,7 @@ impl SequentialPair {
             d_model,
             backend,
             batch_size: 8,
+            max_positions: None,
         })
     }
 
@@ -114,14 +117,16 @@ impl SequentialPair {
             Box::new(move || Ok(load_model(&source, &options)?.model))
         };
         let [base_source, chat_source] = sources.clone();
-        Self::new(
+        let mut pair = Self::new(
             [base_info, chat_info],
             [factory(base_source), factory(chat_source)],
             [base_tok, chat_tok],
             hook,
             b.hidden_size,
             options.backend,
-        )
+        )?;
+        pair.max_positions = Some(b.max_position_embeddings.min(c.max_position_embeddings));
+        Ok(pair)
     }
 
     /// Prompts per forward batch (default 8).
@@ -174,6 +179,10 @@ impl PairedSource for SequentialPair {
 
     fn backend(&self) -> BackendKind {
         self.backend
+    }
+
+    fn max_positions(&self) -> Option<usize> {
+        self.max_positions
     }
 
     fn models(&self) -> [ModelInfo; 2] {

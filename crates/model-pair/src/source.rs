@@ -45,6 +45,11 @@ pub trait PairedSource {
     fn models(&self) -> [ModelInfo; 2];
     /// The backend the models run on.
     fn backend(&self) -> BackendKind;
+    /// The longest sequence both models accept (the smaller `max_position_embeddings`), when it is
+    /// known before they run; longer sequences are refused by the models themselves.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
     /// Runs `sequences` (token ids, each starting with `<bos>`) through both models and returns
     /// `[sum of lengths, 2, d_model]`: the rows of sequence 0, then of sequence 1, ...; row `[i, m]`
     /// is model `m`'s activation at the hook. `progress` is called after every forward batch.
