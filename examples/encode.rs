@@ -56,9 +56,6 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.batch_size == 0 {
-        bail!("--batch-size must be positive");
-    }
 
     let t = Instant::now();
     let mut loader = CrosscoderLoader::new(&args.crosscoder).backend(args.backend);

@@ -37,8 +37,8 @@
 //! Training lives in the `crosscoder-train` crate; [`tensors`] gives it (and any crate adding a format)
 //! the checkpoint tensor I/O.
 //!
-//! Latent scaling (Minder et al., a later issue) needs nothing more than this trait: per-latent decoder
-//! vectors ([`Crosscoder::decoder_vectors`]), raw latents and reconstructions ([`Crosscoder::forward`]).
+//! - [`latent_scaling`]: Latent Scaling (Minder et al.), the streaming closed-form fit that tells robust
+//!   chat-only latents from sparsity artifacts ([`LatentScaling`], [`RobustThresholds`]).
 //!
 //! Activations that do not match the crosscoder (`n_models` or `d`) are a typed error
 //! ([`CrosscoderError::ActivationShape`]) before any compute.
@@ -99,6 +99,7 @@ pub mod encode_file;
 mod error;
 pub mod formats;
 mod hub;
+pub mod latent_scaling;
 mod latents;
 mod loader;
 pub mod metrics;
@@ -119,6 +120,9 @@ pub use config::{
 pub use error::{CrosscoderError, Result};
 pub use formats::CheckpointFormat;
 pub use hub::{is_hub_id, split_hub_id};
+pub use latent_scaling::{
+    LatentScaling, LatentScalingResult, LatentScalingState, RobustThresholds,
+};
 pub use latents::SparseLatents;
 pub use loader::{load, CrosscoderLoader};
 pub use metrics::{
