@@ -129,6 +129,10 @@ struct Args {
     /// New tokens per answer in the causal test.
     #[arg(long, default_value_t = 16, value_parser = stereo::cli::count)]
     causal_max_new_tokens: usize,
+    /// Skip Latent Scaling (by default it runs over every token of the discovery prompts and tags each
+    /// latent robust chat-only or not: nu_error < 0.2, nu_reconstruction < 0.5, relative norm >= 0.9).
+    #[arg(long)]
+    no_latent_scaling: bool,
     /// Results directory.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -179,6 +183,7 @@ fn main() -> Result<()> {
         },
         contrasts: args.contrasts.clone(),
         progress: !args.quiet,
+        latent_scaling: !args.no_latent_scaling,
         ..Day1Options::default()
     };
     validate_options(&options)?;

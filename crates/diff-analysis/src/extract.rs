@@ -1,7 +1,9 @@
 //! From prompts to pooled feature vectors: stereo run (both models), then the crosscoder (or the
 //! residual stream itself), then pooling per prompt.
 
-use crosscoder::Crosscoder;
+use std::sync::Mutex;
+
+use crosscoder::{Crosscoder, LatentScaling};
 use gemma_model::ChatMessage;
 use indicatif::ProgressBar;
 use model_pair::{PairedActivations, PairedSource, PromptInput, TokenMeta, TokenizationMode};
@@ -130,6 +132,8 @@ pub(crate) struct ExtractSpec<'a> {
     pub pooling: Pooling,
     pub columns: Option<&'a [usize]>,
     pub encode_rows: usize,
+    /// Every token row of a crosscoder extraction over all latents is added to this pass.
+    pub latent_scaling: Option<&'a Mutex<LatentScaling>>,
 }
 
 /// Runs `prompts` through both models, encodes and pools them. `texts` name the prompts in errors.
@@ -161,7 +165,17 @@ pub(crate) fn extract(
             q += 1;
         }
         let rows = ranges[p].start..ranges[q - 1].end;
-        let feats = space.features(paired.activations.slice(s![rows.clone(), .., ..]))?;
+        let acts = paired.activations.slice(s![rows.clone(), .., ..]);
+        let feats = space.features(acts)?;
+        if let (FeatureSpace::Crosscoder(cc), Some(scaling), None) =
+            (space, spec.latent_scaling, spec.columns)
+        {
+            let reconstruction = cc.decode(feats.view())?;
+            scaling
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .add_forward(acts, feats.view(), reconstruction.view())?;
+        }
         let feats = match spec.columns {
             Some(cols) => feats.select(Axis(1), cols),
             None => feats,

@@ -227,6 +227,25 @@ pub struct DecoderInfo {
     pub norm_base: f32,
     /// `||W_dec[chat, j]||`.
     pub norm_chat: f32,
+    /// Latent Scaling's verdict, when it ran (day1 runs it over the tokens of its discovery prompts).
+    #[serde(default)]
+    pub latent_scaling: Option<ScalingInfo>,
+}
+
+/// Latent Scaling's verdict on a latent (Minder et al. 2025; `crosscoder::latent_scaling`): the ratios
+/// `nu = beta_base / beta_chat` of the error and reconstruction targets, and whether the latent is
+/// robustly chat-only (relative norm, `nu_error` and `nu_reconstruction` within
+/// [`RobustThresholds`](crosscoder::RobustThresholds)). NaN where the latent never fired.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScalingInfo {
+    /// `beta_error[base] / beta_error[chat]`: high means the base model carries the direction too
+    /// (complete shrinkage).
+    pub nu_error: f32,
+    /// `beta_reconstruction[base] / beta_reconstruction[chat]`: high means another latent
+    /// reconstructs it in the base model (latent decoupling).
+    pub nu_reconstruction: f32,
+    /// Relative norm, `nu_error` and `nu_reconstruction` all within the thresholds.
+    pub robust_chat_only: bool,
 }
 
 impl DecoderInfo {
@@ -238,6 +257,7 @@ impl DecoderInfo {
             cosine_similarity: analysis.cosine_similarity[j],
             norm_base: analysis.norms[[analysis.base, j]],
             norm_chat: analysis.norms[[analysis.chat, j]],
+            latent_scaling: None,
         }
     }
 }

@@ -81,7 +81,7 @@ pub use error::{AnalysisError, Result};
 pub use extract::{prompt_input, FeatureSpace};
 pub use hunt::{
     hunt, notebook_ranking, replicate, ContrastHunt, ContrastName, DecoderInfo, FeatureKind,
-    HuntOptions, LatentStats, NotebookEntry, PairedFeatures, Replication,
+    HuntOptions, LatentStats, NotebookEntry, PairedFeatures, Replication, ScalingInfo,
 };
 pub use options::Day1Options;
 pub use output::summary::{Day1Summary, SUMMARY_FILE};

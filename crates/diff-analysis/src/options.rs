@@ -1,6 +1,6 @@
 //! The options of a [`Day1`](crate::Day1) run (a leaf: the plan, the run and the results read them).
 
-use crosscoder::{RelativeNormThresholds, CHAT};
+use crosscoder::{RelativeNormThresholds, RobustThresholds, CHAT};
 use model_pair::TokenizationMode;
 use serde::Serialize;
 
@@ -24,6 +24,8 @@ use crate::verify::VerificationCriteria;
 /// | `residual_model` | 1 (chat), used without a crosscoder |
 /// | `encode_rows` | 256 rows per crosscoder call |
 /// | `progress` | true (a progress bar on stderr) |
+/// | `latent_scaling` | true: Latent Scaling over the discovery prompts' tokens (crosscoder only) |
+/// | `robust` | [`RobustThresholds::default`]: relative norm >= 0.9, `nu_error` < 0.2, `nu_reconstruction` < 0.5 |
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Day1Options {
     /// How a prompt's tokens are pooled.
@@ -50,6 +52,11 @@ pub struct Day1Options {
     pub encode_rows: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Run Latent Scaling (crosscoder only) over every token of the discovery prompts, and tag each
+    /// latent robust chat-only or not.
+    pub latent_scaling: bool,
+    /// The robust chat-only thresholds of Latent Scaling.
+    pub robust: RobustThresholds,
 }
 
 impl Default for Day1Options {
@@ -67,6 +74,8 @@ impl Default for Day1Options {
             residual_model: CHAT,
             encode_rows: 256,
             progress: true,
+            latent_scaling: true,
+            robust: RobustThresholds::default(),
         }
     }
 }

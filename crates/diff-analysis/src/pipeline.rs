@@ -3,9 +3,12 @@
 //! every backend and in either memory mode.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
-use crosscoder::{Crosscoder, DecoderAnalysis, BASE, CHAT};
+use crosscoder::{
+    Crosscoder, DecoderAnalysis, LatentScaling, LatentScalingResult, RobustThresholds, BASE, CHAT,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use model_pair::PairedSource;
 use ndarray::{s, Axis};
@@ -13,7 +16,7 @@ use persona_dataset::{Expectation, PersonaDataset};
 
 use crate::error::Result;
 use crate::extract::{extract, prompt_input, ExtractSpec, Extracted, FeatureSpace};
-use crate::hunt::{hunt, ContrastHunt, PairedFeatures, Replication};
+use crate::hunt::{hunt, ContrastHunt, PairedFeatures, Replication, ScalingInfo};
 use crate::options::Day1Options;
 use crate::plan::{check_crosscoder, plan, ContrastPlan, Plan};
 use crate::pooling::Pooling;
@@ -132,6 +135,11 @@ impl<'a> Day1<'a> {
             .crosscoder
             .map(|cc| DecoderAnalysis::new(cc, BASE, CHAT, options.thresholds))
             .transpose()?;
+        let scaling = self
+            .crosscoder
+            .filter(|_| options.latent_scaling)
+            .map(|cc| LatentScaling::new(cc, None).map(Mutex::new))
+            .transpose()?;
         let run = PhaseContext {
             space,
             spec: ExtractSpec {
@@ -139,11 +147,19 @@ impl<'a> Day1<'a> {
                 pooling: options.pooling,
                 columns: None,
                 encode_rows: options.encode_rows,
+                latent_scaling: scaling.as_ref(),
             },
             bar: self.progress_bar(plan.n_runs() as u64),
         };
         let mut timings = Timings::default();
-        let discovery = self.discover(&plan, &run, decoder.as_ref(), &mut timings)?;
+        let mut discovery = self.discover(&plan, &run, decoder.as_ref(), &mut timings)?;
+        if let (Some(scaling), Some(decoder)) = (&scaling, &decoder) {
+            let result = scaling
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .result();
+            tag_latent_scaling(&mut discovery.hunts, &result, decoder, &options.robust);
+        }
 
         let verification_start = Instant::now();
         let probes = plan.probes();
@@ -409,4 +425,35 @@ fn tokenized_prompts(
             }
         })
         .collect()
+}
+
+/// Writes Latent Scaling's verdict into every latent's decoder facts.
+fn tag_latent_scaling(
+    hunts: &mut [ContrastHunt],
+    result: &LatentScalingResult,
+    decoder: &DecoderAnalysis,
+    thresholds: &RobustThresholds,
+) {
+    let mut column = vec![None; decoder.relative_norms.len()];
+    for (i, &j) in result.latents.iter().enumerate() {
+        column[j] = Some(i);
+    }
+    for contrast_hunt in hunts {
+        for stats in &mut contrast_hunt.stats {
+            let j = stats.feature;
+            if let (Some(info), Some(&Some(i))) = (stats.decoder.as_mut(), column.get(j)) {
+                let (nu_error, nu_reconstruction) =
+                    (result.nu_error[i], result.nu_reconstruction[i]);
+                info.latent_scaling = Some(ScalingInfo {
+                    nu_error,
+                    nu_reconstruction,
+                    robust_chat_only: thresholds.is_robust(
+                        decoder.relative_norms[j],
+                        nu_error,
+                        nu_reconstruction,
+                    ),
+                });
+            }
+        }
+    }
 }

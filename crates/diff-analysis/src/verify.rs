@@ -376,23 +376,28 @@ fn no_candidate(
     }
 }
 
-/// The best verified candidate of a probe: passed first, then chat-only (by its decoder), then AUROC, then
-/// balanced accuracy, then the lowest index.
+/// The best verified candidate of a probe: passed first, then robust chat-only (by Latent Scaling), then
+/// chat-only (by its decoder), then AUROC, then balanced accuracy, then the lowest index.
 fn best_candidate<'a>(
     verified: &[&'a CandidateVerification],
     hunts: &[ContrastHunt],
 ) -> &'a CandidateVerification {
-    let chat_only = |v: &CandidateVerification| {
+    let decoder = |v: &CandidateVerification| {
         hunts
             .iter()
             .filter(|h| h.contrast.category == v.contrast)
             .filter_map(|h| h.stats_of(v.feature)?.decoder)
-            .any(|d| d.class == LatentClass::ChatOnly)
+            .next()
     };
     let score = |v: &CandidateVerification| {
+        let d = decoder(v);
         (
             v.passed,
-            chat_only(v),
+            (
+                d.and_then(|d| d.latent_scaling)
+                    .is_some_and(|l| l.robust_chat_only),
+                d.is_some_and(|d| d.class == LatentClass::ChatOnly),
+            ),
             v.auroc.unwrap_or(f64::NEG_INFINITY),
             v.balanced_accuracy.unwrap_or(f64::NEG_INFINITY),
         )
@@ -427,6 +432,32 @@ fn example(best: &CandidateVerification, expected: Expectation) -> Option<(Strin
         .map(|p| (shorten(&p.prompt, 200), p.activation))
 }
 
+/// What Latent Scaling says of a chat-only candidate, as a sentence to append (empty where it did not run
+/// or the latent is not chat-only by its decoder).
+fn scaling_clause(hunts: &[ContrastHunt], best: &CandidateVerification) -> String {
+    let decoder = hunts
+        .iter()
+        .filter(|h| h.contrast.category == best.contrast)
+        .find_map(|h| h.stats_of(best.feature)?.decoder);
+    let Some((d, l)) = decoder.and_then(|d| Some((d, d.latent_scaling?))) else {
+        return String::new();
+    };
+    if l.robust_chat_only {
+        format!(
+            " Latent Scaling confirms it is chat-only (nu_error {:.2}, nu_reconstruction {:.2}).",
+            l.nu_error, l.nu_reconstruction
+        )
+    } else if d.class == LatentClass::ChatOnly {
+        format!(
+            " It is chat-only by its decoder norm, but Latent Scaling does not confirm it (nu_error {:.2}, \
+             nu_reconstruction {:.2}): the base model may carry it too.",
+            l.nu_error, l.nu_reconstruction
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// The discovery numbers of the best candidate, with its decoder class, in one line.
 fn discovery_details(hunts: &[ContrastHunt], best: &CandidateVerification) -> String {
     let hunt = hunts.iter().find(|h| h.contrast.category == best.contrast);
@@ -438,8 +469,20 @@ fn discovery_details(hunts: &[ContrastHunt], best: &CandidateVerification) -> St
                 } else {
                     "n/a: one decoder vector is zero".into()
                 };
+                let scaling = d.latent_scaling.map_or(String::new(), |l| {
+                    format!(
+                        "; Latent Scaling: nu_error {:.2}, nu_reconstruction {:.2}, {}",
+                        l.nu_error,
+                        l.nu_reconstruction,
+                        if l.robust_chat_only {
+                            "robust chat-only"
+                        } else {
+                            "not robust chat-only"
+                        }
+                    )
+                });
                 format!(
-                    "; decoder: {} (relative norm {:.2}, cosine {cosine})",
+                    "; decoder: {} (relative norm {:.2}, cosine {cosine}){scaling}",
                     serde_json::to_value(d.class)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
@@ -492,10 +535,11 @@ fn verified_probe(
         (
             ConclusionStatus::Found,
             format!(
-                "{noun} #{}{suffix} activates when I say '{a_text}' (a = {}) but not when I say '{s_text}' (a = {}).",
+                "{noun} #{}{suffix} activates when I say '{a_text}' (a = {}) but not when I say '{s_text}' (a = {}).{}",
                 best.feature,
                 fmt_a(a_val),
-                fmt_a(s_val)
+                fmt_a(s_val),
+                scaling_clause(hunts, best),
             ),
         )
     } else {

@@ -258,7 +258,7 @@ fn contrast_section(
         );
     } else {
         out.push_str(
-            "<table><tr><th>rank</th><th>feature</th><th>decoder</th><th>rel. norm</th><th>cos</th><th>mean diff</th><th>sd</th>\
+            "<table><tr><th>rank</th><th>feature</th><th>decoder</th><th>rel. norm</th><th>cos</th><th>ν_ε</th><th>ν_r</th><th>robust</th><th>mean diff</th><th>sd</th>\
              <th>d_z</th><th>sign frac.</th><th>mean pos.</th><th>mean neg.</th><th>p</th><th>q</th><th>held-out d_z</th>\
              <th>held-out p</th><th>AUROC</th><th>bal. acc.</th><th>verified</th></tr>",
         );
@@ -266,13 +266,16 @@ fn contrast_section(
             let v = f.verification.as_ref();
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>#{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td>\
+                "<tr><td>{}</td><td>#{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 f.rank,
                 f.feature_idx,
                 f.decoder_class.map_or("–", class_name),
                 opt(f.relative_norm.map(f64::from), 2),
                 opt(f.cosine_similarity.map(f64::from), 2),
+                opt(f.nu_error.map(f64::from), 2),
+                opt(f.nu_reconstruction.map(f64::from), 2),
+                f.robust_chat_only.map_or("–", |r| if r { "yes" } else { "no" }),
                 fmt(f.mean_score, 3),
                 opt(f.std_score, 3),
                 opt(f.effect_size, 2),

@@ -14,7 +14,7 @@ use model_pair::TokenizationMode;
 use serde::Serialize;
 
 use crate::error::{AnalysisError, Result};
-use crate::hunt::{ContrastHunt, FeatureKind, LatentStats, NotebookEntry};
+use crate::hunt::{ContrastHunt, FeatureKind, LatentStats, NotebookEntry, ScalingInfo};
 use crate::results::{CrosscoderInfo, Day1Results, Timings};
 use crate::stats::PermutationOptions;
 use crate::verify::{CandidateVerification, Conclusion, VerificationCriteria};
@@ -114,6 +114,12 @@ pub struct FeatureSummary {
     pub relative_norm: Option<f32>,
     /// Cosine of the base and chat decoder vectors (crosscoder only).
     pub cosine_similarity: Option<f32>,
+    /// Latent Scaling's `nu_error` (null where it did not run or the latent never fired).
+    pub nu_error: Option<f32>,
+    /// Latent Scaling's `nu_reconstruction`.
+    pub nu_reconstruction: Option<f32>,
+    /// Robust chat-only by Latent Scaling (null where it did not run).
+    pub robust_chat_only: Option<bool>,
     /// Held-out replication (candidates only).
     pub held_out: Option<HeldOutSummary>,
     /// Verification (candidates only).
@@ -139,6 +145,9 @@ impl FeatureSummary {
             decoder_class: s.decoder.map(|d| d.class),
             relative_norm: s.decoder.and_then(|d| finite32(d.relative_norm)),
             cosine_similarity: s.decoder.and_then(|d| finite32(d.cosine_similarity)),
+            nu_error: scaling(s).and_then(|l| finite32(l.nu_error)),
+            nu_reconstruction: scaling(s).and_then(|l| finite32(l.nu_reconstruction)),
+            robust_chat_only: scaling(s).map(|l| l.robust_chat_only),
             held_out: None,
             verification: None,
         }
@@ -475,11 +484,17 @@ fn num(x: f64) -> String {
     }
 }
 
+/// Latent Scaling's verdict on a tested feature, when it ran.
+fn scaling(s: &LatentStats) -> Option<ScalingInfo> {
+    s.decoder.and_then(|d| d.latent_scaling)
+}
+
 /// `latent_stats.csv`: one row per tested feature per contrast.
 pub fn stats_csv(r: &Day1Results) -> String {
     let mut out = String::from(
         "contrast,feature,n_items,mean,sd,effect_size,sign_fraction,mean_positive,mean_negative,p_value,q_value,\
-         significant,exact_p,resamples,decoder_class,relative_norm,cosine_similarity\n",
+         significant,exact_p,resamples,decoder_class,relative_norm,cosine_similarity,nu_error,nu_reconstruction,\
+         robust_chat_only\n",
     );
     for h in &r.hunts {
         for s in &h.stats {
@@ -494,7 +509,7 @@ pub fn stats_csv(r: &Day1Results) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&h.contrast.category),
                 s.feature,
                 s.summary.n,
@@ -514,6 +529,9 @@ pub fn stats_csv(r: &Day1Results) -> String {
                     .map_or(String::new(), |d| num(f64::from(d.relative_norm))),
                 s.decoder
                     .map_or(String::new(), |d| num(f64::from(d.cosine_similarity))),
+                scaling(s).map_or(String::new(), |l| num(f64::from(l.nu_error))),
+                scaling(s).map_or(String::new(), |l| num(f64::from(l.nu_reconstruction))),
+                scaling(s).map_or(String::new(), |l| l.robust_chat_only.to_string()),
             );
         }
     }
