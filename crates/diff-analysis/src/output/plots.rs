@@ -8,6 +8,7 @@
 //! | `consistency.png` | per contrast, mean vs sd of the strongest tested features, coloured by sign fraction, significant ones ringed |
 //! | `verification_<probe>.png` | the probe's headline feature on every verification prompt, bars coloured by expectation, threshold dashed |
 //! | `relative_norm_histogram.png` | relative decoder norms of all latents (log counts), candidates marked (crosscoder only) |
+//! | `latent_scaling.png` | Latent Scaling: `nu_error` against `nu_reconstruction` of every latent that fired, by decoder class, the robust box dashed, the concluded latents ringed (crosscoder with Latent Scaling only) |
 
 use std::path::{Path, PathBuf};
 
@@ -475,7 +476,117 @@ pub fn draw_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         draw_histogram(r, &rel, &path)?;
         out.push(path);
     }
+    if !scaling_points(r).is_empty() {
+        let path = dir.join("latent_scaling.png");
+        draw_png(&path, || draw_latent_scaling(r, &path))?;
+        out.push(path);
+    }
     Ok(out)
+}
+
+/// `(latent, class, nu_reconstruction, nu_error)` of every latent Latent Scaling tagged with finite
+/// ratios (once each).
+fn scaling_points(r: &Day1Results) -> Vec<(usize, crosscoder::LatentClass, f64, f64)> {
+    let Some(h) = r.hunts.first() else {
+        return Vec::new();
+    };
+    h.stats
+        .iter()
+        .filter_map(|s| {
+            let d = s.decoder?;
+            let l = d.latent_scaling?;
+            let (x, y) = (f64::from(l.nu_reconstruction), f64::from(l.nu_error));
+            (x.is_finite() && y.is_finite()).then_some((s.feature, d.class, x, y))
+        })
+        .collect()
+}
+
+/// Latent Scaling's plane: `nu_error` (y) against `nu_reconstruction` (x), clipped to [-1, 2], the robust
+/// box (`nu_error` < its threshold, `nu_reconstruction` < its threshold) dashed, the concluded latents
+/// ringed and named.
+fn draw_latent_scaling(r: &Day1Results, path: &Path) -> Drawn {
+    use crosscoder::LatentClass;
+    let points = scaling_points(r);
+    let clip = |v: f64| v.clamp(-1.0, 2.0);
+    let root = BitMapBackend::new(path, (720, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Latent Scaling: is a chat-only latent really absent from the base model?",
+            (FAMILY, 16),
+        )
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(-1.05..2.05, -1.05..2.05)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .x_desc("nu_reconstruction = beta_r(base) / beta_r(chat)   (clipped to [-1, 2])")
+        .y_desc("nu_error = beta_eps(base) / beta_eps(chat)")
+        .label_style((FAMILY, 12))
+        .axis_desc_style((FAMILY, 13))
+        .draw()
+        .map_err(err)?;
+    let thresholds = r.options.robust;
+    let (bx, by) = (
+        f64::from(thresholds.max_nu_reconstruction),
+        f64::from(thresholds.max_nu_error),
+    );
+    chart
+        .draw_series(DashedLineSeries::new(
+            vec![(-1.05, by), (bx, by), (bx, -1.05)],
+            6,
+            4,
+            BLACK.into(),
+        ))
+        .map_err(err)?
+        .label(format!(
+            "robust chat-only: nu_error < {by:.2}, nu_reconstruction < {bx:.2} (and relative norm >= {:.2})",
+            thresholds.min_relative_norm
+        ))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+    for (class, colour, name) in [
+        (LatentClass::Shared, NEUTRAL, "shared"),
+        (LatentClass::BaseOnly, PALETTE[0], "base-only"),
+        (LatentClass::ChatOnly, PALETTE[1], "chat-only"),
+    ] {
+        let of_class: Vec<_> = points.iter().filter(|p| p.1 == class).collect();
+        chart
+            .draw_series(
+                of_class
+                    .iter()
+                    .map(|p| Circle::new((clip(p.2), clip(p.3)), 4, colour.mix(0.8).filled())),
+            )
+            .map_err(err)?
+            .label(format!("{name} by decoder norm ({})", of_class.len()))
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
+    }
+    for pc in &r.conclusion.per_probe {
+        let Some(p) = pc.feature.and_then(|f| points.iter().find(|p| p.0 == f)) else {
+            continue;
+        };
+        let at = (clip(p.2), clip(p.3));
+        chart
+            .draw_series([Circle::new(at, 8, BLACK.stroke_width(2))])
+            .map_err(err)?;
+        chart
+            .draw_series([Text::new(format!("#{} ({})", p.0, pc.probe), at, style(12))])
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font((FAMILY, 11))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
 }
 
 #[cfg(test)]
