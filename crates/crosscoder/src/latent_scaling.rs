@@ -18,9 +18,9 @@
 //! decoder was shrunk to zero although the base model has the direction), high `nu_reconstruction` latent
 //! decoupling (another latent reconstructs it in the base model).
 //!
-//! Everything is in the models' raw units: the decoder directions are `decode(e_j) - decode(0)`, so a
-//! crosscoder that normalises its inputs (scaling factors, dictionary_learning's normaliser) is handled
-//! exactly, and `f` are the raw latents of [`Crosscoder::encode`] (what multiplies the decoder rows).
+//! Everything is in the models' raw units: the decoder directions are `decode(e_j) - decode(0)` (the
+//! decoder rows divided by the normaliser's per-model divisor), so a crosscoder that normalises its inputs
+//! (scaling factors, dictionary_learning's normaliser) is handled exactly, and `f` are the raw latents of [`Crosscoder::encode`] (what multiplies the decoder rows).
 //!
 //! The pass is streaming and exact: per row only the latents that fire contribute, and the error target
 //! needs no per-latent copy of the data, since `d . sum_n f_j (h_n - r_n + f_j d_j^m) = d . sum_n f_j h_n -
@@ -37,9 +37,6 @@ use stereo_core::safetensors_file::{self, Metadata, OwnedTensor};
 use crate::error::{CrosscoderError, Result};
 use crate::traits::Crosscoder;
 use crate::{BASE, CHAT};
-
-/// Latents whose raw directions are decoded per call (`[chunk, F]` one-hot rows).
-const DIRECTION_CHUNK: usize = 256;
 
 /// The paper's thresholds for a robust chat-only latent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -443,29 +440,19 @@ fn dot(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>) -> f64 {
 }
 
 /// `decode(e_j) - decode(0)` for each latent, `[L, n_models, d]`: the decoder rows in the models' raw
-/// units, whatever affine normalisation the crosscoder applies.
+/// units. Decoding is affine, `x = (f W_dec + b_dec) / divisor_m + shift_m` for every normaliser, so this is
+/// `W_dec[m, j] / divisor_m` (read once, not decoded: one-hot decodes would cost `O(F^2 d)`).
 fn raw_directions(crosscoder: &dyn Crosscoder, latents: &[usize]) -> Result<Array3<f32>> {
-    let (f_dim, n, d) = (
-        crosscoder.dict_size(),
-        crosscoder.n_models(),
-        crosscoder.d_model(),
-    );
-    let zero = crosscoder.decode(Array2::zeros((1, f_dim)).view())?;
-    let mut out = Array3::zeros((latents.len(), n, d));
-    for (c, chunk) in latents.chunks(DIRECTION_CHUNK).enumerate() {
-        let mut one_hot = Array2::zeros((chunk.len(), f_dim));
-        for (row, &j) in chunk.iter().enumerate() {
-            one_hot[[row, j]] = 1.0;
+    let (n, d) = (crosscoder.n_models(), crosscoder.d_model());
+    let mut directions = crosscoder.decoder_vectors(latents)?;
+    if let Some((_, _, divisor)) = crosscoder.normalizer().affine(n, d) {
+        for (m, divisor) in divisor.iter().enumerate() {
+            directions
+                .index_axis_mut(Axis(1), m)
+                .mapv_inplace(|v| v / divisor);
         }
-        let decoded = crosscoder.decode(one_hot.view())? - &zero;
-        out.slice_mut(ndarray::s![
-            c * DIRECTION_CHUNK..c * DIRECTION_CHUNK + chunk.len(),
-            ..,
-            ..
-        ])
-        .assign(&decoded);
     }
-    Ok(out)
+    Ok(directions)
 }
 
 #[cfg(test)]
