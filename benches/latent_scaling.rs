@@ -31,9 +31,9 @@ fn crosscoder() -> Box<dyn Crosscoder> {
         .expect("encode")
         .into_iter()
         .collect();
-    let keep = 64 * K;
-    scaled.select_nth_unstable_by(scaled.len() - keep, f32::total_cmp);
-    let threshold = scaled[scaled.len() - keep];
+    let cut = scaled.len() - 64 * K;
+    scaled.select_nth_unstable_by(cut, f32::total_cmp);
+    let threshold = scaled[cut];
     let (mut config, weights, normalizer) = relu.into_parts();
     config.activation = Activation::BatchTopK { k: K, threshold };
     CrosscoderCheckpoint::new(config, weights, normalizer)
