@@ -2,6 +2,8 @@
 //! no base-only latent; and the negative control (chat = base) trained by the same recipe on a shorter
 //! schedule: no chat-only latent.
 
+mod common;
+
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -17,30 +19,7 @@ use model_pair::StereoRunner;
 use persona_dataset::PersonaDataset;
 use stereo::demo::{generate, DemoSpec};
 
-fn demo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
-}
-
-/// `(mechanism, measured_direction)` from `demo.json`.
-fn planted_directions() -> Vec<(String, Vec<f32>)> {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
-            .unwrap();
-    manifest["mechanisms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            let direction = m["measured_direction"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
-            (m["mechanism"].as_str().unwrap().to_string(), direction)
-        })
-        .collect()
-}
+use common::{demo_dir, planted_directions};
 
 /// The latent whose chat decoder vector is closest in direction to `direction`, with that cosine.
 fn best_chat_latent(cc: &dyn Crosscoder, direction: &[f32]) -> (usize, f32) {

@@ -4,8 +4,9 @@
 //! chat-only by its decoder norm while the base model still carries its direction: the "complete
 //! shrinkage" case of Minder et al.) is flagged as not robust.
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 
 use activation_cache::{cache_corpus, ActivationStore, CacheOptions, Corpus};
 use crosscoder::{
@@ -16,9 +17,7 @@ use crosscoder::{
 use gemma_model::{load_dir, HookPoint, LoadOptions};
 use model_pair::StereoRunner;
 
-fn demo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
-}
+use common::{demo_dir, planted_directions};
 
 /// The demo corpus through the demo pair, cached in `dir`.
 fn store(dir: &std::path::Path) -> ActivationStore {
@@ -44,27 +43,6 @@ fn scale(cc: &dyn Crosscoder, store: &ActivationStore) -> LatentScalingResult {
             .unwrap();
     }
     pass.result()
-}
-
-/// `(mechanism, measured direction)` of each plant, from `demo.json`.
-fn planted_directions() -> Vec<(String, Vec<f32>)> {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
-            .unwrap();
-    manifest["mechanisms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            let direction = m["measured_direction"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
-            (m["mechanism"].as_str().unwrap().to_string(), direction)
-        })
-        .collect()
 }
 
 #[test]

@@ -458,23 +458,12 @@ fn raw_directions(crosscoder: &dyn Crosscoder, latents: &[usize]) -> Result<Arra
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::throughput::uniform;
     use crate::{CrosscoderCheckpoint, CrosscoderConfig, CrosscoderWeights, InputNormalizer};
     use stereo_core::BackendKind;
 
     const D: usize = 6;
     const F: usize = 9;
-
-    fn uniform(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(7);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
 
     fn crosscoder(normalizer: InputNormalizer) -> Box<dyn Crosscoder> {
         let mut w_dec = Array3::from_shape_vec((2, F, D), uniform(2 * F * D, 3, 1.0)).unwrap();

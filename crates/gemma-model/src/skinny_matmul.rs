@@ -249,13 +249,23 @@ mod tests {
         out
     }
 
-    #[test]
-    fn equals_a_naive_product_for_every_row_count_and_ragged_shape() {
-        for (k, n) in [(1, 1), (3, 5), (4, 17), (37, 700), (130, 1031), (8, 2)] {
+    /// `product(x, w as given, rows, k, n)` against a naive product, for 1 to [`MAX_ROWS`] rows; `w` is
+    /// handed over `[n, k]` when `transposed`.
+    fn check_against_naive(
+        product: fn(&[f32], &[f32], usize, usize, usize) -> Vec<f32>,
+        transposed: bool,
+        shapes: &[(usize, usize)],
+    ) {
+        for &(k, n) in shapes {
             for rows in 1..=MAX_ROWS {
                 let x = values(rows * k, (rows * 31 + k) as u64);
                 let w = values(k * n, (n * 7 + k) as u64);
-                let got = skinny_matmul(&x, &w, rows, k, n);
+                let given = if transposed {
+                    (0..n * k).map(|i| w[(i % k) * n + i / k]).collect()
+                } else {
+                    w.clone()
+                };
+                let got = product(&x, &given, rows, k, n);
                 let want = naive(&x, &w, rows, k, n);
                 for (j, (g, e)) in got.iter().zip(&want).enumerate() {
                     assert!(
@@ -268,22 +278,18 @@ mod tests {
     }
 
     #[test]
+    fn equals_a_naive_product_for_every_row_count_and_ragged_shape() {
+        let shapes = [(1, 1), (3, 5), (4, 17), (37, 700), (130, 1031), (8, 2)];
+        check_against_naive(skinny_matmul, false, &shapes);
+    }
+
+    #[test]
     fn the_transposed_form_equals_a_naive_product() {
-        for (k, n) in [(1, 1), (3, 5), (17, 600), (40, 257)] {
-            for rows in 1..=MAX_ROWS {
-                let x = values(rows * k, (rows * 13 + k) as u64);
-                let w = values(k * n, (n * 5 + k) as u64);
-                let w_t: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
-                let got = skinny_matmul_transposed(&x, &w_t, rows, k, n);
-                let want = naive(&x, &w, rows, k, n);
-                for (j, (g, e)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (*g as f64 - e).abs() <= 1e-5 * (k as f64).sqrt().max(1.0),
-                        "rows {rows} k {k} n {n} [{j}]: {g} vs {e}"
-                    );
-                }
-            }
-        }
+        check_against_naive(
+            skinny_matmul_transposed,
+            true,
+            &[(1, 1), (3, 5), (17, 600), (40, 257)],
+        );
     }
 
     #[test]
