@@ -249,13 +249,12 @@ mod tests {
         out
     }
 
+    /// A skinny product `(x, w, rows, k, n) -> [rows, n]`.
+    type Product = fn(&[f32], &[f32], usize, usize, usize) -> Vec<f32>;
+
     /// `product(x, w as given, rows, k, n)` against a naive product, for 1 to [`MAX_ROWS`] rows; `w` is
     /// handed over `[n, k]` when `transposed`.
-    fn check_against_naive(
-        product: fn(&[f32], &[f32], usize, usize, usize) -> Vec<f32>,
-        transposed: bool,
-        shapes: &[(usize, usize)],
-    ) {
+    fn check_against_naive(product: Product, transposed: bool, shapes: &[(usize, usize)]) {
         for &(k, n) in shapes {
             for rows in 1..=MAX_ROWS {
                 let x = values(rows * k, (rows * 31 + k) as u64);
