@@ -54,11 +54,22 @@ pub struct EncodedActivations {
 /// Reads the f32 tensor `activations` `[N, n_models, d]` of a safetensors file.
 ///
 /// # Errors
-/// The file cannot be read or parsed, has no `activations`, or holds it with another rank or dtype:
-/// each error names the file (and the tensor).
+/// The file cannot be read or parsed, has no `activations`, holds it with another rank or dtype, or
+/// holds a NaN or an infinity ([`CrosscoderError::NonFiniteActivation`], naming the row, model and
+/// dimension): each error names the file (and the tensor).
 pub fn read_activations(path: &Path) -> Result<Array3<f32>> {
     let (mut tensors, _) = read_safetensors(path)?;
-    tensors.take_array::<Ix3>(ACTIVATIONS, "[N, n_models, d]")
+    let x = tensors.take_array::<Ix3>(ACTIVATIONS, "[N, n_models, d]")?;
+    if let Some(((row, model, dim), value)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(CrosscoderError::NonFiniteActivation {
+            path: path.to_path_buf(),
+            row,
+            model,
+            dim,
+            value: *value,
+        });
+    }
+    Ok(x)
 }
 
 /// Encodes and decodes `x` `[N, n_models, d]`, `chunk_rows` rows per call (which bounds the memory

@@ -135,6 +135,24 @@ pub enum CrosscoderError {
         /// The value (NaN, inf or -inf).
         value: f32,
     },
+    /// Activations read from a file hold NaN or an infinity (refused where they enter: a NaN would
+    /// run through every statistic and come out as a NaN metric with exit status 0).
+    #[error(
+        "`activations` in `{path}` holds a non-finite value {value} at row {row}, model {model}, \
+         dimension {dim}"
+    )]
+    NonFiniteActivation {
+        /// The activations file.
+        path: PathBuf,
+        /// Row (token) of the first bad value.
+        row: usize,
+        /// Model index (0 base, 1 chat).
+        model: usize,
+        /// Dimension within the model's activation.
+        dim: usize,
+        /// The value (NaN, inf or -inf).
+        value: f32,
+    },
     /// Nothing at this location looks like a crosscoder checkpoint.
     #[error("`{path}` is not a recognised crosscoder checkpoint: {reason}")]
     UnrecognizedFormat {

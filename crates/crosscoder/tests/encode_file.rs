@@ -126,6 +126,20 @@ fn bad_activation_files_are_typed_errors_naming_the_file() {
         other => panic!("expected ShapeMismatch, got {other:?}"),
     }
 
+    let nan = dir.path().join("nan.safetensors");
+    let mut values = [0.5f32; 8];
+    values[5] = f32::NAN; // row 1, model 0, dimension 1 of [2, 2, 2]
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_tensor(&nan, ACTIVATIONS, Dtype::F32, &[2, 2, 2], &bytes);
+    match read_activations(&nan) {
+        Err(e @ CrosscoderError::NonFiniteActivation { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("nan.safetensors"), "{msg}");
+            assert!(msg.contains("row 1, model 0, dimension 1"), "{msg}");
+        }
+        other => panic!("expected NonFiniteActivation, got {other:?}"),
+    }
+
     let ints = dir.path().join("ints.safetensors");
     write_tensor(&ints, ACTIVATIONS, Dtype::I64, &[1, 2, 1], &[0; 16]);
     match read_activations(&ints) {
