@@ -32,7 +32,7 @@ struct Args {
     #[arg(long)]
     activations: PathBuf,
     /// Output safetensors file (`latents`, `reconstruction`, `decoder_norms`).
-    #[arg(long)]
+    #[arg(long, value_parser = stereo::cli::output_file)]
     out: PathBuf,
     /// Per-model scaling factors, comma-separated (ckkissane: they multiply the activations before encoding).
     #[arg(long, value_delimiter = ',', value_parser = stereo::cli::positive)]

@@ -69,7 +69,7 @@ struct Args {
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
     /// Output JSON file.
-    #[arg(long, required_unless_present = "bench_decode")]
+    #[arg(long, required_unless_present = "bench_decode", value_parser = stereo::cli::output_file)]
     out: Option<PathBuf>,
     /// Benchmark decoding instead: random Gemma-2-2b weights (f32), a 128-token prompt and
     /// --max-new-tokens new tokens at each of these batch sizes; prints JSON lines with tokens/s, the

@@ -25,6 +25,7 @@
 //! assert_eq!(Args::try_parse_from(["x"]).unwrap().batch_size, 8);
 //! ```
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 fn parse<T: FromStr>(value: &str) -> Result<T, String>
@@ -120,9 +121,37 @@ pub fn fraction_f64(value: &str) -> Result<f64, String> {
     }
 }
 
+/// A file to write: not an existing directory, and in a directory that exists (checked before any
+/// work, so that an hour of compute does not end in "Is a directory").
+pub fn output_file(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    if path.is_dir() {
+        return Err("is a directory; give the path of a file to write".into());
+    }
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
+            Err(format!("its directory {} does not exist", parent.display()))
+        }
+        _ => Ok(path),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_files_refuse_directories_and_missing_parents() {
+        let dir = std::env::temp_dir();
+        let err = output_file(dir.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("is a directory"), "{err}");
+        let missing = dir.join("no-such-dir-for-stereo-cli").join("out.json");
+        let err = output_file(missing.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("no-such-dir-for-stereo-cli"), "{err}");
+        assert_eq!(output_file("out.json"), Ok(PathBuf::from("out.json")));
+        let fine = dir.join("out.safetensors");
+        assert_eq!(output_file(fine.to_str().unwrap()), Ok(fine));
+    }
 
     #[test]
     fn counts_refuse_zero_negatives_and_words() {
