@@ -129,7 +129,7 @@ pub struct LatentScalingResult {
     pub latents: Vec<usize>,
     /// Rows the sums ran over.
     pub rows: u64,
-    /// How many rows each latent fired on is not kept; `sum_n f_j^2` is, `[L]`.
+    /// `sum_n f_j^2` over the rows, `[L]` (0 for a latent that never fired).
     pub sum_f2: Array1<f64>,
     /// `beta` for the reconstruction target, `[2, L]`.
     pub beta_reconstruction: Array2<f32>,
