@@ -10,7 +10,7 @@ use crate::corpus::Corpus;
 use crate::error::{CacheError, Result};
 use crate::manifest::{CorpusInfo, StoreConfig, StoreDtype};
 use crate::writer::{emit, CacheEvent, StoreWriter};
-use model_pair::{token_meta, tokenize_prompt, PairedSource, TokenMeta, TokenizationMode};
+use model_pair::{tokenize_prompt, PairedSource, TokenMeta, TokenizationMode};
 
 /// How [`cache_corpus`] builds a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,13 +215,13 @@ fn plan_group(
             && shard.tokens.len() < options.shard_tokens
             && below_limit(planned + shard.tokens.len() as u64)
         {
-            let (mut ids, mut template) =
+            let mut tokenized =
                 tokenize_prompt(tokenizer, &corpus.documents()[doc], options.tokenization)
                     .map_err(|e| CacheError::InvalidInput {
                         reason: format!("document {doc} of {}: {e}", corpus.source()),
                     })?;
-            ids.truncate(options.context_len);
-            template.truncate(options.context_len);
+            tokenized.truncate(options.context_len);
+            let ids = &tokenized.ids;
             if let Some(max) = source.max_positions().filter(|max| ids.len() > *max) {
                 return Err(CacheError::InvalidInput {
                     reason: format!(
@@ -235,8 +235,8 @@ fn plan_group(
             }
             shard
                 .tokens
-                .extend(token_meta(doc, &ids, &template, tokenizer.bos_id()));
-            shard.sequences.push(ids);
+                .extend(tokenized.token_meta(doc, tokenizer.bos_id()));
+            shard.sequences.push(tokenized.ids);
             doc += 1;
         }
         shard.documents.end = doc;

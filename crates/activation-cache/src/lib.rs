@@ -10,9 +10,10 @@
 //! - [`cache_corpus`] runs a corpus through a [`PairedSource`](model_pair::PairedSource) into a store
 //!   directory: `manifest.json` ([`Manifest`]: models, hook, dtype, tokenisation, corpus fingerprint, shard
 //!   checksums, per-model running statistics) and `shard-NNNNN.safetensors` files (`activations
-//!   [n, 2, d_model]` in f32 or bf16, `prompt`, `position`, `token_id`, `flags`). Every write is
-//!   atomic; a killed run resumes where it stopped, never storing a token twice or losing one
-//!   ([`StoreWriter`] explains the protocol).
+//!   [n, 2, d_model]` in f32 or bf16, `prompt`, `position`, `token_id`, `flags` with the bits
+//!   [`FLAG_BOS`], [`FLAG_PAD`], [`FLAG_TEMPLATE`] and [`FLAG_ASSISTANT`]). Every write is atomic;
+//!   a killed run resumes where it stopped, never storing a token twice or losing one ([`StoreWriter`]
+//!   explains the protocol).
 //! - [`ActivationStore`] opens a store for reading: memory-mapped shards checked against the
 //!   manifest (sizes, sha256, layout), seeded shuffled [`Batches`] across shards with BOS and
 //!   padding excluded by default and a by-document validation [`Split`],
@@ -81,6 +82,6 @@ pub use manifest::{
     MANIFEST_FILE, STORE_FORMAT,
 };
 pub use reader::{ActivationStore, BatchOptions, Batches, OpenOptions, Split, StepBatches};
-pub use shard::{FLAG_BOS, FLAG_PAD, FLAG_TEMPLATE};
+pub use shard::{FLAG_ASSISTANT, FLAG_BOS, FLAG_PAD, FLAG_TEMPLATE};
 pub use stats::{ModelStatistics, Moments};
 pub use writer::{CacheEvent, StoreWriter};

@@ -41,6 +41,8 @@ pub const FLAG_BOS: u8 = 1;
 pub const FLAG_PAD: u8 = 2;
 /// `flags` bit of a chat-template token.
 pub const FLAG_TEMPLATE: u8 = 4;
+/// `flags` bit of a token the model speaks (model-turn content and its `<end_of_turn>`).
+pub const FLAG_ASSISTANT: u8 = 8;
 
 /// The `format` metadata value of a shard (name / format version).
 const SHARD_FORMAT: &str = "stereo-activation-shard/1";
@@ -48,7 +50,10 @@ const SHARD_FORMAT: &str = "stereo-activation-shard/1";
 /// The `flags` byte of a token.
 pub(crate) fn flags_of(meta: &TokenMeta) -> u8 {
     let bit = |set: bool, flag: u8| if set { flag } else { 0 };
-    bit(meta.is_bos, FLAG_BOS) | bit(meta.is_pad, FLAG_PAD) | bit(meta.is_template, FLAG_TEMPLATE)
+    bit(meta.is_bos, FLAG_BOS)
+        | bit(meta.is_pad, FLAG_PAD)
+        | bit(meta.is_template, FLAG_TEMPLATE)
+        | bit(meta.is_assistant, FLAG_ASSISTANT)
 }
 
 /// What writing a shard produced.
@@ -385,6 +390,7 @@ impl MappedShard {
             is_bos: flags & FLAG_BOS != 0,
             is_pad: flags & FLAG_PAD != 0,
             is_template: flags & FLAG_TEMPLATE != 0,
+            is_assistant: flags & FLAG_ASSISTANT != 0,
         }
     }
 

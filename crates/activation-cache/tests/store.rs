@@ -53,7 +53,7 @@ fn round_trip_equals_a_direct_stereo_run() {
     let runner = runner();
     let mut want = Vec::new();
     for (p, doc) in corpus(17).documents().iter().enumerate() {
-        let (ids, _) = runner.tokenize(doc, TokenizationMode::Raw).unwrap();
+        let ids = runner.tokenize(doc, TokenizationMode::Raw).unwrap().ids;
         let n = ids.len().min(options().context_len);
         let run = runner
             .run(std::slice::from_ref(doc), TokenizationMode::Raw)

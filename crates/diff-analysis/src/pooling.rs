@@ -200,6 +200,7 @@ mod tests {
             is_bos,
             is_pad: false,
             is_template,
+            is_assistant: false,
         }
     }
 

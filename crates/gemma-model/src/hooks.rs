@@ -53,6 +53,20 @@ pub struct RunRequest {
     pub logits_at: LogitPositions,
     /// Edits applied in forward order.
     pub interventions: Vec<Intervention>,
+    /// Start the pass from a given residual stream after a layer instead of from the embeddings
+    /// (the second half of science-of-finetuning's half-step patching); `None` runs from the start.
+    pub resume: Option<ResumeFrom>,
+}
+
+/// A residual stream to resume a forward pass from: the value of `blocks.{layer}.hook_resid_post`,
+/// `[batch, pos, d_model]` for the batch being run. Only the layers after `layer` run, and only hooks
+/// after it (from `blocks.{layer + 1}.hook_resid_pre` on) can be captured or edited.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    /// The layer whose output `residual` is.
+    pub layer: usize,
+    /// The residual, `[batch, pos, d_model]` (shared, so that cloning a request is cheap).
+    pub residual: Arc<Array3<f32>>,
 }
 
 impl RunRequest {
@@ -86,6 +100,15 @@ impl RunRequest {
         self.interventions.push(Intervention {
             hook,
             edit: Arc::new(edit),
+        });
+        self
+    }
+
+    /// Resumes the pass from `residual`, the output of `layer` (see [`ResumeFrom`]).
+    pub fn resumed_from(mut self, layer: usize, residual: Array3<f32>) -> Self {
+        self.resume = Some(ResumeFrom {
+            layer,
+            residual: Arc::new(residual),
         });
         self
     }

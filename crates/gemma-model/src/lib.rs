@@ -63,7 +63,7 @@ mod weights;
 pub use batch::{PaddingSide, TokenBatch};
 pub use config::{AttentionKind, Gemma2Config};
 pub use error::{GemmaError, Result};
-pub use hooks::{EditFn, HookPoint, Intervention, LogitPositions, RunRequest};
+pub use hooks::{EditFn, HookPoint, Intervention, LogitPositions, ResumeFrom, RunRequest};
 pub use language_model::{
     load_dir, load_model, random_model, ComputeDtype, DecodeSession, LanguageModel, LoadOptions,
     LoadedModel,

@@ -234,3 +234,95 @@ fn out_of_vocabulary_ids_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains(&vocab.to_string()), "{err}");
 }
+
+#[test]
+fn a_pass_resumed_from_a_residual_equals_the_pass_that_replaced_it() {
+    let model = "tiny-window";
+    for backend in [BackendKind::NdArray, BackendKind::Flex] {
+        let loaded = load_dir(
+            fixture(model),
+            &LoadOptions::default().with_backend(backend),
+        )
+        .unwrap();
+        let n_layers = loaded.model.config().num_hidden_layers;
+        let batch = TokenBatch::new(&prompts(model), 0, PaddingSide::Right).unwrap();
+        let at = HookPoint::ResidPost(1);
+        let clean = loaded
+            .model
+            .run(&batch, &RunRequest::capture([at]).with_logits())
+            .unwrap();
+        // An edited residual: the clean one scaled and shifted.
+        let mut edited = clean.activations[&at].clone();
+        edited.mapv_inplace(|x| 0.7 * x + 0.05);
+        let replacement = edited.clone();
+        let last = HookPoint::ResidPost(n_layers - 1);
+        let replaced = loaded
+            .model
+            .run(
+                &batch,
+                &RunRequest::capture([last])
+                    .with_logits()
+                    .with_intervention(at, move |x| x.assign(&replacement)),
+            )
+            .unwrap();
+        let resumed = loaded
+            .model
+            .run(
+                &batch,
+                &RunRequest::capture([last])
+                    .with_logits()
+                    .resumed_from(1, edited.clone()),
+            )
+            .unwrap();
+        for (got, want) in [
+            (&resumed.logits, &replaced.logits),
+            (
+                &Some(resumed.activations[&last].clone()),
+                &Some(replaced.activations[&last].clone()),
+            ),
+        ] {
+            let got: Vec<f32> = got.as_ref().unwrap().iter().copied().collect();
+            let want: Vec<f64> = want.as_ref().unwrap().iter().map(|x| *x as f64).collect();
+            assert!(relative_error(&got, &want) < 1e-6, "{backend:?}");
+        }
+        assert_ne!(resumed.logits, clean.logits);
+        // Hooks at or before the resume point, a wrong shape and a layer the model lacks are refused.
+        for (request, needle) in [
+            (
+                RunRequest::capture([at]).resumed_from(1, edited.clone()),
+                "blocks.1.hook_resid_post comes before",
+            ),
+            (
+                RunRequest::capture([HookPoint::Embed]).resumed_from(1, edited.clone()),
+                "hook_embed comes before",
+            ),
+            (
+                RunRequest::default()
+                    .with_logits()
+                    .resumed_from(1, ndarray::Array3::zeros((1, 2, 3))),
+                "has shape [1, 2, 3]",
+            ),
+            (
+                RunRequest::default()
+                    .with_logits()
+                    .resumed_from(n_layers, edited.clone()),
+                "but the model has",
+            ),
+        ] {
+            let err = loaded.model.run(&batch, &request).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let mut poisoned = edited.clone();
+        poisoned[[0, 0, 0]] = f32::NAN;
+        let err = loaded
+            .model
+            .run(
+                &batch,
+                &RunRequest::default()
+                    .with_logits()
+                    .resumed_from(1, poisoned),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("NaN"), "{err}");
+    }
+}

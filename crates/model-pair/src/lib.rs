@@ -57,8 +57,8 @@ pub use checks::check_configs;
 pub use error::{PairError, Result};
 pub use lockstep::{EditPlan, LatentEdit, LockstepStepper, PreparedEdit};
 pub use prompt::{
-    template_flags, token_meta, tokenize_prompt, PairedActivations, PromptInput, TokenMeta,
-    TokenizationMode,
+    assistant_flags, template_flags, tokenize_prompt, PairedActivations, PromptInput, TokenMeta,
+    TokenRole, TokenizationMode, TokenizedPrompt,
 };
 pub use runner::StereoRunner;
 pub use sequential::{ModelFactory, SequentialPair};

@@ -9,7 +9,7 @@ use stereo_core::BackendKind;
 
 use crate::error::{PairError, Result};
 use crate::prompt::{
-    token_meta, tokenize_prompt, PairedActivations, PromptInput, TokenizationMode,
+    tokenize_prompt, PairedActivations, PromptInput, TokenizationMode, TokenizedPrompt,
 };
 use crate::CHAT;
 
@@ -59,12 +59,8 @@ pub trait PairedSource {
         progress: &mut dyn FnMut(ForwardProgress),
     ) -> Result<Array3<f32>>;
 
-    /// Token ids of `prompt` in `mode`, with the chat-template flag of each token.
-    fn tokenize(
-        &self,
-        prompt: &PromptInput,
-        mode: TokenizationMode,
-    ) -> Result<(Vec<u32>, Vec<bool>)> {
+    /// Token ids of `prompt` in `mode`, with the chat-template and assistant flags of each token.
+    fn tokenize(&self, prompt: &PromptInput, mode: TokenizationMode) -> Result<TokenizedPrompt> {
         tokenize_prompt(self.tokenizer(), prompt, mode)
     }
 
@@ -90,7 +86,7 @@ pub trait PairedSource {
             .iter()
             .map(|p| self.tokenize(p, mode))
             .collect::<Result<Vec<_>>>()?;
-        let sequences: Vec<Vec<u32>> = tokenized.iter().map(|(ids, _)| ids.clone()).collect();
+        let sequences: Vec<Vec<u32>> = tokenized.iter().map(|t| t.ids.clone()).collect();
         let activations = self.run_sequences(&sequences, &mut |p: ForwardProgress| {
             if p.model == CHAT {
                 progress(p.done, p.total);
@@ -100,7 +96,7 @@ pub trait PairedSource {
         let tokens = tokenized
             .iter()
             .enumerate()
-            .flat_map(|(prompt, (ids, template))| token_meta(prompt, ids, template, bos))
+            .flat_map(|(prompt, t)| t.token_meta(prompt, bos))
             .collect();
         Ok(PairedActivations {
             activations,

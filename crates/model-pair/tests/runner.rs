@@ -121,6 +121,48 @@ fn chat_template_tokens_are_flagged() {
 }
 
 #[test]
+fn every_token_of_a_conversation_has_its_role() {
+    use gemma_model::ChatMessage;
+    use model_pair::TokenRole;
+    let hook = HookPoint::ResidPost(1);
+    let runner = runner("tiny-window", "tiny-window", hook).unwrap();
+    let conversation = PromptInput::Chat(vec![
+        ChatMessage::user("Why is the sky blue?"),
+        ChatMessage::model("Light scatters."),
+        ChatMessage::user("Thanks"),
+    ]);
+    let out = runner.run(&[conversation], TokenizationMode::Raw).unwrap();
+    let tok = runner.tokenizer();
+    let strings = tok.tokens(&out.tokens.iter().map(|t| t.token_id).collect::<Vec<_>>());
+    let text_of = |role: TokenRole| -> String {
+        out.tokens
+            .iter()
+            .zip(&strings)
+            .filter(|(t, _)| t.role() == role)
+            .map(|(_, s)| s.as_str())
+            .collect::<String>()
+            .replace('▁', " ")
+    };
+    assert_eq!(text_of(TokenRole::Bos), "<bos>");
+    assert_eq!(
+        text_of(TokenRole::User).trim(),
+        "Why is the sky blue?Thanks"
+    );
+    assert_eq!(text_of(TokenRole::Assistant).trim(), "Light scatters.");
+    // The `<end_of_turn>` closing the model turn is template and assistant (it is what the model says).
+    let closing: Vec<&str> = out
+        .tokens
+        .iter()
+        .zip(&strings)
+        .filter(|(t, _)| t.is_assistant && t.is_template)
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert_eq!(closing, ["<end_of_turn>"]);
+    // The trailing generation prompt marks nothing as assistant.
+    assert!(!out.tokens.last().unwrap().is_assistant);
+}
+
+#[test]
 fn models_that_cannot_be_paired_are_refused() {
     let hook = HookPoint::ResidPost(1);
     let err = runner("tiny-window", "tiny-gqa-bf16", hook).unwrap_err();

@@ -43,6 +43,7 @@
 
 mod error;
 mod experiment;
+pub mod kl_evaluation;
 mod measures;
 pub mod output;
 mod spec;
@@ -52,5 +53,6 @@ pub use experiment::{
     auto_strength, max_activations, run_steering, Answer, IntervenedAnswer, PromptOutcome,
     SteeringResults, StrengthOutcome,
 };
+pub use kl_evaluation::{run_kl_evaluation, KlEvaluation, KlEvaluationSpec};
 pub use measures::{distinct_n, kl_divergence, log_softmax, negative_log_likelihood, MeanCi};
 pub use spec::{CoherenceCriteria, EditKind, SteeringModels, SteeringSpec, StrengthUnit};

@@ -152,6 +152,12 @@ impl<B: Backend> Gemma2<B> {
         batch: &TokenBatch,
         request: &RunRequest,
     ) -> Result<()> {
+        if request.resume.is_some() {
+            return Err(GemmaError::InvalidInput {
+                reason: "a decoding step cannot resume from a residual; run the whole pass instead"
+                    .into(),
+            });
+        }
         if cache.broken {
             return Err(GemmaError::InvalidInput {
                 reason: "an earlier step of this decoding session failed; start a new session"
