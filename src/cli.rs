@@ -51,6 +51,12 @@ pub fn count_u64(value: &str) -> Result<u64, String> {
     }
 }
 
+/// A count that may be zero (a number of optional repeats, positions to skip): an integer of at
+/// least 0, with a clear message for a negative or fractional value.
+pub fn count_or_zero(value: &str) -> Result<usize, String> {
+    parse::<usize>(value)
+}
+
 /// A finite number (NaN and infinities are refused).
 pub fn finite(value: &str) -> Result<f32, String> {
     let x = parse::<f32>(value)?;
@@ -163,6 +169,10 @@ mod tests {
         assert!(count("1e3").is_err());
         assert_eq!(count_u64("18446744073709551615"), Ok(u64::MAX));
         assert!(count_u64("0").is_err());
+        assert_eq!(count_or_zero("0"), Ok(0));
+        assert_eq!(count_or_zero(" 4"), Ok(4));
+        assert!(count_or_zero("-1").is_err());
+        assert!(count_or_zero("2.5").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! [`gemma_model::ResumeFrom`]), so a set-up costs the layers after the hook, not a whole forward pass.
 
 mod masks;
+mod output;
 mod patch;
 
 use std::collections::BTreeSet;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use stereo_core::rng::SplitMix64;
 
 pub use masks::{PositionSubset, PredictionMasks};
+pub use output::{draw_kl_evaluation, kl_table, write_kl_evaluation, JSON_FILE, PLOT_FILE};
 pub use patch::{Patch, PatchSetup};
 
 use crate::error::{Result, SteeringError};
@@ -146,6 +148,10 @@ fn random_subset(pool: &[usize], size: usize, seed: u64) -> Vec<usize> {
     chosen.sort_unstable();
     chosen
 }
+
+/// The smallest base->chat KL (nats per token) whose fractions are reported; below it `gap_closed` is
+/// NaN (`null` in JSON).
+pub const MIN_GAP: f64 = 1e-6;
 
 /// The scores of one set-up on one conversation, per position (NaN where nothing is scored).
 #[derive(Debug, Clone, PartialEq)]
@@ -321,7 +327,7 @@ pub struct SetupOutcome {
     /// Mean NLL of the true next token under the patch, over every assistant prediction.
     pub nll: MeanCi,
     /// `1 - KL / KL_base`: the fraction of the base->chat gap the set-up closes (1 for the chat
-    /// model itself, 0 for the base residual).
+    /// model itself, 0 for the base residual; NaN when `KL_base` is below [`MIN_GAP`]).
     pub gap_closed: f64,
     /// `(KL_base - KL) / (KL_base - KL_all_latents)`: the fraction of what every latent together
     /// closes.
@@ -478,6 +484,8 @@ impl Collected {
                 .map_or(f64::NAN, |i| means[i])
         };
         let (kl_base, kl_all) = (mean_of("base"), mean_of("all_latents"));
+        // Below this there is no base->chat gap to speak of, and fractions of it are noise.
+        let kl_base = if kl_base > MIN_GAP { kl_base } else { f64::NAN };
         let outcomes: Vec<SetupOutcome> = setups
             .into_iter()
             .enumerate()
@@ -496,10 +504,11 @@ impl Collected {
             .filter(|o| o.setup.name.starts_with("random_seed_"))
             .map(|o| o.gap_closed)
             .collect();
-        let random = (!random.is_empty()).then(|| RandomBaseline {
-            gap_closed: MeanCi::of(&random),
-            max_gap_closed: random.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        });
+        let random =
+            (!random.is_empty() && random.iter().all(|g| g.is_finite())).then(|| RandomBaseline {
+                gap_closed: MeanCi::of(&random),
+                max_gap_closed: random.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            });
         KlEvaluation {
             spec: spec.clone(),
             hook: models.hook.to_string(),
