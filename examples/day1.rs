@@ -316,6 +316,12 @@ fn main() -> Result<()> {
         for (name, run) in &runs {
             steering::output::write_all(run, &args.out.join("causal").join(name))?;
         }
+        if let Some(kl) = &results.kl_evaluation {
+            steering::kl_evaluation::write_kl_evaluation(
+                kl,
+                &args.out.join("causal").join("kl_evaluation"),
+            )?;
+        }
     }
     let files = results.write(&args.out)?;
     print!("{}", results.terminal_summary());

@@ -85,7 +85,29 @@ fn the_child_latent_is_causal_for_the_simple_register() {
         .conclusion
         .sentence
         .contains("causally, clamping latent #"));
+    // The KL evaluation of the concluded latents on the child prompts' answers: the base->chat gap is
+    // there, random latents close none of it, and the sentence says how much the latents close (the
+    // demo's L1 crosscoder keeps about half of the child direction, below the planted reader's
+    // threshold, so little: tests/demo_kl_evaluation.rs has a crosscoder that closes most).
+    let kl = results.kl_evaluation.as_ref().expect("a KL evaluation");
+    println!("{}", steering::kl_evaluation::kl_table(kl));
+    assert!(kl.spec.latents.contains(&child.latent));
+    assert!(kl.setup("base").unwrap().kl.low() > 0.01);
+    assert!(kl.random.as_ref().unwrap().max_gap_closed < 0.05);
+    assert!(kl.setup("chosen").unwrap().gap_closed.is_finite());
+    assert!(results
+        .conclusion
+        .sentence
+        .contains("of the base->chat KL gap on the assistant's answers (random latents: 0%)"));
+
     let summary = serde_json::to_value(summarize(&results, Vec::new())).unwrap();
     assert_eq!(summary["causal"][0]["probe"], child.probe.as_str());
     assert_eq!(summary["sentence"], results.conclusion.sentence.as_str());
+    assert_eq!(summary["kl_evaluation"]["setups"][3]["name"], "chosen");
+    let dir = tempfile::tempdir().unwrap();
+    results.write(dir.path()).unwrap();
+    let report = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(report.contains("<h3>KL evaluation</h3>"));
+    assert!(dir.path().join("kl_evaluation.png").exists());
+    println!("{}", results.conclusion.sentence);
 }

@@ -196,6 +196,7 @@ impl<'a> Day1<'a> {
             tokens,
             conclusion,
             causal: Vec::new(),
+            kl_evaluation: None,
             timings,
         })
     }

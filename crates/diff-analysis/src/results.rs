@@ -177,6 +177,9 @@ pub struct Day1Results {
     pub conclusion: Conclusion,
     /// The causal tests of the concluded latents (`day1 --causal`; empty otherwise).
     pub causal: Vec<crate::causal::CausalEvidence>,
+    /// The KL evaluation of the concluded latents (`day1 --causal`): their chat-minus-base contribution
+    /// patched into the base residual, on the activating prompts' answers.
+    pub kl_evaluation: Option<steering::KlEvaluation>,
     /// Phase timings.
     pub timings: Timings,
 }

@@ -481,6 +481,11 @@ pub fn draw_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         draw_png(&path, || draw_latent_scaling(r, &path))?;
         out.push(path);
     }
+    if let Some(kl) = &r.kl_evaluation {
+        let path = dir.join(steering::kl_evaluation::PLOT_FILE);
+        steering::kl_evaluation::draw_kl_evaluation(kl, &path)?;
+        out.push(path);
+    }
     Ok(out)
 }
 

@@ -374,6 +374,55 @@ fn causal_section(r: &Day1Results, out: &mut String) {
         }
     }
     out.push_str("</table>");
+    kl_evaluation_table(r, out);
+}
+
+/// The KL evaluation of the concluded latents (science-of-finetuning's half-step patch).
+fn kl_evaluation_table(r: &Day1Results, out: &mut String) {
+    let Some(kl) = &r.kl_evaluation else {
+        return;
+    };
+    let _ = write!(
+        out,
+        "<h3>KL evaluation</h3><p class=\"note\">The chat model's layers after {} fed a patched residual, on {} \
+         conversations (each activating prompt with the chat model's own answer), {} assistant predictions. \
+         KL(p<sub>chat</sub> || p<sub>patched</sub>) per token (mean ± 95% interval) over all of them, over \
+         the first {} of each answer and over the rest; <i>gap</i> is the fraction of the base->chat gap \
+         (the <code>base</code> row) closed. <code>chosen</code> adds the concluded latents' chat-minus-base \
+         contribution (#{}) to the base residual, <code>random_seed_*</code> as many random latents, \
+         <code>all_latents</code> every latent; <code>chat_error</code> takes every latent's contribution \
+         out of the chat residual.</p><table><tr><th class=\"l\">set-up</th><th>KL</th><th>KL first {}</th>\
+         <th>KL later</th><th>NLL</th><th>gap</th></tr>",
+        escape(&kl.hook),
+        kl.conversations,
+        kl.predictions[0],
+        kl.spec.k_first,
+        kl.spec
+            .latents
+            .iter()
+            .map(|j| j.to_string())
+            .collect::<Vec<_>>()
+            .join(", #"),
+        kl.spec.k_first
+    );
+    let ci = |m: &steering::MeanCi| format!("{} ± {}", fmt(m.mean, 4), fmt(m.half_width, 4));
+    for s in &kl.setups {
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&s.setup.name),
+            ci(&s.kl),
+            ci(&s.kl_k_first),
+            ci(&s.kl_post_k_first),
+            fmt(s.nll.mean, 3),
+            if s.gap_closed.is_finite() {
+                format!("{:.1}%", 100.0 * s.gap_closed + 0.0)
+            } else {
+                "n/a".into()
+            }
+        );
+    }
+    out.push_str("</table>");
 }
 
 fn figures(paths: &[PathBuf], out: &mut String) -> Result<()> {

@@ -306,6 +306,10 @@ pub struct Day1Summary {
     /// The causal tests of the concluded latents (`day1 --causal`), one per probe; absent without.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub causal: Vec<crate::causal::CausalEvidence>,
+    /// The KL evaluation of the concluded latents (`day1 --causal`; the layout of `kl_evaluation.json`,
+    /// crates/steering/SCHEMA.md); absent without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_evaluation: Option<steering::KlEvaluation>,
     /// Files written beside the summary.
     pub files: Vec<String>,
     /// Phase timings.
@@ -459,6 +463,7 @@ pub fn summarize(r: &Day1Results, files: Vec<String>) -> Day1Summary {
         conclusion: r.conclusion.clone(),
         sentence: r.conclusion.sentence.clone(),
         causal: r.causal.clone(),
+        kl_evaluation: r.kl_evaluation.clone(),
         files,
         timings: r.timings,
     }
