@@ -34,13 +34,14 @@ use crate::config::{AttentionKind, Gemma2Config};
 use crate::error::{GemmaError, Result};
 use crate::flex_bridge::{self, HostTensor};
 use crate::hook_state::{raw_to_host, to_host, HookState};
-use crate::hooks::{HookPoint, LogitPositions, ResumeFrom, RunRequest};
+use crate::hooks::{HookPoint, LogitPositions, RunRequest};
 use crate::host_kernels::{self, AttentionInputs, AttentionShape};
 use crate::parameters::{transpose, ParameterSource};
 use crate::skinny_matmul;
 
 mod decode;
 mod positions;
+mod resume;
 pub(crate) use decode::KvCache;
 use positions::{layer_mask, Rope, RopeTables, RunPositions};
 
@@ -587,22 +588,6 @@ impl<B: Backend> Gemma2<B> {
         hooks.visit(HookPoint::ResidPre(0), h)
     }
 
-    /// The residual a resumed pass starts from, through `blocks.{layer + 1}.hook_resid_pre`.
-    fn resumed(&self, resume: &ResumeFrom, hooks: &mut HookState<'_>) -> Result<Tensor<B, 3>> {
-        let dims: [usize; 3] = resume
-            .residual
-            .shape()
-            .try_into()
-            .expect("an Array3 has three axes");
-        let values: Vec<f32> = resume.residual.iter().copied().collect();
-        let h = Tensor::from_data(TensorData::new(values, dims), &self.device);
-        if resume.layer + 1 < self.config.num_hidden_layers {
-            hooks.visit(HookPoint::ResidPre(resume.layer + 1), h)
-        } else {
-            Ok(h)
-        }
-    }
-
     /// Layer `l` on the residual `h`, through its hooks; `attend` maps the normalised input to the
     /// attention output (after `o_proj`), with or without a KV cache.
     pub(crate) fn layer_forward(
@@ -751,59 +736,6 @@ impl<B: Backend> Gemma2<B> {
                 reason: format!(
                     "token id {bad} is outside the vocabulary of {} tokens",
                     self.config.vocab_size
-                ),
-            });
-        }
-        Ok(())
-    }
-}
-
-impl<B: Backend> Gemma2<B> {
-    /// A resumed pass needs a residual of the batch's shape, a layer the model has, and no hook at or
-    /// before the layer it resumes after.
-    fn check_resume(
-        &self,
-        batch: &TokenBatch,
-        request: &RunRequest,
-        resume: &ResumeFrom,
-    ) -> Result<()> {
-        let n_layers = self.config.num_hidden_layers;
-        if resume.layer >= n_layers {
-            return Err(GemmaError::HookOutOfRange {
-                hook: HookPoint::ResidPost(resume.layer).to_string(),
-                layer: resume.layer,
-                n_layers,
-            });
-        }
-        let expected = [batch.batch_size(), batch.seq_len(), self.config.hidden_size];
-        if resume.residual.shape() != expected {
-            return Err(GemmaError::InvalidInput {
-                reason: format!(
-                    "the residual to resume from after layer {} has shape {:?}, but the batch needs {:?}",
-                    resume.layer,
-                    resume.residual.shape(),
-                    expected
-                ),
-            });
-        }
-        if let Some(value) = resume.residual.iter().find(|v| !v.is_finite()) {
-            return Err(GemmaError::InvalidInput {
-                reason: format!(
-                    "the residual to resume from after layer {} holds {value}",
-                    resume.layer
-                ),
-            });
-        }
-        if let Some(hook) = request
-            .capture
-            .iter()
-            .chain(request.interventions.iter().map(|i| &i.hook))
-            .find(|h| h.layer().is_none_or(|l| l <= resume.layer))
-        {
-            return Err(GemmaError::InvalidInput {
-                reason: format!(
-                    "hook {hook} comes before the pass resumes (after layer {})",
-                    resume.layer
                 ),
             });
         }
