@@ -28,3 +28,5 @@ pub fn planted_directions() -> Vec<(String, Vec<f32>)> {
         })
         .collect()
 }
+
+pub mod browser;

@@ -120,6 +120,9 @@ pub enum AnalysisError {
 
     #[error("causal test: {0}")]
     Steering(#[from] steering::SteeringError),
+    /// A latent dashboard could not be built.
+    #[error(transparent)]
+    Dashboard(#[from] latent_dashboard::DashboardError),
 }
 
 impl AnalysisError {

@@ -1,6 +1,7 @@
 //! The options of a [`Day1`](crate::Day1) run (a leaf: the plan, the run and the results read them).
 
 use crosscoder::{RelativeNormThresholds, RobustThresholds, CHAT};
+use latent_dashboard::DashboardOptions;
 use model_pair::TokenizationMode;
 use serde::Serialize;
 
@@ -26,6 +27,7 @@ use crate::verify::VerificationCriteria;
 /// | `progress` | true (a progress bar on stderr) |
 /// | `latent_scaling` | true: Latent Scaling over the discovery prompts' tokens (crosscoder only) |
 /// | `robust` | [`RobustThresholds::default`]: relative norm >= 0.9, `nu_error` < 0.2, `nu_reconstruction` < 0.5 |
+/// | `dashboards` | `Some(DashboardOptions::default())`: a dashboard per candidate latent over its probe's verification prompts (crosscoder only) |
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Day1Options {
     /// How a prompt's tokens are pooled.
@@ -57,6 +59,8 @@ pub struct Day1Options {
     pub latent_scaling: bool,
     /// The robust chat-only thresholds of Latent Scaling.
     pub robust: RobustThresholds,
+    /// Build a dashboard for every candidate latent (crosscoder only; `None` skips them).
+    pub dashboards: Option<DashboardOptions>,
 }
 
 impl Default for Day1Options {
@@ -76,6 +80,7 @@ impl Default for Day1Options {
             progress: true,
             latent_scaling: true,
             robust: RobustThresholds::default(),
+            dashboards: Some(DashboardOptions::default()),
         }
     }
 }

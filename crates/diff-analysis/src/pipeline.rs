@@ -14,6 +14,10 @@ use model_pair::PairedSource;
 use ndarray::{s, Axis};
 use persona_dataset::{Expectation, PersonaDataset};
 
+use latent_dashboard::{
+    attach_lens, build_dashboards, DashboardOptions, LatentDashboard, PrecomputedValues,
+};
+
 use crate::error::Result;
 use crate::extract::{extract, prompt_input, ExtractSpec, Extracted, FeatureSpace};
 use crate::hunt::{hunt, ContrastHunt, PairedFeatures, Replication, ScalingInfo};
@@ -165,13 +169,28 @@ impl<'a> Day1<'a> {
         let probes = plan.probes();
         let mut verifications = Vec::new();
         let mut tokens = Vec::new();
+        let mut dashboards: Vec<LatentDashboard> = Vec::new();
         for (probe, contrasts) in &probes {
-            if let Some((verified, probe_tokens)) =
-                self.verify_probe(probe, contrasts, &discovery, &run)?
-            {
-                verifications.extend(verified);
-                tokens.push(probe_tokens);
+            if let Some(verified) = self.verify_probe(probe, contrasts, &discovery, &run)? {
+                verifications.extend(verified.verifications);
+                tokens.push(verified.tokens);
+                for d in verified.dashboards {
+                    if !dashboards.iter().any(|e| e.latent == d.latent) {
+                        dashboards.push(d);
+                    }
+                }
             }
+        }
+        if let (Some(cc), false) = (self.crosscoder, dashboards.is_empty()) {
+            // The logit lens, through the models that stayed loaded with their unembedding.
+            let lens_model = |i: usize| self.runner.loaded_model(i).filter(|m| m.has_unembedding());
+            attach_lens(
+                &mut dashboards,
+                cc,
+                [lens_model(BASE), lens_model(CHAT)],
+                self.runner.tokenizer(),
+                10,
+            )?;
         }
         timings.verification_s = verification_start.elapsed().as_secs_f64();
         run.bar.finish_and_clear();
@@ -197,6 +216,7 @@ impl<'a> Day1<'a> {
             conclusion,
             causal: Vec::new(),
             kl_evaluation: None,
+            dashboards,
             timings,
         })
     }
@@ -311,7 +331,7 @@ impl<'a> Day1<'a> {
         contrasts: &[String],
         discovery: &Discovery,
         run: &PhaseContext<'_>,
-    ) -> Result<Option<(Vec<CandidateVerification>, ProbeTokens)>> {
+    ) -> Result<Option<ProbeVerification>> {
         run.bar.set_message(format!("verification: {probe}"));
         let prompts: Vec<_> = self.dataset.verification_for_probe(probe).collect();
         let probe_hunts: Vec<&ContrastHunt> = discovery
@@ -369,6 +389,12 @@ impl<'a> Day1<'a> {
                 ));
             }
         }
+        let dashboards = match (&run.space, &self.options.dashboards) {
+            (FeatureSpace::Crosscoder(_), Some(options)) => {
+                probe_dashboards(&extracted, &features, self.runner.tokenizer(), options)?
+            }
+            _ => Vec::new(),
+        };
         let prompts = tokenized_prompts(
             &labelled,
             &extracted,
@@ -380,8 +406,20 @@ impl<'a> Day1<'a> {
             features,
             prompts,
         };
-        Ok(Some((verifications, tokens)))
+        Ok(Some(ProbeVerification {
+            verifications,
+            tokens,
+            dashboards,
+        }))
     }
+}
+
+/// One probe's verification: its candidates' verifications, the per-token values shown in the report,
+/// and the candidates' dashboards.
+struct ProbeVerification {
+    verifications: Vec<CandidateVerification>,
+    tokens: ProbeTokens,
+    dashboards: Vec<LatentDashboard>,
 }
 
 /// What every phase of a run shares: the feature space, how prompts become features, the progress bar.
@@ -400,6 +438,33 @@ struct Discovery {
     replications: Vec<Vec<Replication>>,
     /// The discovery threshold of each `(contrast, candidate)`.
     thresholds: BTreeMap<(String, usize), f64>,
+}
+
+/// The dashboards of `features` over the verification prompts of one probe (their per-token values).
+fn probe_dashboards(
+    extracted: &Extracted,
+    features: &[usize],
+    tokenizer: &gemma_model::GemmaTokenizer,
+    options: &DashboardOptions,
+) -> Result<Vec<LatentDashboard>> {
+    let tokens: Vec<model_pair::TokenMeta> = extracted
+        .tokens
+        .iter()
+        .enumerate()
+        .flat_map(|(prompt, metas)| {
+            metas
+                .iter()
+                .map(move |m| model_pair::TokenMeta { prompt, ..*m })
+        })
+        .collect();
+    let views: Vec<_> = extracted.token_values.iter().map(|v| v.view()).collect();
+    let values = ndarray::concatenate(Axis(0), &views).map_err(|e| {
+        crate::error::AnalysisError::option("dashboards", format!("per-token values: {e}"))
+    })?;
+    let source = PrecomputedValues::new(tokens, features.to_vec(), values)?;
+    Ok(build_dashboards(
+        &source, features, tokenizer, options, false,
+    )?)
 }
 
 /// The verification prompts with their tokens, roles, pooled rows and per-token feature values.

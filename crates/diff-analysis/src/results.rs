@@ -180,6 +180,8 @@ pub struct Day1Results {
     /// The KL evaluation of the concluded latents (`day1 --causal`): their chat-minus-base contribution
     /// patched into the base residual, on the activating prompts' answers.
     pub kl_evaluation: Option<steering::KlEvaluation>,
+    /// A dashboard per candidate latent, over its probe's verification prompts (first probe wins).
+    pub dashboards: Vec<latent_dashboard::LatentDashboard>,
     /// Phase timings.
     pub timings: Timings,
 }

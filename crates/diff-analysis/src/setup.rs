@@ -172,8 +172,11 @@ impl Prepared {
     /// each model when it runs and dropped after (`sequential = true`, one in memory at a time; same
     /// results). Prompts run `batch_size` at a time.
     pub fn load_pair(&self, sequential: bool, batch_size: usize) -> Result<Box<dyn PairedSource>> {
+        // The final norm and unembedding too, for the dashboards' logit lens (Gemma ties its
+        // unembedding to the embedding, so this adds only the final norm).
         let options = LoadOptions {
             hub: self.hub.clone(),
+            unembedding: true,
             ..LoadOptions::for_hooks(&[self.hook])
         }
         .with_backend(self.backend);
@@ -192,10 +195,11 @@ impl Prepared {
     }
 
     /// Loads the pair for generation with a latent edited in lockstep: the base model up to the hook
-    /// only, the chat model whole with its unembedding. Returns `(base, chat)`.
+    /// (and its unembedding, for the logit lens), the chat model whole. Returns `(base, chat)`.
     pub fn load_for_generation(&self) -> Result<(LoadedModel, LoadedModel)> {
         let base_options = LoadOptions {
             hub: self.hub.clone(),
+            unembedding: true,
             ..LoadOptions::for_hooks(&[self.hook])
         }
         .with_backend(self.backend);

@@ -323,7 +323,18 @@ fn demo_pair_end_to_end() {
     let hook = diff_analysis::crosscoder_hook(checkpoint.config())
         .expect("the demo crosscoder records its hook");
     let cc = checkpoint.build(BackendKind::NdArray).unwrap();
-    let runner = runner_for(&parts[0], &parts[1], hook);
+    // As `day1` loads them: to the hook, with the final norm and (tied) unembedding for the lens.
+    let options = LoadOptions {
+        unembedding: true,
+        ..LoadOptions::for_hooks(&[hook])
+    }
+    .with_backend(BackendKind::NdArray);
+    let runner = StereoRunner::from_loaded(
+        load_dir(&parts[0], &options).unwrap(),
+        load_dir(&parts[1], &options).unwrap(),
+        hook,
+    )
+    .unwrap();
     let dataset = PersonaDataset::shipped();
     let results = Day1::new(&runner, Some(cc.as_ref()), &dataset)
         .options(quiet(Day1Options::default()))
@@ -395,6 +406,56 @@ fn demo_pair_end_to_end() {
             .fold(f64::NAN, f64::max);
         assert!(auroc >= 0.95, "{probe}: latent {latent} AUROC {auroc}");
     }
+
+    // The child latent's dashboard over its probe's verification prompts: its top contexts are all
+    // prompts where it should fire; its base decoder vector is negligible, its chat one has a lens.
+    let dashboard = results
+        .dashboards
+        .iter()
+        .find(|d| d.latent == child_latent)
+        .expect("a dashboard per candidate");
+    let probe_tokens = results
+        .tokens
+        .iter()
+        .find(|t| t.probe == persona_dataset::PROBE_CHILD_NOVICE)
+        .unwrap();
+    assert!(!dashboard.top_contexts.is_empty());
+    for c in &dashboard.top_contexts {
+        let prompt = &probe_tokens.prompts[c.document];
+        assert_eq!(
+            prompt.expected,
+            persona_dataset::Expectation::Activate,
+            "{}",
+            prompt.prompt
+        );
+    }
+    assert_eq!(dashboard.lens.len(), 2);
+    assert!(dashboard.lens[0].promoted.is_empty());
+    assert_eq!(dashboard.lens[1].promoted.len(), 10);
+    let candidates: std::collections::BTreeSet<usize> =
+        results.verifications.iter().map(|v| v.feature).collect();
+    let shown: std::collections::BTreeSet<usize> =
+        results.dashboards.iter().map(|d| d.latent).collect();
+    assert_eq!(candidates, shown, "one dashboard per candidate latent");
+
     let dir = tempfile::tempdir().unwrap();
-    results.write(dir.path()).unwrap();
+    let files = results.write(dir.path()).unwrap();
+    assert!(files.contains(&dir.path().join("dashboards.json")));
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains(&format!("id=\"latent-{child_latent}\"")));
+    assert!(!html.contains("<script"));
+    if let Some(rendered) = browser::render_offline(&dir.path().join("report.html")) {
+        println!("{rendered:?}");
+        assert!(
+            rendered.fetched.is_empty(),
+            "fetched {:?}",
+            rendered.fetched
+        );
+        assert!(rendered.images >= 5);
+        assert_eq!(rendered.broken, 0);
+        assert!(rendered.svgs >= results.dashboards.len());
+    }
 }
+
+#[path = "../../../tests/common/browser.rs"]
+mod browser;

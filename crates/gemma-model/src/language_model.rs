@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
+use ndarray::Array3;
 use stereo_core::hub::HubOptions;
 use stereo_core::{dispatch, BackendKind, BackendVisitor};
 
@@ -34,6 +35,15 @@ pub trait LanguageModel: Send + Sync {
     /// Runs a padded batch: captured activations are `[batch, pos, d_model]`, logits
     /// `[batch, pos, vocab]`; padding positions are zero. Stops at the deepest hook requested.
     fn run(&self, batch: &TokenBatch, request: &RunRequest) -> Result<RunOutput>;
+    /// The logits of residual-stream vectors `[batch, pos, d_model]` through the final norm and the
+    /// unembedding alone (soft-capped as the model caps them): a logit lens. Needs the unembedding, not
+    /// the layers.
+    fn unembed(&self, residual: &Array3<f32>) -> Result<Array3<f32>> {
+        let _ = residual;
+        Err(GemmaError::InvalidInput {
+            reason: format!("the model {} has no logit lens", self.name()),
+        })
+    }
     /// Starts incremental decoding of `batch_size` rows through layers `0..n_layers` (all of them for
     /// logits; fewer for a model that only feeds a hook, as the base model of a lockstep pair). The key
     /// and value cache stays on the device; `capacity` is the number of positions to allocate for
@@ -354,6 +364,9 @@ impl<B: Backend> LanguageModel for BurnModel<B> {
     }
     fn run(&self, batch: &TokenBatch, request: &RunRequest) -> Result<RunOutput> {
         self.model.run(batch, request)
+    }
+    fn unembed(&self, residual: &Array3<f32>) -> Result<Array3<f32>> {
+        self.model.unembed(residual)
     }
     fn start_decoding(
         &self,

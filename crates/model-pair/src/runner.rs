@@ -116,6 +116,10 @@ impl PairedSource for StereoRunner {
         self.models[BASE].backend()
     }
 
+    fn loaded_model(&self, i: usize) -> Option<&dyn LanguageModel> {
+        self.models.get(i).map(|m| m.as_ref())
+    }
+
     fn max_positions(&self) -> Option<usize> {
         self.models
             .iter()

@@ -2,7 +2,7 @@
 //! [`crate::StereoRunner`] (both models in memory) and [`crate::SequentialPair`] (one model in memory at a
 //! time). Everything downstream (the activation store, the latent hunt) takes `&dyn PairedSource`.
 
-use gemma_model::{GemmaTokenizer, HookPoint};
+use gemma_model::{GemmaTokenizer, HookPoint, LanguageModel};
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 use stereo_core::BackendKind;
@@ -45,6 +45,14 @@ pub trait PairedSource {
     fn models(&self) -> [ModelInfo; 2];
     /// The backend the models run on.
     fn backend(&self) -> BackendKind;
+    /// Model `i` (0 base, 1 chat) when it stays in memory between runs (a [`StereoRunner`] holds both;
+    /// a sequential pair loads each only while it runs: `None`).
+    ///
+    /// [`StereoRunner`]: crate::StereoRunner
+    fn loaded_model(&self, i: usize) -> Option<&dyn LanguageModel> {
+        let _ = i;
+        None
+    }
     /// The longest sequence both models accept (the smaller `max_position_embeddings`), when it is
     /// known before they run; longer sequences are refused by the models themselves.
     fn max_positions(&self) -> Option<usize> {

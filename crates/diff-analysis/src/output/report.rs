@@ -577,10 +577,11 @@ pub fn render(r: &Day1Results, summary: &Day1Summary, figure_paths: &[PathBuf]) 
     let _ = write!(
         out,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Day 1 model diffing: {} vs {}</title><style>{CSS}</style></head><body>\
+         <title>Day 1 model diffing: {} vs {}</title><style>{CSS}{}</style></head><body>\
          <h1>Day 1: what chat training added</h1><p class=\"note\">{} (base) vs {} (chat), {} — {}</p>",
         escape(&r.info.base_model),
         escape(&r.info.chat_model),
+        latent_dashboard::DASHBOARD_CSS,
         escape(&r.info.base_model),
         escape(&r.info.chat_model),
         escape(&r.info.hook),
@@ -619,6 +620,20 @@ pub fn render(r: &Day1Results, summary: &Day1Summary, figure_paths: &[PathBuf]) 
     for pt in &r.tokens {
         let _ = write!(out, "<h3>Probe <code>{}</code></h3>", escape(&pt.probe));
         token_views(r, pt, &mut out);
+    }
+    if !r.dashboards.is_empty() {
+        out.push_str(
+            "<h2>Latent dashboards</h2><p class=\"note\">Every candidate latent over its probe's verification prompts \
+             (both models, the crosscoder): the contexts where it fires most (one per prompt) and samples from each \
+             activation interval, shaded by activation (hover for the value, the peak outlined); its histogram and \
+             density; the share of its activation on user, assistant, chat-template and &lt;bos&gt; tokens; and, \
+             when the models kept their unembedding, the tokens each model's decoder vector promotes and suppresses \
+             through that model's final norm and unembedding. Data in dashboards.json; over a whole corpus or store \
+             use the <code>inspect</code> example.</p>",
+        );
+        for d in &r.dashboards {
+            out.push_str(&latent_dashboard::dashboard_section(d));
+        }
     }
     let _ = write!(
         out,

@@ -27,6 +27,8 @@ pub const STATS_FILE: &str = "latent_stats.csv";
 pub const TOKENS_FILE: &str = "token_activations.json";
 /// Name of the report.
 pub const REPORT_FILE: &str = "report.html";
+/// The candidates' latent dashboards (`latent_dashboard::LatentDashboard`, one per candidate).
+pub const DASHBOARDS_FILE: &str = "dashboards.json";
 /// `schema` value of the summary.
 pub const SCHEMA_NAME: &str = "stereo.day1_summary";
 /// `schema_version` of the summary.
@@ -563,6 +565,9 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     names.extend([STATS_FILE, TOKENS_FILE, REPORT_FILE].map(String::from));
+    if !r.dashboards.is_empty() {
+        names.push(DASHBOARDS_FILE.into());
+    }
     let summary = summarize(r, names);
 
     let summary_path = dir.join(SUMMARY_FILE);
@@ -582,6 +587,11 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
     write_file(&report_path, html.as_bytes())?;
 
     let mut written = vec![summary_path, stats_path, tokens_path, report_path];
+    if !r.dashboards.is_empty() {
+        let path = dir.join(DASHBOARDS_FILE);
+        write_file(&path, json_string(&r.dashboards, &path)?.as_bytes())?;
+        written.push(path);
+    }
     written.extend(figures);
     tracing::info!(dir = %dir.display(), files = written.len(), "results written");
     Ok(written)

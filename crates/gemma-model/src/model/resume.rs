@@ -3,14 +3,38 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use ndarray::Array3;
 
 use super::Gemma2;
 use crate::batch::TokenBatch;
 use crate::error::{GemmaError, Result};
-use crate::hook_state::HookState;
+use crate::hook_state::{raw_to_host, HookState};
 use crate::hooks::{HookPoint, ResumeFrom, RunRequest};
 
 impl<B: Backend> Gemma2<B> {
+    /// The logits of residual vectors `[batch, pos, d_model]` through the final norm and the
+    /// unembedding only (see [`LanguageModel::unembed`](crate::LanguageModel::unembed)).
+    pub fn unembed(&self, residual: &Array3<f32>) -> Result<Array3<f32>> {
+        let d = self.config.hidden_size;
+        let dims: [usize; 3] = residual
+            .shape()
+            .try_into()
+            .expect("an Array3 has three axes");
+        if dims[2] != d {
+            return Err(GemmaError::InvalidInput {
+                reason: format!("the logit lens needs vectors of width {d}, got {:?}", dims),
+            });
+        }
+        if let Some(value) = residual.iter().find(|v| !v.is_finite()) {
+            return Err(GemmaError::InvalidInput {
+                reason: format!("a vector for the logit lens holds {value}"),
+            });
+        }
+        let values: Vec<f32> = residual.iter().copied().collect();
+        let h = Tensor::from_data(TensorData::new(values, dims), &self.device);
+        raw_to_host(self.logits(h)?)
+    }
+
     /// The residual a resumed pass starts from, through `blocks.{layer + 1}.hook_resid_pre`.
     pub(super) fn resumed(
         &self,
