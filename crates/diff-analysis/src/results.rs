@@ -84,6 +84,8 @@ pub enum TokenRole {
     Template,
     /// The user's text.
     Content,
+    /// Text of a model turn (a conversation prompt in chat-template mode).
+    Assistant,
 }
 
 impl TokenRole {
@@ -93,6 +95,8 @@ impl TokenRole {
             TokenRole::Bos
         } else if meta.is_template {
             TokenRole::Template
+        } else if meta.is_assistant {
+            TokenRole::Assistant
         } else {
             TokenRole::Content
         }
@@ -200,5 +204,27 @@ impl Day1Results {
             .get(c)?
             .iter()
             .find(|r| r.feature == feature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_roles_follow_the_run_metadata() {
+        let meta = |is_bos, is_template, is_assistant| TokenMeta {
+            prompt: 0,
+            position: 0,
+            token_id: 0,
+            is_bos,
+            is_pad: false,
+            is_template,
+            is_assistant,
+        };
+        assert_eq!(TokenRole::of(&meta(true, false, false)), TokenRole::Bos);
+        assert_eq!(TokenRole::of(&meta(false, true, true)), TokenRole::Template);
+        assert_eq!(TokenRole::of(&meta(false, false, true)), TokenRole::Assistant);
+        assert_eq!(TokenRole::of(&meta(false, false, false)), TokenRole::Content);
     }
 }

@@ -546,7 +546,7 @@ fn token_views(r: &Day1Results, pt: &ProbeTokens, out: &mut String) {
                 match p.roles[k] {
                     TokenRole::Bos => classes.push_str(" bos"),
                     TokenRole::Template => classes.push_str(" tp"),
-                    TokenRole::Content => {}
+                    TokenRole::Content | TokenRole::Assistant => {}
                 }
                 if !p.pooled[k] {
                     classes.push_str(" np");
