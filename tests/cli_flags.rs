@@ -15,6 +15,10 @@ const ANY_VALUE: &[(&str, &str)] = &[
         "checked against the model's config once it is read",
     ),
     (
+        "layers",
+        "checked against the model's config once it is read",
+    ),
+    (
         "stop_at_layer",
         "checked against the model's config once it is read",
     ),

@@ -442,7 +442,7 @@ fn dot(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>) -> f64 {
 /// `decode(e_j) - decode(0)` for each latent, `[L, n_models, d]`: the decoder rows in the models' raw
 /// units. Decoding is affine, `x = (f W_dec + b_dec) / divisor_m + shift_m` for every normaliser, so this is
 /// `W_dec[m, j] / divisor_m` (read once, not decoded: one-hot decodes would cost `O(F^2 d)`).
-fn raw_directions(crosscoder: &dyn Crosscoder, latents: &[usize]) -> Result<Array3<f32>> {
+pub fn raw_directions(crosscoder: &dyn Crosscoder, latents: &[usize]) -> Result<Array3<f32>> {
     let (n, d) = (crosscoder.n_models(), crosscoder.d_model());
     let mut directions = crosscoder.decoder_vectors(latents)?;
     if let Some((_, _, divisor)) = crosscoder.normalizer().affine(n, d) {

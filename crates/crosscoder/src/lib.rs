@@ -121,7 +121,7 @@ pub use error::{CrosscoderError, Result};
 pub use formats::CheckpointFormat;
 pub use hub::{is_hub_id, split_hub_id};
 pub use latent_scaling::{
-    LatentScaling, LatentScalingResult, LatentScalingState, RobustThresholds,
+    raw_directions, LatentScaling, LatentScalingResult, LatentScalingState, RobustThresholds,
 };
 pub use latents::SparseLatents;
 pub use loader::{load, CrosscoderLoader};

@@ -224,7 +224,13 @@ mod tests {
         };
         assert_eq!(TokenRole::of(&meta(true, false, false)), TokenRole::Bos);
         assert_eq!(TokenRole::of(&meta(false, true, true)), TokenRole::Template);
-        assert_eq!(TokenRole::of(&meta(false, false, true)), TokenRole::Assistant);
-        assert_eq!(TokenRole::of(&meta(false, false, false)), TokenRole::Content);
+        assert_eq!(
+            TokenRole::of(&meta(false, false, true)),
+            TokenRole::Assistant
+        );
+        assert_eq!(
+            TokenRole::of(&meta(false, false, false)),
+            TokenRole::Content
+        );
     }
 }

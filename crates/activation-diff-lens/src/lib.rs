@@ -1,0 +1,37 @@
+//! # activation-diff-lens
+//!
+//! Diffing without a crosscoder: the **Activation Difference Lens** (Minder et al. 2025, "Narrow
+//! finetuning leaves clearly readable traces in activation differences", arXiv 2510.13900; the
+//! science-of-finetuning diffing toolkit's main method). Over texts unrelated to the fine-tune, both
+//! models read the same first `k + 1` tokens; per chosen layer and per position `j` after `<bos>`,
+//! `delta_j = mean h^chat_j - mean h^base_j` ([`accumulate`], streaming and resumable through
+//! [`AdlState`]; both models' activation norms are kept to scale steering). [`logit_lens`] reads a
+//! difference through either model's final norm and unembedding, and [`align_with_crosscoder`] compares
+//! it with a crosscoder's chat-minus-base decoder directions where one exists.
+//!
+//! ```no_run
+//! use activation_diff_lens::{accumulate, AdlSpec, AdlState};
+//! use gemma_model::{load_dir, LoadOptions};
+//! use model_pair::PromptInput;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let options = LoadOptions { stop_at_layer: Some(13), ..LoadOptions::default() };
+//! let base = load_dir("gemma-2-2b", &options)?;
+//! let chat = load_dir("gemma-2-2b-it", &options)?;
+//! let tokenizer = chat.tokenizer.clone().unwrap();
+//! let texts = vec![PromptInput::Text("The history of the bicycle".into())];
+//! let mut state = AdlState::new(AdlSpec::new(vec![13]), 2304);
+//! accumulate([base.model.as_ref(), chat.model.as_ref()], &tokenizer, &texts, &mut state, &mut |_| Ok(()), true)?;
+//! let difference = state.result()?;
+//! println!("||delta_0|| at layer 13: {}", difference.delta.slice(ndarray::s![0, 0, ..]).dot(&difference.delta.slice(ndarray::s![0, 0, ..])).sqrt());
+//! # Ok(()) }
+//! ```
+
+mod difference;
+mod error;
+pub mod output;
+mod read;
+
+pub use difference::{accumulate, ActivationDifference, AdlSpec, AdlState};
+pub use error::{AdlError, Result};
+pub use read::{align_with_crosscoder, logit_lens, Alignment, LensEntry, LensReadout};
