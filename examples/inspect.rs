@@ -24,12 +24,12 @@ use std::sync::Arc;
 use activation_cache::{cache_corpus, ActivationStore, CacheOptions, Corpus};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
 use gemma_model::{load_model, BackendKind, HubOptions, LanguageModel, LoadOptions, ModelSource};
 use latent_dashboard::{
     attach_lens, build_dashboards, dashboards_page, DashboardOptions, StoreLatents,
 };
 use stereo::demo::embedded_source;
+use stereo::pair::PairChoice;
 
 /// Show what crosscoder latents fire on and what they write.
 #[derive(Parser, Debug)]
@@ -94,24 +94,16 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let part = |given: &Option<String>, name: &str| match given {
-        Some(s) => Ok(s.clone()),
-        None => embedded_source(name),
-    };
+    let mut prepared = PairChoice {
+        base: args.base.clone(),
+        chat: args.chat.clone(),
+        crosscoder: args.crosscoder.clone(),
+        hook: args.hook.clone(),
+        offline: args.offline,
+    }
+    .prepare(args.backend)?;
     let mut hub = HubOptions::from_env();
     hub.offline |= args.offline;
-    let mut prepared = Day1Setup {
-        base: part(&args.base, "base")?,
-        chat: part(&args.chat, "chat")?,
-        crosscoder: Some(CrosscoderSpec::new(part(&args.crosscoder, "crosscoder")?)),
-        hook: HookChoice {
-            hook: args.hook.as_deref().map(str::parse).transpose()?,
-            layer: None,
-        },
-        backend: args.backend,
-        hub: hub.clone(),
-    }
-    .prepare()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 

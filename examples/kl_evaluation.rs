@@ -22,17 +22,16 @@
 //! `kl_evaluation.png` to `--out`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use activation_cache::Corpus;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
-use gemma_model::{BackendKind, ChatMessage, HubOptions, Role};
+use gemma_model::{BackendKind, ChatMessage, Role};
 use model_pair::PromptInput;
 use steering::kl_evaluation::{kl_table, write_kl_evaluation};
-use steering::{run_kl_evaluation, KlEvaluationSpec, SteeringModels};
+use steering::{run_kl_evaluation, KlEvaluationSpec};
 use stereo::demo::embedded_source;
+use stereo::pair::{GenerationPair, PairChoice};
 
 /// Measure how much of the base->chat change of the next-token distribution a set of latents carries.
 #[derive(Parser, Debug)]
@@ -174,39 +173,17 @@ fn main() -> Result<()> {
     spec.max_tokens = args.max_tokens;
     spec.unpatched_prefix = args.unpatched_prefix;
     let conversations = conversations(&args)?;
-    let part = |given: &Option<String>, name: &str| match given {
-        Some(s) => Ok(s.clone()),
-        None => embedded_source(name),
-    };
-    let mut hub = HubOptions::from_env();
-    hub.offline |= args.offline;
-    let mut prepared = Day1Setup {
-        base: part(&args.base, "base")?,
-        chat: part(&args.chat, "chat")?,
-        crosscoder: Some(CrosscoderSpec::new(part(&args.crosscoder, "crosscoder")?)),
-        hook: HookChoice {
-            hook: args.hook.as_deref().map(str::parse).transpose()?,
-            layer: None,
-        },
-        backend: args.backend,
-        hub,
-    }
-    .prepare()?;
-    let (base, chat) = prepared.load_for_generation()?;
-    let tokenizer = chat
-        .tokenizer
-        .clone()
-        .context("the chat model has no tokenizer.json")?;
-    let crosscoder = prepared
-        .build_crosscoder()?
-        .context("a crosscoder is required")?;
-    let models = SteeringModels {
-        base: base.model.as_ref(),
-        chat: chat.model.as_ref(),
-        tokenizer: &tokenizer,
-        crosscoder: Arc::from(crosscoder),
-        hook: prepared.hook,
-    };
+    let pair = GenerationPair::load(
+        PairChoice {
+            base: args.base.clone(),
+            chat: args.chat.clone(),
+            crosscoder: args.crosscoder.clone(),
+            hook: args.hook.clone(),
+            offline: args.offline,
+        }
+        .prepare(args.backend)?,
+    )?;
+    let models = pair.models();
     let results = run_kl_evaluation(&models, &conversations, &spec, !args.quiet)?;
     print!("{}", kl_table(&results));
     let files = write_kl_evaluation(&results, &args.out)?;

@@ -23,11 +23,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
 use gemma_model::generation::InterventionScope;
-use gemma_model::{BackendKind, HubOptions};
-use steering::{run_steering, EditKind, SteeringModels, SteeringSpec, StrengthUnit};
-use stereo::demo::embedded_source;
+use gemma_model::BackendKind;
+use steering::{run_steering, EditKind, SteeringSpec, StrengthUnit};
+use stereo::pair::{GenerationPair, PairChoice};
 
 /// Clamp, ablate, steer or patch a crosscoder latent while the chat model generates.
 #[derive(Parser, Debug)]
@@ -203,39 +202,17 @@ fn main() -> Result<()> {
     }
     let spec = spec(&args)?;
     let prompts = read_prompts(&args)?;
-    let part = |given: &Option<String>, name: &str| match given {
-        Some(s) => Ok(s.clone()),
-        None => embedded_source(name),
-    };
-    let mut hub = HubOptions::from_env();
-    hub.offline |= args.offline;
-    let mut prepared = Day1Setup {
-        base: part(&args.base, "base")?,
-        chat: part(&args.chat, "chat")?,
-        crosscoder: Some(CrosscoderSpec::new(part(&args.crosscoder, "crosscoder")?)),
-        hook: HookChoice {
-            hook: args.hook.as_deref().map(str::parse).transpose()?,
-            layer: None,
-        },
-        backend: args.backend,
-        hub,
-    }
-    .prepare()?;
-    let (base, chat) = prepared.load_for_generation()?;
-    let tokenizer = chat
-        .tokenizer
-        .clone()
-        .context("the chat model has no tokenizer.json")?;
-    let crosscoder = prepared
-        .build_crosscoder()?
-        .context("a crosscoder is required")?;
-    let models = SteeringModels {
-        base: base.model.as_ref(),
-        chat: chat.model.as_ref(),
-        tokenizer: &tokenizer,
-        crosscoder: Arc::from(crosscoder),
-        hook: prepared.hook,
-    };
+    let pair = GenerationPair::load(
+        PairChoice {
+            base: args.base.clone(),
+            chat: args.chat.clone(),
+            crosscoder: args.crosscoder.clone(),
+            hook: args.hook.clone(),
+            offline: args.offline,
+        }
+        .prepare(args.backend)?,
+    )?;
+    let models = pair.models();
     let results = run_steering(&models, &spec, &prompts, !args.quiet)?;
     let files = steering::output::write_all(&results, &args.out)?;
     for s in &results.strengths {

@@ -18,6 +18,8 @@
 //!   differences (`fixtures/demo`), its tokenizer and corpus, so that results can be checked
 //!   against the truth.
 //! - [`cli`]: value parsers for the examples' numeric flags (bad values are refused before any work).
+//! - [`pair`]: the base/chat pair and crosscoder an example names (the embedded demo's by default),
+//!   prepared and loaded for generation.
 //! - [`gpu_check`]: the one-shot device check (parity, the demo's conclusion, throughput) behind
 //!   `examples/gpu_check.rs` and `scripts/gpu-check`.
 
@@ -32,3 +34,4 @@ pub use stereo_core as backend;
 pub mod cli;
 pub mod demo;
 pub mod gpu_check;
+pub mod pair;

@@ -23,7 +23,8 @@
 //! let mut state = AdlState::new(AdlSpec::new(vec![13]), 2304);
 //! accumulate([base.model.as_ref(), chat.model.as_ref()], &tokenizer, &texts, &mut state, &mut |_| Ok(()), true)?;
 //! let difference = state.result()?;
-//! println!("||delta_0|| at layer 13: {}", difference.delta.slice(ndarray::s![0, 0, ..]).dot(&difference.delta.slice(ndarray::s![0, 0, ..])).sqrt());
+//! let first: f32 = difference.delta.slice(ndarray::s![0, 0, ..]).iter().map(|v| v * v).sum();
+//! println!("{} texts; ||delta_0|| at layer 13: {}", difference.texts, first.sqrt());
 //! # Ok(()) }
 //! ```
 
