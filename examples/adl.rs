@@ -12,8 +12,9 @@
 //! Both models read the first `k + 1` tokens of every text (nothing after them runs, and each model only
 //! up to the deepest chosen layer); per layer and position `j` after `<bos>`, `delta_j = mean h^chat_j -
 //! mean h^base_j`, and the mean over positions. Each is read through both models' final norm and
-//! unembedding (the logit lens) and, with a crosscoder, compared with its latents' chat-minus-base decoder
-//! directions. Writes `adl.safetensors` (the vectors and both models' mean norms) and `adl.json` (schema:
+//! unembedding (the logit lens), each layer's mean through the token-identity Patchscope (written into
+//! the last position of identity prompts at several scales of the chat model's activation norm), and, with
+//! a crosscoder, compared with its latents' chat-minus-base decoder directions. Writes `adl.safetensors` (the vectors and both models' mean norms) and `adl.json` (schema:
 //! crates/activation-diff-lens/SCHEMA.md) to `--out`. The sums are saved to `adl_state.json` after every
 //! batch: a run with the same inputs resumes (`--restart` starts over).
 
@@ -21,11 +22,12 @@ use std::path::{Path, PathBuf};
 
 use activation_cache::Corpus;
 use activation_diff_lens::output::{
-    write_summary, write_tensors, AdlSummary, PositionReading, JSON_FILE, SCHEMA_VERSION,
-    TENSORS_FILE,
+    write_summary, write_tensors, AdlSummary, LayerPatchscope, PositionReading, JSON_FILE,
+    SCHEMA_VERSION, TENSORS_FILE,
 };
 use activation_diff_lens::{
-    accumulate, align_with_crosscoder, logit_lens, ActivationDifference, AdlSpec, AdlState,
+    accumulate, align_with_crosscoder, identity_prompts, logit_lens, patchscope,
+    ActivationDifference, AdlSpec, AdlState, PatchscopeSpec,
 };
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -71,6 +73,12 @@ struct Args {
     /// Tokens per side of each lens readout, and latents per alignment.
     #[arg(long, default_value_t = 10, value_parser = stereo::cli::count)]
     top: usize,
+    /// Skip the token-identity Patchscope (it needs the chat model whole).
+    #[arg(long)]
+    no_patchscope: bool,
+    /// Patchscope scales, times the chat model's mean activation norm at the layer.
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1,2,4", value_parser = stereo::cli::positive)]
+    patchscope_scales: Vec<f32>,
     /// Ignore saved sums and start over.
     #[arg(long)]
     restart: bool,
@@ -162,10 +170,19 @@ fn main() -> Result<()> {
         ..LoadOptions::default()
     }
     .with_backend(args.backend);
-    let loaded = sources
-        .iter()
-        .map(|s| Ok(load_model(&ModelSource::parse(s)?, &options)?))
-        .collect::<Result<Vec<_>>>()?;
+    // The Patchscope reads the chat model's next-token prediction: the chat model whole.
+    let chat_options = if args.no_patchscope {
+        options.clone()
+    } else {
+        LoadOptions {
+            stop_at_layer: None,
+            ..options.clone()
+        }
+    };
+    let loaded = [
+        load_model(&ModelSource::parse(&sources[0])?, &options)?,
+        load_model(&ModelSource::parse(&sources[1])?, &chat_options)?,
+    ];
     let models: [&dyn LanguageModel; 2] = [loaded[0].model.as_ref(), loaded[1].model.as_ref()];
     let tokenizer = loaded[1]
         .tokenizer
@@ -210,6 +227,33 @@ fn main() -> Result<()> {
         crosscoder.as_deref(),
         args.top,
     )?;
+    let patchscope = if args.no_patchscope {
+        Vec::new()
+    } else {
+        difference
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, &layer)| {
+                let spec = PatchscopeSpec {
+                    layer,
+                    scales: args.patchscope_scales.clone(),
+                    target_norm: difference.norms[1].row(l).mean().unwrap_or(1.0) as f32,
+                    prompts: identity_prompts(),
+                    top: args.top,
+                };
+                Ok(LayerPatchscope {
+                    layer,
+                    readout: patchscope(
+                        difference.delta_mean.row(l),
+                        models[1],
+                        &tokenizer,
+                        &spec,
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
     let summary = AdlSummary {
         schema_version: SCHEMA_VERSION,
         models: names,
@@ -219,6 +263,7 @@ fn main() -> Result<()> {
         texts: difference.texts,
         skipped: difference.skipped,
         readings,
+        patchscope,
     };
     write_summary(&summary, &args.out.join(JSON_FILE))?;
     print_summary(&summary);
@@ -329,6 +374,21 @@ fn read(
 }
 
 fn print_summary(summary: &AdlSummary) {
+    for p in &summary.patchscope {
+        let best = &p.readout.scales[p.readout.best];
+        println!(
+            "  layer {} Patchscope: most consistent at {} x norm ({:.2}): {}",
+            p.layer,
+            best.scale,
+            best.consistency,
+            best.tokens
+                .iter()
+                .take(5)
+                .map(|t| t.token.replace('▁', " "))
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+    }
     println!(
         "activation difference over {} texts ({} too short), k = {}",
         summary.texts, summary.skipped, summary.k

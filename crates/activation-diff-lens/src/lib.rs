@@ -6,8 +6,9 @@
 //! models read the same first `k + 1` tokens; per chosen layer and per position `j` after `<bos>`,
 //! `delta_j = mean h^chat_j - mean h^base_j` ([`accumulate`], streaming and resumable through
 //! [`AdlState`]; both models' activation norms are kept to scale steering). [`logit_lens`] reads a
-//! difference through either model's final norm and unembedding, and [`align_with_crosscoder`] compares
-//! it with a crosscoder's chat-minus-base decoder directions where one exists.
+//! difference through either model's final norm and unembedding, [`patchscope`] writes it into the last
+//! position of identity prompts and reads what the model then says, and [`align_with_crosscoder`]
+//! compares it with a crosscoder's chat-minus-base decoder directions where one exists.
 //!
 //! ```no_run
 //! use activation_diff_lens::{accumulate, AdlSpec, AdlState};
@@ -31,8 +32,12 @@
 mod difference;
 mod error;
 pub mod output;
+mod patchscope;
 mod read;
 
 pub use difference::{accumulate, ActivationDifference, AdlSpec, AdlState};
 pub use error::{AdlError, Result};
+pub use patchscope::{
+    identity_prompts, patchscope, PatchscopeReadout, PatchscopeScale, PatchscopeSpec,
+};
 pub use read::{align_with_crosscoder, logit_lens, Alignment, LensEntry, LensReadout};

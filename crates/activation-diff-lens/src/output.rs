@@ -93,6 +93,19 @@ pub struct AdlSummary {
     pub skipped: usize,
     /// Every layer's positions, then its mean over positions.
     pub readings: Vec<PositionReading>,
+    /// Per layer, the token-identity Patchscope of its mean difference through the chat model (empty
+    /// when not run).
+    pub patchscope: Vec<LayerPatchscope>,
+}
+
+/// The Patchscope of one layer's mean difference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerPatchscope {
+    /// The layer.
+    pub layer: usize,
+    /// The readout at every scale.
+    #[serde(flatten)]
+    pub readout: crate::PatchscopeReadout,
 }
 
 /// Writes `summary` to `path`.

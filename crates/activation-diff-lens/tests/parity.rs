@@ -246,3 +246,63 @@ fn a_model_against_itself_differs_by_nothing() {
     assert!(result.delta.iter().all(|v| *v == 0.0));
     assert!(result.norms[0].iter().all(|v| *v > 1.0));
 }
+
+#[test]
+fn the_patchscope_equals_hf_with_the_same_hook_written() {
+    use activation_diff_lens::{identity_prompts, patchscope, PatchscopeSpec};
+    let m = manifest();
+    let prompts: Vec<String> = serde_json::from_value(m["identity_prompts"].clone()).unwrap();
+    assert_eq!(
+        prompts,
+        identity_prompts(),
+        "the toolkit's identity prompts"
+    );
+    let scales: Vec<f32> = serde_json::from_value(m["patchscope_scales"].clone()).unwrap();
+    let models = models();
+    let mut state = AdlState::new(spec(), 64);
+    run(&models, &mut state);
+    let result = state.result().unwrap();
+    let bytes = std::fs::read(fixtures().join("adl/expected.safetensors")).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let (target, _) = tensor(&file, "patchscope_target_norm");
+    let target_norm = result.norms[1].row(0).mean().unwrap() as f32;
+    assert!((f64::from(target_norm) - target[0]).abs() < 1e-5);
+    let tokenizer = models[1].tokenizer.clone().unwrap();
+    let readout = patchscope(
+        result.delta_mean.row(0),
+        models[1].model.as_ref(),
+        &tokenizer,
+        &PatchscopeSpec {
+            layer: spec().layers[0],
+            scales: scales.clone(),
+            target_norm,
+            prompts,
+            top: 10,
+        },
+    )
+    .unwrap();
+    let (top, _) = tensor(&file, "patchscope_top");
+    let (probs, _) = tensor(&file, "patchscope_top_probs");
+    for (s, scale) in readout.scales.iter().enumerate() {
+        let want: Vec<u32> = top[s * 10..(s + 1) * 10]
+            .iter()
+            .map(|v| *v as u32)
+            .collect();
+        let got: Vec<u32> = scale.tokens.iter().map(|t| t.id).collect();
+        assert_eq!(got, want, "scale {}", scale.scale);
+        for (t, w) in scale.tokens.iter().zip(&probs[s * 10..(s + 1) * 10]) {
+            assert!((t.probability - w).abs() < 1e-5, "{} vs {w}", t.probability);
+        }
+        assert!((0.0..=1.0).contains(&scale.consistency));
+    }
+    assert!(readout.best < scales.len());
+    // A zero vector cannot be read.
+    let zero = ndarray::Array1::<f32>::zeros(64);
+    assert!(patchscope(
+        zero.view(),
+        models[1].model.as_ref(),
+        &tokenizer,
+        &readout.spec
+    )
+    .is_err());
+}

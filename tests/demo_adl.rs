@@ -1,0 +1,105 @@
+//! The Activation Difference Lens on the demo pair: over the demo corpus's texts, the chat-minus-base
+//! difference at the first positions after `<bos>` carries the planted user-model directions, and the chat
+//! model, handed its mean in a token-identity Patchscope, says the words of the planted reader (`simple`,
+//! `story`, `play`) at every scale; the base model, which has no reader, does not.
+
+mod common;
+
+use activation_cache::Corpus;
+use activation_diff_lens::{
+    accumulate, identity_prompts, patchscope, AdlSpec, AdlState, PatchscopeSpec,
+};
+use gemma_model::{load_dir, LoadOptions};
+
+use common::demo_dir;
+
+#[test]
+fn the_mean_difference_names_the_planted_readers_words() {
+    let base = load_dir(demo_dir().join("base"), &LoadOptions::default()).unwrap();
+    let chat = load_dir(demo_dir().join("chat"), &LoadOptions::default()).unwrap();
+    let tokenizer = chat.tokenizer.clone().unwrap();
+    let corpus = Corpus::from_path(demo_dir().join("corpus.jsonl")).unwrap();
+    let mut spec = AdlSpec::new(vec![1]);
+    spec.max_texts = Some(1000);
+    let mut state = AdlState::new(spec, 64);
+    accumulate(
+        [base.model.as_ref(), chat.model.as_ref()],
+        &tokenizer,
+        corpus.documents(),
+        &mut state,
+        &mut |_| Ok(()),
+        false,
+    )
+    .unwrap();
+    let difference = state.result().unwrap();
+    assert_eq!(difference.texts, 1000);
+    let norm = |v: ndarray::ArrayView1<'_, f32>| v.dot(&v).sqrt();
+    // Position 0 after <bos> can hold no cue's effect yet; later positions can.
+    assert!(norm(difference.delta.slice(ndarray::s![0, 0, ..])) < 1e-4);
+    assert!(norm(difference.delta.slice(ndarray::s![0, 4, ..])) > 0.1);
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
+            .unwrap();
+    let register: Vec<u32> =
+        serde_json::from_value(manifest["reader"]["register_token_ids"].clone()).unwrap();
+    let readout = patchscope(
+        difference.delta_mean.row(0),
+        chat.model.as_ref(),
+        &tokenizer,
+        &PatchscopeSpec {
+            layer: 1,
+            scales: vec![0.25, 0.5, 1.0, 2.0, 4.0],
+            target_norm: difference.norms[1].row(0).mean().unwrap() as f32,
+            prompts: identity_prompts(),
+            top: 10,
+        },
+    )
+    .unwrap();
+    // The base model has no reader: the same Patchscope through it does not say those words.
+    let in_base = patchscope(
+        difference.delta_mean.row(0),
+        base.model.as_ref(),
+        &tokenizer,
+        &readout.spec,
+    )
+    .unwrap();
+    for scale in &in_base.scales {
+        let top5: Vec<&str> = scale
+            .tokens
+            .iter()
+            .take(5)
+            .map(|t| t.token.as_str())
+            .collect();
+        println!("base model, scale {}: {top5:?}", scale.scale);
+        assert!(
+            !scale
+                .tokens
+                .iter()
+                .take(5)
+                .any(|t| register.contains(&t.id)),
+            "{top5:?}"
+        );
+    }
+    for scale in &readout.scales {
+        let top5: Vec<&str> = scale
+            .tokens
+            .iter()
+            .take(5)
+            .map(|t| t.token.as_str())
+            .collect();
+        println!(
+            "scale {}: consistency {:.2}, {top5:?}",
+            scale.scale, scale.consistency
+        );
+        assert!(
+            scale
+                .tokens
+                .iter()
+                .take(5)
+                .any(|t| register.contains(&t.id)),
+            "scale {}: {top5:?}",
+            scale.scale
+        );
+    }
+}
