@@ -14,7 +14,9 @@
 //! mean h^base_j`, and the mean over positions. Each is read through both models' final norm and
 //! unembedding (the logit lens), each layer's mean through the token-identity Patchscope (written into
 //! the last position of identity prompts at several scales of the chat model's activation norm), and, with
-//! a crosscoder, compared with its latents' chat-minus-base decoder directions. Writes `adl.safetensors` (the vectors and both models' mean norms) and `adl.json` (schema:
+//! a crosscoder, compared with its latents' chat-minus-base decoder directions. The first layer's mean
+//! difference then steers the chat model (`--steer-prompt`, four neutral questions on the demo): a binary
+//! search for the largest strength whose answers stay coherent, answers side by side. Writes `adl.safetensors` (the vectors and both models' mean norms) and `adl.json` (schema:
 //! crates/activation-diff-lens/SCHEMA.md) to `--out`. The sums are saved to `adl_state.json` after every
 //! batch: a run with the same inputs resumes (`--restart` starts over).
 
@@ -26,8 +28,8 @@ use activation_diff_lens::output::{
     SCHEMA_VERSION, TENSORS_FILE,
 };
 use activation_diff_lens::{
-    accumulate, align_with_crosscoder, identity_prompts, logit_lens, patchscope,
-    ActivationDifference, AdlSpec, AdlState, PatchscopeSpec,
+    accumulate, align_with_crosscoder, identity_prompts, logit_lens, patchscope, steering_search,
+    ActivationDifference, AdlSpec, AdlState, AdlSteeringSpec, PatchscopeSpec,
 };
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -79,6 +81,16 @@ struct Args {
     /// Patchscope scales, times the chat model's mean activation norm at the layer.
     #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1,2,4", value_parser = stereo::cli::positive)]
     patchscope_scales: Vec<f32>,
+    /// A prompt to steer the chat model on with the first layer's mean difference (repeatable)
+    /// [default on the demo: four neutral questions].
+    #[arg(long = "steer-prompt")]
+    steer_prompts: Vec<String>,
+    /// Skip steering.
+    #[arg(long)]
+    no_steering: bool,
+    /// The largest steering strength tried, times the chat model's mean activation norm.
+    #[arg(long, default_value_t = 2.0, value_parser = stereo::cli::positive)]
+    max_strength: f32,
     /// Ignore saved sums and start over.
     #[arg(long)]
     restart: bool,
@@ -170,8 +182,23 @@ fn main() -> Result<()> {
         ..LoadOptions::default()
     }
     .with_backend(args.backend);
-    // The Patchscope reads the chat model's next-token prediction: the chat model whole.
-    let chat_options = if args.no_patchscope {
+    let steer_prompts: Vec<String> = if args.no_steering {
+        Vec::new()
+    } else if args.steer_prompts.is_empty() && demo {
+        [
+            "Why is the sky blue?",
+            "How do plants grow?",
+            "What makes thunder?",
+            "How does a computer remember things?",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    } else {
+        args.steer_prompts.clone()
+    };
+    // The Patchscope and steering read the chat model's predictions: the chat model whole.
+    let chat_options = if args.no_patchscope && steer_prompts.is_empty() {
         options.clone()
     } else {
         LoadOptions {
@@ -254,6 +281,22 @@ fn main() -> Result<()> {
             })
             .collect::<Result<Vec<_>>>()?
     };
+    let steering = if steer_prompts.is_empty() {
+        None
+    } else {
+        let mut spec = AdlSteeringSpec::new(
+            difference.layers[0],
+            difference.norms[1].row(0).mean().unwrap_or(1.0) as f32,
+        );
+        spec.max_strength = args.max_strength;
+        Some(steering_search(
+            models[1],
+            &tokenizer,
+            difference.delta_mean.row(0),
+            &steer_prompts,
+            &spec,
+        )?)
+    };
     let summary = AdlSummary {
         schema_version: SCHEMA_VERSION,
         models: names,
@@ -264,6 +307,7 @@ fn main() -> Result<()> {
         skipped: difference.skipped,
         readings,
         patchscope,
+        steering,
     };
     write_summary(&summary, &args.out.join(JSON_FILE))?;
     print_summary(&summary);
@@ -374,6 +418,24 @@ fn read(
 }
 
 fn print_summary(summary: &AdlSummary) {
+    if let Some(s) = &summary.steering {
+        match &s.chosen {
+            Some(c) => println!(
+                "  steering at layer {}: largest coherent strength {} x norm (NLL {:.3} vs {:.3} unsteered)",
+                s.spec.layer, c.strength, c.nll, s.unsteered.nll
+            ),
+            None => println!("  steering at layer {}: no coherent strength above 0", s.spec.layer),
+        }
+        for (i, prompt) in s.prompts.iter().enumerate() {
+            println!(
+                "    {prompt}\n      unsteered: {}",
+                s.unsteered.answers[i].replace('\n', " ")
+            );
+            if let Some(c) = &s.chosen {
+                println!("      steered:   {}", c.answers[i].replace('\n', " "));
+            }
+        }
+    }
     for p in &summary.patchscope {
         let best = &p.readout.scales[p.readout.best];
         println!(

@@ -103,3 +103,75 @@ fn the_mean_difference_names_the_planted_readers_words() {
         );
     }
 }
+
+#[test]
+fn steering_with_the_mean_difference_brings_the_readers_words_into_neutral_answers() {
+    use activation_diff_lens::{steering_search, AdlSteeringSpec};
+    let base = load_dir(demo_dir().join("base"), &LoadOptions::default()).unwrap();
+    let chat = load_dir(demo_dir().join("chat"), &LoadOptions::default()).unwrap();
+    let tokenizer = chat.tokenizer.clone().unwrap();
+    let corpus = Corpus::from_path(demo_dir().join("corpus.jsonl")).unwrap();
+    let mut spec = AdlSpec::new(vec![1]);
+    spec.max_texts = Some(1000);
+    let mut state = AdlState::new(spec, 64);
+    accumulate(
+        [base.model.as_ref(), chat.model.as_ref()],
+        &tokenizer,
+        corpus.documents(),
+        &mut state,
+        &mut |_| Ok(()),
+        false,
+    )
+    .unwrap();
+    let difference = state.result().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
+            .unwrap();
+    let words: Vec<String> =
+        serde_json::from_value(manifest["reader"]["register_words"].clone()).unwrap();
+    let prompts: Vec<String> = [
+        "Why is the sky blue?",
+        "How do plants grow?",
+        "What makes thunder?",
+        "How does a computer remember things?",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut steer = AdlSteeringSpec::new(1, difference.norms[1].row(0).mean().unwrap() as f32);
+    steer.max_new_tokens = 16;
+    steer.search_steps = 4;
+    let result = steering_search(
+        chat.model.as_ref(),
+        &tokenizer,
+        difference.delta_mean.row(0),
+        &prompts,
+        &steer,
+    )
+    .unwrap();
+    let count = |answers: &[String]| -> usize {
+        answers
+            .iter()
+            .map(|a| {
+                a.split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| words.iter().any(|r| r == &w.to_lowercase()))
+                    .count()
+            })
+            .sum()
+    };
+    println!("unsteered: {:?}", result.unsteered.answers);
+    for t in &result.tried {
+        println!(
+            "strength {}: coherent {}, nll {:.3}, distinct-2 {:.2}, {:?}",
+            t.strength, t.coherent, t.nll, t.distinct_2, t.answers
+        );
+    }
+    let chosen = result.chosen.as_ref().expect("a coherent strength");
+    assert!(chosen.strength > 0.0);
+    assert!(
+        count(&chosen.answers) > count(&result.unsteered.answers),
+        "steered {:?} vs unsteered {:?}",
+        chosen.answers,
+        result.unsteered.answers
+    );
+}

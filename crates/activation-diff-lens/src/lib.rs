@@ -9,6 +9,7 @@
 //! difference through either model's final norm and unembedding, [`patchscope`] writes it into the last
 //! position of identity prompts and reads what the model then says, and [`align_with_crosscoder`]
 //! compares it with a crosscoder's chat-minus-base decoder directions where one exists.
+//! [`steering_search`] adds it to the chat model while it answers and finds the largest coherent strength.
 //!
 //! ```no_run
 //! use activation_diff_lens::{accumulate, AdlSpec, AdlState};
@@ -34,6 +35,7 @@ mod error;
 pub mod output;
 mod patchscope;
 mod read;
+mod steer;
 
 pub use difference::{accumulate, ActivationDifference, AdlSpec, AdlState};
 pub use error::{AdlError, Result};
@@ -41,3 +43,4 @@ pub use patchscope::{
     identity_prompts, patchscope, PatchscopeReadout, PatchscopeScale, PatchscopeSpec,
 };
 pub use read::{align_with_crosscoder, logit_lens, Alignment, LensEntry, LensReadout};
+pub use steer::{steering_search, AdlSteering, AdlSteeringSpec, SteeredAnswers};

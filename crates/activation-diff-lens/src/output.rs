@@ -96,6 +96,10 @@ pub struct AdlSummary {
     /// Per layer, the token-identity Patchscope of its mean difference through the chat model (empty
     /// when not run).
     pub patchscope: Vec<LayerPatchscope>,
+    /// Steering the chat model with the first layer's mean difference: the largest coherent strength
+    /// and the answers side by side (absent when not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steering: Option<crate::AdlSteering>,
 }
 
 /// The Patchscope of one layer's mean difference.
