@@ -7,40 +7,68 @@ mod common;
 
 use activation_cache::Corpus;
 use activation_diff_lens::{
-    accumulate, identity_prompts, patchscope, AdlSpec, AdlState, PatchscopeSpec,
+    accumulate, identity_prompts, patchscope, ActivationDifference, AdlSpec, AdlState,
+    PatchscopeSpec,
 };
-use gemma_model::{load_dir, LoadOptions};
+use gemma_model::{load_dir, GemmaTokenizer, LoadOptions, LoadedModel};
 
 use common::demo_dir;
 
+/// The demo pair (both whole) and the layer-1 difference over the first 1,000 corpus texts.
+struct Demo {
+    base: LoadedModel,
+    chat: LoadedModel,
+    tokenizer: GemmaTokenizer,
+    difference: ActivationDifference,
+}
+
+impl Demo {
+    fn load() -> Self {
+        let base = load_dir(demo_dir().join("base"), &LoadOptions::default()).unwrap();
+        let chat = load_dir(demo_dir().join("chat"), &LoadOptions::default()).unwrap();
+        let tokenizer = chat.tokenizer.clone().unwrap();
+        let corpus = Corpus::from_path(demo_dir().join("corpus.jsonl")).unwrap();
+        let mut spec = AdlSpec::new(vec![1]);
+        spec.max_texts = Some(1000);
+        let mut state = AdlState::new(spec, 64);
+        accumulate(
+            [base.model.as_ref(), chat.model.as_ref()],
+            &tokenizer,
+            corpus.documents(),
+            &mut state,
+            &mut |_| Ok(()),
+            false,
+        )
+        .unwrap();
+        Demo {
+            base,
+            chat,
+            tokenizer,
+            difference: state.result().unwrap(),
+        }
+    }
+}
+
+/// `demo.json`, which documents the planted reader.
+fn reader_manifest() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn the_mean_difference_names_the_planted_readers_words() {
-    let base = load_dir(demo_dir().join("base"), &LoadOptions::default()).unwrap();
-    let chat = load_dir(demo_dir().join("chat"), &LoadOptions::default()).unwrap();
-    let tokenizer = chat.tokenizer.clone().unwrap();
-    let corpus = Corpus::from_path(demo_dir().join("corpus.jsonl")).unwrap();
-    let mut spec = AdlSpec::new(vec![1]);
-    spec.max_texts = Some(1000);
-    let mut state = AdlState::new(spec, 64);
-    accumulate(
-        [base.model.as_ref(), chat.model.as_ref()],
-        &tokenizer,
-        corpus.documents(),
-        &mut state,
-        &mut |_| Ok(()),
-        false,
-    )
-    .unwrap();
-    let difference = state.result().unwrap();
+    let Demo {
+        base,
+        chat,
+        tokenizer,
+        difference,
+    } = Demo::load();
     assert_eq!(difference.texts, 1000);
     let norm = |v: ndarray::ArrayView1<'_, f32>| v.dot(&v).sqrt();
     // Position 0 after <bos> can hold no cue's effect yet; later positions can.
     assert!(norm(difference.delta.slice(ndarray::s![0, 0, ..])) < 1e-4);
     assert!(norm(difference.delta.slice(ndarray::s![0, 4, ..])) > 0.1);
 
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
-            .unwrap();
+    let manifest = reader_manifest();
     let register: Vec<u32> =
         serde_json::from_value(manifest["reader"]["register_token_ids"].clone()).unwrap();
     let readout = patchscope(
@@ -107,26 +135,13 @@ fn the_mean_difference_names_the_planted_readers_words() {
 #[test]
 fn steering_with_the_mean_difference_brings_the_readers_words_into_neutral_answers() {
     use activation_diff_lens::{steering_search, AdlSteeringSpec};
-    let base = load_dir(demo_dir().join("base"), &LoadOptions::default()).unwrap();
-    let chat = load_dir(demo_dir().join("chat"), &LoadOptions::default()).unwrap();
-    let tokenizer = chat.tokenizer.clone().unwrap();
-    let corpus = Corpus::from_path(demo_dir().join("corpus.jsonl")).unwrap();
-    let mut spec = AdlSpec::new(vec![1]);
-    spec.max_texts = Some(1000);
-    let mut state = AdlState::new(spec, 64);
-    accumulate(
-        [base.model.as_ref(), chat.model.as_ref()],
-        &tokenizer,
-        corpus.documents(),
-        &mut state,
-        &mut |_| Ok(()),
-        false,
-    )
-    .unwrap();
-    let difference = state.result().unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
-            .unwrap();
+    let Demo {
+        chat,
+        tokenizer,
+        difference,
+        ..
+    } = Demo::load();
+    let manifest = reader_manifest();
     let words: Vec<String> =
         serde_json::from_value(manifest["reader"]["register_words"].clone()).unwrap();
     let prompts: Vec<String> = [
