@@ -91,6 +91,11 @@ struct Args {
     /// The largest steering strength tried, times the chat model's mean activation norm.
     #[arg(long, default_value_t = 2.0, value_parser = stereo::cli::positive)]
     max_strength: f32,
+    /// Benchmark instead: random Gemma-2-2b weights (both models to layer 13, with the unembedding),
+    /// this many random texts of k + 1 tokens; prints the time of the difference against the two plain
+    /// forward passes it needs, and of the logit lens against the difference.
+    #[arg(long, value_parser = stereo::cli::count)]
+    bench: Option<usize>,
     /// Ignore saved sums and start over.
     #[arg(long)]
     restart: bool,
@@ -118,6 +123,9 @@ struct Saved {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(texts) = args.bench {
+        return bench(texts, args.k, args.batch_size, args.backend);
+    }
     let demo = args.base.is_none() && args.chat.is_none();
     if args.base.is_some() != args.chat.is_some() {
         bail!("give both --base and --chat (or neither, for the embedded demo)");
@@ -487,4 +495,70 @@ fn print_summary(summary: &AdlSummary) {
             words(1)
         );
     }
+}
+
+/// `--bench`: the cost of the difference against the two forward passes it needs, at Gemma-2-2b shapes.
+fn bench(texts: usize, k: usize, batch_size: usize, backend: BackendKind) -> Result<()> {
+    use gemma_model::throughput::benchmark_batch;
+    use gemma_model::{random_model, Gemma2Config, HookPoint, RunRequest, TokenBatch};
+    use std::time::Instant;
+
+    const LAYER: usize = 13;
+    let config = Gemma2Config::gemma_2_2b();
+    let options = LoadOptions {
+        stop_at_layer: Some(LAYER),
+        unembedding: true,
+        ..LoadOptions::default()
+    }
+    .with_backend(backend);
+    let t = Instant::now();
+    let base = random_model(&config, &options, 1)?;
+    let chat = random_model(&config, &options, 2)?;
+    println!(
+        "random Gemma-2-2b pair to layer {LAYER} built in {:.1?}",
+        t.elapsed()
+    );
+    let batch = benchmark_batch(&config, texts, k + 1, 7)?;
+    let sequences: Vec<Vec<u32>> = batch.ids().chunks(k + 1).map(<[u32]>::to_vec).collect();
+    let models: [&dyn LanguageModel; 2] = [base.as_ref(), chat.as_ref()];
+    let request = RunRequest::capture([HookPoint::ResidPost(LAYER)]);
+
+    let t = Instant::now();
+    for chunk in sequences.chunks(batch_size) {
+        let tokens = TokenBatch::new(chunk, config.pad_token_id, gemma_model::PaddingSide::Right)?;
+        for model in models {
+            model.run(&tokens, &request)?;
+        }
+    }
+    let forward = t.elapsed().as_secs_f64();
+
+    let mut spec = AdlSpec::new(vec![LAYER]);
+    spec.k = k;
+    let mut state = AdlState::new(spec, config.hidden_size);
+    let t = Instant::now();
+    for chunk in sequences.chunks(batch_size) {
+        activation_diff_lens::add_sequences(models, chunk, &mut state)?;
+    }
+    let difference_time = t.elapsed().as_secs_f64();
+    let difference = state.result()?;
+
+    // The lens of the k positions and the mean through the chat head (the unembedding product is all
+    // of its cost; the token strings need a tokenizer, which random weights lack).
+    let mut rows = ndarray::Array3::zeros((1, k + 1, config.hidden_size));
+    rows.slice_mut(s![0, ..k, ..])
+        .assign(&difference.delta.slice(s![0, .., ..]));
+    rows.slice_mut(s![0, k, ..])
+        .assign(&difference.delta_mean.row(0));
+    let t = Instant::now();
+    chat.unembed(&rows)?;
+    let lens = t.elapsed().as_secs_f64();
+    println!(
+        "{texts} texts x {} tokens, batches of {batch_size}, {backend}: two forward passes {forward:.2} s, \
+         the difference {difference_time:.2} s ({:.3}x), the lens of {} vectors {lens:.3} s ({:.2}% of the difference)",
+        k + 1,
+        difference_time / forward,
+        k + 1,
+        100.0 * lens / difference_time
+    );
+    Ok(())
 }

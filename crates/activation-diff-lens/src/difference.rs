@@ -191,13 +191,6 @@ pub fn accumulate(
             ),
         });
     }
-    let hooks: Vec<HookPoint> = state
-        .spec
-        .layers
-        .iter()
-        .map(|l| HookPoint::ResidPost(*l))
-        .collect();
-    let request = RunRequest::capture(hooks.iter().copied());
     let bar = progress_bar(progress, documents.len(), state.consumed);
     let k = state.spec.k;
     let limit = state.spec.max_texts.unwrap_or(usize::MAX);
@@ -222,29 +215,62 @@ pub fn accumulate(
             }
         }
         if !batch.is_empty() {
-            let tokens = TokenBatch::new(&batch, config.pad_token_id, PaddingSide::Right)?;
-            for (m, model) in models.iter().enumerate() {
-                let out = model.run(&tokens, &request)?;
-                let acts = hooks
-                    .iter()
-                    .map(|h| {
-                        out.activations
-                            .get(h)
-                            .ok_or_else(|| AdlError::InvalidInput {
-                                reason: format!("{} returned no activation at {h}", model.name()),
-                            })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                state.add(m, &acts);
-            }
+            add_sequences(models, &batch, state)?;
         }
-        state.texts += batch.len();
         state.skipped += skipped;
         state.consumed = consumed;
         bar.set_position(consumed as u64);
         checkpoint(state)?;
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Adds texts already tokenized, each exactly `<bos>` + `k` tokens, to `state` (one forward batch per
+/// model; what [`accumulate`] does per batch, and what a benchmark times).
+pub fn add_sequences(
+    models: [&dyn LanguageModel; 2],
+    sequences: &[Vec<u32>],
+    state: &mut AdlState,
+) -> Result<()> {
+    let k = state.spec.k;
+    if let Some(bad) = sequences.iter().position(|s| s.len() != k + 1) {
+        return Err(AdlError::InvalidInput {
+            reason: format!(
+                "sequence {bad} has {} tokens; the difference reads exactly k + 1 = {}",
+                sequences[bad].len(),
+                k + 1
+            ),
+        });
+    }
+    let hooks: Vec<HookPoint> = state
+        .spec
+        .layers
+        .iter()
+        .map(|l| HookPoint::ResidPost(*l))
+        .collect();
+    let request = RunRequest::capture(hooks.iter().copied());
+    let pad = models[stereo_core::CHAT].config().pad_token_id;
+    let tokens = TokenBatch::new(sequences, pad, PaddingSide::Right)?;
+    // Both models run before anything is added, so a failure leaves the sums as they were.
+    let outs = models
+        .iter()
+        .map(|model| model.run(&tokens, &request))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    for (m, (model, out)) in models.iter().zip(&outs).enumerate() {
+        let acts = hooks
+            .iter()
+            .map(|h| {
+                out.activations
+                    .get(h)
+                    .ok_or_else(|| AdlError::InvalidInput {
+                        reason: format!("{} returned no activation at {h}", model.name()),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        state.add(m, &acts);
+    }
+    state.texts += sequences.len();
     Ok(())
 }
 

@@ -37,7 +37,7 @@ mod patchscope;
 mod read;
 mod steer;
 
-pub use difference::{accumulate, ActivationDifference, AdlSpec, AdlState};
+pub use difference::{accumulate, add_sequences, ActivationDifference, AdlSpec, AdlState};
 pub use error::{AdlError, Result};
 pub use patchscope::{
     identity_prompts, patchscope, PatchscopeReadout, PatchscopeScale, PatchscopeSpec,

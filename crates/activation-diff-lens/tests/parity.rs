@@ -220,6 +220,11 @@ fn a_resumed_run_equals_an_uninterrupted_one_and_bad_requests_are_refused() {
         .unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
+    // Pre-tokenized texts must be exactly <bos> + k tokens, and a refused batch adds nothing.
+    let mut state = AdlState::new(spec(), 64);
+    let err = activation_diff_lens::add_sequences(pair, &[vec![2, 3]], &mut state).unwrap_err();
+    assert!(err.to_string().contains("exactly k + 1 = 6"), "{err}");
+    assert_eq!(state.texts, 0);
     // Texts too short for k leave nothing to average: a clear error, not NaN.
     let mut state = AdlState::new(AdlSpec { k: 500, ..spec() }, 64);
     run(&models, &mut state);
