@@ -17,7 +17,8 @@
 //! a crosscoder, compared with its latents' chat-minus-base decoder directions. The first layer's mean
 //! difference then steers the chat model (`--steer-prompt`, four neutral questions on the demo): a binary
 //! search for the largest strength whose answers stay coherent, answers side by side. Writes `adl.safetensors` (the vectors and both models' mean norms) and `adl.json` (schema:
-//! crates/activation-diff-lens/SCHEMA.md) to `--out`. The sums are saved to `adl_state.json` after every
+//! crates/activation-diff-lens/SCHEMA.md) and `adl.html` (self-contained: the tables, the Patchscope per
+//! scale, the answers side by side) to `--out`. The sums are saved to `adl_state.json` after every
 //! batch: a run with the same inputs resumes (`--restart` starts over).
 
 use std::path::{Path, PathBuf};
@@ -318,11 +319,16 @@ fn main() -> Result<()> {
         steering,
     };
     write_summary(&summary, &args.out.join(JSON_FILE))?;
+    stereo::backend::atomic_file::write_atomic(
+        &args.out.join(activation_diff_lens::html::HTML_FILE),
+        activation_diff_lens::html::adl_page(&summary).as_bytes(),
+    )?;
     print_summary(&summary);
     println!(
-        "wrote {} and {} to {}",
+        "wrote {}, {} and {} to {}",
         TENSORS_FILE,
         JSON_FILE,
+        activation_diff_lens::html::HTML_FILE,
         args.out.display()
     );
     Ok(())

@@ -181,6 +181,31 @@ fn steering_with_the_mean_difference_brings_the_readers_words_into_neutral_answe
             t.strength, t.coherent, t.nll, t.distinct_2, t.answers
         );
     }
+    // The page: self-contained, renders offline, nothing fetched.
+    let summary = activation_diff_lens::output::AdlSummary {
+        schema_version: activation_diff_lens::output::SCHEMA_VERSION,
+        models: ["demo base".into(), "demo chat".into()],
+        corpus: "demo corpus".into(),
+        k: difference.k,
+        layers: difference.layers.clone(),
+        texts: difference.texts,
+        skipped: difference.skipped,
+        readings: Vec::new(),
+        patchscope: Vec::new(),
+        steering: Some(result.clone()),
+    };
+    let page = activation_diff_lens::html::adl_page(&summary);
+    assert!(!page.contains("<script") && page.contains("Largest coherent strength"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("adl.html");
+    std::fs::write(&path, page).unwrap();
+    if let Some(rendered) = common::browser::render_offline(&path) {
+        assert!(
+            rendered.fetched.is_empty() && rendered.broken == 0,
+            "{rendered:?}"
+        );
+        assert!(rendered.text_chars > 500);
+    }
     let chosen = result.chosen.as_ref().expect("a coherent strength");
     assert!(chosen.strength > 0.0);
     assert!(

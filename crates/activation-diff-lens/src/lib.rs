@@ -32,6 +32,7 @@
 
 mod difference;
 mod error;
+pub mod html;
 pub mod output;
 mod patchscope;
 mod read;
