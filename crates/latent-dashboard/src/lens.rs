@@ -4,7 +4,7 @@
 
 use crosscoder::Crosscoder;
 use gemma_model::{GemmaTokenizer, LanguageModel};
-use ndarray::{Array2, Array3};
+use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
 use crate::dashboard::LatentDashboard;
@@ -58,7 +58,13 @@ pub fn attach_lens(
         });
     }
     let latents: Vec<usize> = dashboards.iter().map(|d| d.latent).collect();
-    let directions = raw_directions(crosscoder, &latents)?;
+    let f = crosscoder.dict_size();
+    if let Some(j) = latents.iter().find(|j| **j >= f) {
+        return Err(DashboardError::InvalidInput {
+            reason: format!("latent {j} is out of range: the crosscoder has {f}"),
+        });
+    }
+    let directions = crosscoder::raw_directions(crosscoder, &latents)?;
     let d = crosscoder.d_model();
     let norm = |l: usize, m: usize| -> f32 {
         (0..d)
@@ -105,25 +111,6 @@ pub fn attach_lens(
         }
     }
     Ok(())
-}
-
-/// `decode(e_j) - decode(0)` for each latent: its decoder vectors in raw units, `[latents, 2, d]`.
-fn raw_directions(crosscoder: &dyn Crosscoder, latents: &[usize]) -> Result<Array3<f32>> {
-    let f = crosscoder.dict_size();
-    if let Some(j) = latents.iter().find(|j| **j >= f) {
-        return Err(DashboardError::InvalidInput {
-            reason: format!("latent {j} is out of range: the crosscoder has {f}"),
-        });
-    }
-    let mut code = Array2::zeros((latents.len() + 1, f));
-    for (row, &j) in latents.iter().enumerate() {
-        code[[row + 1, j]] = 1.0;
-    }
-    let decoded = crosscoder.decode(code.view())?;
-    let (_, m, d) = decoded.dim();
-    Ok(Array3::from_shape_fn((latents.len(), m, d), |(l, a, c)| {
-        decoded[[l + 1, a, c]] - decoded[[0, a, c]]
-    }))
 }
 
 /// The `k` highest and `k` lowest logits of `row`.

@@ -217,8 +217,8 @@ impl PreparedEdit {
 }
 
 /// `decode(delta) - decode(0)`: the latents' contribution in the model's raw units, `[n, n_models,
-/// d]`.
-fn dense_contribution(
+/// d]` (an affine input normaliser is undone exactly).
+pub fn dense_contribution(
     crosscoder: &dyn Crosscoder,
     delta: Array2<f32>,
 ) -> std::result::Result<Array3<f32>, CrosscoderError> {

@@ -2,7 +2,7 @@
 //! (REFERENCE.md section 5, science-of-finetuning's `CrossCoderSteeringLatent`).
 
 use crosscoder::Crosscoder;
-use ndarray::{Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SteeringError};
@@ -67,7 +67,7 @@ pub(crate) fn patched_rows(
                 code
             }
         };
-        let contribution = contribution(crosscoder, &code)?;
+        let contribution = model_pair::dense_contribution(crosscoder, code)?;
         Ok(&contribution.index_axis(Axis(1), stereo_core::CHAT)
             - &contribution.index_axis(Axis(1), stereo_core::BASE))
     };
@@ -77,15 +77,6 @@ pub(crate) fn patched_rows(
         Patch::ChatError => &chat - &difference(None)?,
         Patch::Latents { latents } => &base + &difference(Some(latents))?,
     })
-}
-
-/// `decode(code) - decode(0)`: the latents' contribution in raw units, `[n, n_models, d]` (an affine
-/// input normaliser is undone exactly).
-fn contribution(crosscoder: &dyn Crosscoder, code: &Array2<f32>) -> Result<Array3<f32>> {
-    let zero = crosscoder.decode(Array2::zeros((1, crosscoder.dict_size())).view())?;
-    let mut out = crosscoder.decode(code.view())?;
-    out -= &zero;
-    Ok(out)
 }
 
 /// Checks the latents a patch names against a dictionary of `dict_size` latents.
