@@ -4,39 +4,55 @@
 //! # The embedded demo pair over its corpus (layer 1, k = 5), aligned with the demo crosscoder
 //! cargo run --release --example adl -- --out adl/
 //!
-//! # Real models over unrelated text (one document per line, or .jsonl), layer 13
+//! # Real models over unrelated text (one document per line, or .jsonl), layer 13, and the shipped
+//! # persona contrasts
 //! cargo run --release --example adl -- --base google/gemma-2-2b --chat google/gemma-2-2b-it \
 //!     --corpus fineweb_sample.jsonl --layers 13 --max-texts 10000 --out adl/
+//!
+//! # Only the child-vs-adult contrast, no corpus
+//! cargo run --release --example adl -- --no-corpus --contrast child_vs_adult --out adl_child/
 //! ```
 //!
-//! Both models read the first `k + 1` tokens of every text (nothing after them runs, and each model only
-//! up to the deepest chosen layer); per layer and position `j` after `<bos>`, `delta_j = mean h^chat_j -
-//! mean h^base_j`, and the mean over positions. Each is read through both models' final norm and
-//! unembedding (the logit lens), each layer's mean through the token-identity Patchscope (written into
-//! the last position of identity prompts at several scales of the chat model's activation norm), and, with
-//! a crosscoder, compared with its latents' chat-minus-base decoder directions. The first layer's mean
-//! difference then steers the chat model (`--steer-prompt`, four neutral questions on the demo): a binary
-//! search for the largest strength whose answers stay coherent, answers side by side. Writes `adl.safetensors` (the vectors and both models' mean norms) and `adl.json` (schema:
-//! crates/activation-diff-lens/SCHEMA.md) and `adl.html` (self-contained: the tables, the Patchscope per
-//! scale, the answers side by side) to `--out`. The sums are saved to `adl_state.json` after every
-//! batch: a run with the same inputs resumes (`--restart` starts over).
+//! Two flavours of the difference. Over the corpus, both models read the first `k + 1` tokens of every
+//! text (nothing after them runs, and each model only up to the deepest chosen layer); per layer and
+//! position `j` after `<bos>`, `delta_j = mean h^chat_j - mean h^base_j`, and the mean over positions. Over
+//! the persona dataset's contrasts (child vs adult, novice vs expert, biased vs neutral), per position
+//! from the first token where a pair's two sides differ (the cue), the chat-minus-base difference on the
+//! positive side minus the same on the negative side: what the fine-tune does with the cue, with what both
+//! sides share cancelled.
+//!
+//! Each vector is read through both models' final norm and unembedding (the logit lens), each layer's
+//! mean through the token-identity Patchscope (written into the last position of identity prompts at
+//! several scales of the chat model's activation norm), and, with a crosscoder, compared with its latents'
+//! chat-minus-base decoder directions. A difference below 1e-4 of the activation norm is float noise:
+//! nothing is read from it and nothing is reported as found (chat = base gives exactly zero). The first
+//! mean difference found (the corpus's, else a contrast's) then steers the chat model (`--steer-prompt`,
+//! four neutral questions on the demo): a binary search for the largest strength whose answers stay
+//! coherent, answers side by side.
+//!
+//! Writes `adl.safetensors` (the vectors and both models' mean norms), `adl.json` (schema:
+//! crates/activation-diff-lens/SCHEMA.md), `adl_norms.png`, `adl_patchscope.png` and `adl.html`
+//! (self-contained: the figures, the tables, the Patchscope per scale, the answers side by side) to
+//! `--out`. The corpus sums are saved to `adl_state.json` after every batch: a run with the same inputs
+//! resumes (`--restart` starts over).
 
 use std::path::{Path, PathBuf};
 
 use activation_cache::Corpus;
-use activation_diff_lens::output::{
-    write_summary, write_tensors, AdlSummary, LayerPatchscope, PositionReading, JSON_FILE,
-    SCHEMA_VERSION, TENSORS_FILE,
-};
+use activation_diff_lens::output::{write_all, write_tensors, AdlSummary, TENSORS_FILE};
 use activation_diff_lens::{
-    accumulate, align_with_crosscoder, identity_prompts, logit_lens, patchscope, steering_search,
-    ActivationDifference, AdlSpec, AdlState, AdlSteeringSpec, PatchscopeSpec,
+    accumulate, contrast_difference, summarise, ActivationDifference, AdlModels, AdlSpec, AdlState,
+    ContrastDifference, ContrastSpec, NamedContrast, ReadOptions, SteeringRequest,
 };
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use crosscoder::{BackendKind, CrosscoderLoader};
+use diff_analysis::adl::contrast_prompts;
 use gemma_model::{load_model, HubOptions, LanguageModel, LoadOptions, ModelSource};
-use ndarray::{s, Array2};
+use indicatif::{ProgressBar, ProgressStyle};
+use model_pair::TokenizationMode;
+use ndarray::s;
+use persona_dataset::{Contrast, PersonaDataset};
 use serde::{Deserialize, Serialize};
 use stereo::demo::embedded_source;
 
@@ -61,6 +77,21 @@ struct Args {
     /// Positions after <bos>.
     #[arg(long, default_value_t = 5, value_parser = stereo::cli::count)]
     k: usize,
+    /// Skip the corpus difference (contrasts only).
+    #[arg(long, conflicts_with = "corpus")]
+    no_corpus: bool,
+    /// Persona dataset for the contrast flavour [default: the shipped one].
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// A contrast (category) to difference; repeat for several [default: every one of the dataset].
+    #[arg(long = "contrast")]
+    contrasts: Vec<String>,
+    /// Skip the contrast flavour.
+    #[arg(long, conflicts_with_all = ["contrasts", "no_corpus"])]
+    no_contrasts: bool,
+    /// Tokenize the contrasts' text prompts as raw `<bos>` + text instead of a chat-template user turn.
+    #[arg(long)]
+    raw_contrasts: bool,
     /// Use at most this many texts.
     #[arg(long, value_parser = stereo::cli::count)]
     max_texts: Option<usize>,
@@ -86,6 +117,9 @@ struct Args {
     /// [default on the demo: four neutral questions].
     #[arg(long = "steer-prompt")]
     steer_prompts: Vec<String>,
+    /// New tokens per steered answer.
+    #[arg(long, default_value_t = 24, value_parser = stereo::cli::count)]
+    max_new_tokens: usize,
     /// Skip steering.
     #[arg(long)]
     no_steering: bool,
@@ -225,113 +259,167 @@ fn main() -> Result<()> {
         .clone()
         .context("the chat model has no tokenizer.json")?;
 
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let names = [models[0].name().to_string(), models[1].name().to_string()];
+    let corpus = if args.no_corpus {
+        None
+    } else {
+        Some(corpus_difference(
+            &args, &layers, models, &tokenizer, &names,
+        )?)
+    };
+    let contrasts = if args.no_contrasts {
+        Vec::new()
+    } else {
+        contrast_differences(&args, &layers, models, &tokenizer)?
+    };
+    let named: Vec<NamedContrast<'_>> = contrasts
+        .iter()
+        .map(|(c, d)| NamedContrast {
+            category: &c.category,
+            sides: [&c.positive, &c.negative],
+            difference: d,
+        })
+        .collect();
+    write_tensors(
+        corpus.as_ref().map(|(_, d)| d),
+        &named
+            .iter()
+            .map(|c| (c.category, c.difference))
+            .collect::<Vec<_>>(),
+        &args.out.join(TENSORS_FILE),
+    )?;
+    let summary = summarise(
+        AdlModels {
+            models,
+            tokenizer: &tokenizer,
+            crosscoder: crosscoder.as_deref(),
+        },
+        corpus.as_ref().map(|(source, d)| (source.as_str(), d)),
+        &named,
+        &ReadOptions {
+            top: args.top,
+            patchscope_scales: if args.no_patchscope {
+                Vec::new()
+            } else {
+                args.patchscope_scales.clone()
+            },
+        },
+        &SteeringRequest {
+            prompts: steer_prompts,
+            max_strength: args.max_strength,
+            max_new_tokens: args.max_new_tokens,
+        },
+    )?;
+    let files = write_all(&summary, &args.out)?;
+    print_summary(&summary);
+    println!(
+        "wrote {TENSORS_FILE} and {} to {}",
+        files
+            .iter()
+            .filter_map(|f| f.file_name())
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The corpus difference (resumed from `adl_state.json` when it holds this run's sums), with the
+/// corpus's name.
+fn corpus_difference(
+    args: &Args,
+    layers: &[usize],
+    models: [&dyn LanguageModel; 2],
+    tokenizer: &gemma_model::GemmaTokenizer,
+    names: &[String; 2],
+) -> Result<(String, ActivationDifference)> {
     let corpus_path = match &args.corpus {
         Some(p) => p.clone(),
         None => PathBuf::from(embedded_source("corpus.jsonl")?),
     };
     let corpus = Corpus::from_path(&corpus_path)
         .with_context(|| format!("reading {}", corpus_path.display()))?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let mut spec = AdlSpec::new(layers.clone());
+    let mut spec = AdlSpec::new(layers.to_vec());
     spec.k = args.k;
     spec.batch_size = args.batch_size;
     spec.max_texts = args.max_texts;
-    let names = [models[0].name().to_string(), models[1].name().to_string()];
-    let mut state = start_or_resume(
-        &args,
-        &spec,
-        &names,
-        &corpus,
-        models[1].config().hidden_size,
-    )?;
+    let mut state = start_or_resume(args, &spec, names, &corpus, models[1].config().hidden_size)?;
     let state_path = args.out.join(STATE_FILE);
     accumulate(
         models,
-        &tokenizer,
+        tokenizer,
         corpus.documents(),
         &mut state,
-        &mut |state| save(&state_path, &names, &corpus, state),
+        &mut |state| save(&state_path, names, &corpus, state),
         !args.quiet,
     )?;
-    let difference = state.result()?;
-    write_tensors(&difference, &args.out.join(TENSORS_FILE))?;
-    let readings = read(
-        &difference,
-        models,
-        &tokenizer,
-        crosscoder.as_deref(),
-        args.top,
-    )?;
-    let patchscope = if args.no_patchscope {
-        Vec::new()
+    Ok((corpus.source().to_string(), state.result()?))
+}
+
+/// Every chosen contrast of the dataset, differenced.
+fn contrast_differences(
+    args: &Args,
+    layers: &[usize],
+    models: [&dyn LanguageModel; 2],
+    tokenizer: &gemma_model::GemmaTokenizer,
+) -> Result<Vec<(Contrast, ContrastDifference)>> {
+    let dataset = match &args.dataset {
+        Some(path) => PersonaDataset::from_path(path)?,
+        None => PersonaDataset::shipped(),
+    };
+    let all = dataset.contrasts();
+    let chosen: Vec<Contrast> = if args.contrasts.is_empty() {
+        all
     } else {
-        difference
-            .layers
+        args.contrasts
             .iter()
-            .enumerate()
-            .map(|(l, &layer)| {
-                let spec = PatchscopeSpec {
-                    layer,
-                    scales: args.patchscope_scales.clone(),
-                    target_norm: difference.norms[1].row(l).mean().unwrap_or(1.0) as f32,
-                    prompts: identity_prompts(),
-                    top: args.top,
-                };
-                Ok(LayerPatchscope {
-                    layer,
-                    readout: patchscope(
-                        difference.delta_mean.row(l),
-                        models[1],
-                        &tokenizer,
-                        &spec,
-                    )?,
-                })
+            .map(|name| {
+                all.iter()
+                    .find(|c| &c.category == name)
+                    .cloned()
+                    .with_context(|| {
+                        format!(
+                            "the dataset has no contrast `{name}` (it has: {})",
+                            all.iter()
+                                .map(|c| c.category.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
             })
-            .collect::<Result<Vec<_>>>()?
+            .collect::<Result<_>>()?
     };
-    let steering = if steer_prompts.is_empty() {
-        None
+    let mode = if args.raw_contrasts {
+        TokenizationMode::Raw
     } else {
-        let mut spec = AdlSteeringSpec::new(
-            difference.layers[0],
-            difference.norms[1].row(0).mean().unwrap_or(1.0) as f32,
-        );
-        spec.max_strength = args.max_strength;
-        Some(steering_search(
-            models[1],
-            &tokenizer,
-            difference.delta_mean.row(0),
-            &steer_prompts,
-            &spec,
-        )?)
+        TokenizationMode::ChatTemplate
     };
-    let summary = AdlSummary {
-        schema_version: SCHEMA_VERSION,
-        models: names,
-        corpus: corpus.source().to_string(),
-        k: difference.k,
-        layers: difference.layers.clone(),
-        texts: difference.texts,
-        skipped: difference.skipped,
-        readings,
-        patchscope,
-        steering,
-    };
-    write_summary(&summary, &args.out.join(JSON_FILE))?;
-    stereo::backend::atomic_file::write_atomic(
-        &args.out.join(activation_diff_lens::html::HTML_FILE),
-        activation_diff_lens::html::adl_page(&summary).as_bytes(),
-    )?;
-    print_summary(&summary);
-    println!(
-        "wrote {}, {} and {} to {}",
-        TENSORS_FILE,
-        JSON_FILE,
-        activation_diff_lens::html::HTML_FILE,
-        args.out.display()
-    );
-    Ok(())
+    let mut spec = ContrastSpec::new(layers.to_vec());
+    spec.k = args.k;
+    spec.batch_size = args.batch_size;
+    spec.tokenization = mode;
+    chosen
+        .into_iter()
+        .map(|c| {
+            let pairs = contrast_prompts(&dataset, &c, mode)?;
+            let bar = if args.quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(0).with_message(c.category.clone())
+            };
+            if let Ok(style) =
+                ProgressStyle::with_template("contrast {msg} [{bar:36}] {pos}/{len} prompts")
+            {
+                bar.set_style(style);
+            }
+            let difference = contrast_difference(models, tokenizer, &pairs, &spec, &bar)?;
+            bar.finish_and_clear();
+            Ok((c, difference))
+        })
+        .collect()
 }
 
 fn start_or_resume(
@@ -392,113 +480,93 @@ fn save(
     })
 }
 
-/// Every position of every layer, then the layer's mean: norms, both lenses, the aligned latents.
-fn read(
-    difference: &ActivationDifference,
-    models: [&dyn LanguageModel; 2],
-    tokenizer: &gemma_model::GemmaTokenizer,
-    crosscoder: Option<&dyn crosscoder::Crosscoder>,
-    top: usize,
-) -> Result<Vec<PositionReading>> {
-    let (k, d) = (difference.k, difference.delta.dim().2);
-    let mut readings = Vec::new();
-    for (l, &layer) in difference.layers.iter().enumerate() {
-        let mut rows = Array2::zeros((k + 1, d));
-        rows.slice_mut(s![..k, ..])
-            .assign(&difference.delta.slice(s![l, .., ..]));
-        rows.row_mut(k).assign(&difference.delta_mean.row(l));
-        let lenses = models
-            .iter()
-            .map(|m| logit_lens(rows.view(), *m, tokenizer, top))
-            .collect::<activation_diff_lens::Result<Vec<_>>>()?;
-        let aligned = match crosscoder {
-            Some(cc) => align_with_crosscoder(rows.view(), cc, top)?,
-            None => vec![Vec::new(); k + 1],
-        };
-        for j in 0..=k {
-            let row = rows.row(j);
-            readings.push(PositionReading {
-                layer,
-                position: (j < k).then_some(j),
-                norm: row.dot(&row).sqrt(),
-                model_norms: (j < k)
-                    .then(|| [difference.norms[0][[l, j]], difference.norms[1][[l, j]]]),
-                lens: lenses.iter().map(|lens| lens[j].clone()).collect(),
-                aligned_latents: aligned[j].clone(),
-            });
-        }
-    }
-    Ok(readings)
-}
-
 fn print_summary(summary: &AdlSummary) {
+    if !summary.found {
+        println!(
+            "no difference found: every difference is below {} of the chat model's activation norm",
+            activation_diff_lens::NEGLIGIBLE_RELATIVE_NORM
+        );
+    }
+    if let Some(c) = &summary.corpus {
+        println!(
+            "over the corpus: {} texts ({} too short), k = {}",
+            c.texts, c.skipped, summary.k
+        );
+        print_reading(&c.reading);
+    }
+    for c in &summary.contrasts {
+        println!(
+            "contrast {} ({} minus {}): {} pairs, per position from the cue",
+            c.category, c.sides[0], c.sides[1], c.pairs
+        );
+        print_reading(&c.reading);
+    }
     if let Some(s) = &summary.steering {
-        match &s.chosen {
+        let search = &s.search;
+        match &search.chosen {
             Some(c) => println!(
-                "  steering at layer {}: largest coherent strength {} x norm (NLL {:.3} vs {:.3} unsteered)",
-                s.spec.layer, c.strength, c.nll, s.unsteered.nll
+                "steering with the {} mean at layer {}: largest coherent strength {} x norm (NLL {:.3} vs {:.3} unsteered)",
+                s.vector, search.spec.layer, c.strength, c.nll, search.unsteered.nll
             ),
-            None => println!("  steering at layer {}: no coherent strength above 0", s.spec.layer),
+            None => println!(
+                "steering with the {} mean at layer {}: no coherent strength above 0",
+                s.vector, search.spec.layer
+            ),
         }
-        for (i, prompt) in s.prompts.iter().enumerate() {
+        for (i, prompt) in search.prompts.iter().enumerate() {
             println!(
                 "    {prompt}\n      unsteered: {}",
-                s.unsteered.answers[i].replace('\n', " ")
+                search.unsteered.answers[i].replace('\n', " ")
             );
-            if let Some(c) = &s.chosen {
+            if let Some(c) = &search.chosen {
                 println!("      steered:   {}", c.answers[i].replace('\n', " "));
             }
         }
     }
-    for p in &summary.patchscope {
-        let best = &p.readout.scales[p.readout.best];
-        println!(
-            "  layer {} Patchscope: most consistent at {} x norm ({:.2}): {}",
-            p.layer,
-            best.scale,
-            best.consistency,
-            best.tokens
-                .iter()
-                .take(5)
-                .map(|t| t.token.replace('▁', " "))
-                .collect::<Vec<_>>()
-                .join("|")
-        );
-    }
-    println!(
-        "activation difference over {} texts ({} too short), k = {}",
-        summary.texts, summary.skipped, summary.k
-    );
-    for r in &summary.readings {
+}
+
+fn words(entries: &[activation_diff_lens::LensEntry]) -> String {
+    entries
+        .iter()
+        .take(5)
+        .map(|e| e.token.replace('▁', " "))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+fn print_reading(reading: &activation_diff_lens::DifferenceReading) {
+    for r in &reading.readings {
         let label = match r.position {
             Some(j) => format!("layer {} position {j}", r.layer),
             None => format!("layer {} mean", r.layer),
         };
-        let words = |i: usize| -> String {
-            r.lens
-                .get(i)
-                .map(|l| {
-                    l.promoted
-                        .iter()
-                        .take(5)
-                        .map(|e| e.token.replace('▁', " "))
-                        .collect::<Vec<_>>()
-                        .join("|")
-                })
-                .unwrap_or_default()
-        };
+        if r.negligible {
+            println!("  {label:<20} |delta| {:.3e}: negligible", r.norm);
+            continue;
+        }
         let aligned = r
             .aligned_latents
             .first()
             .map(|a| format!("; best latent #{} (cos {:.2})", a.latent, a.cosine))
             .unwrap_or_default();
         println!(
-            "  {label:<20} |delta| {:.3}{}; chat head: {}{aligned}",
+            "  {label:<20} |delta| {:.3} ({:.1}% of |h|); chat head: {}{aligned}",
             r.norm,
-            r.model_norms
-                .map(|[b, c]| format!(" (|h| base {b:.1}, chat {c:.1})"))
-                .unwrap_or_default(),
-            words(1)
+            100.0 * r.relative_norm,
+            r.lens
+                .get(1)
+                .map(|l| words(&l.promoted))
+                .unwrap_or_default()
+        );
+    }
+    for p in &reading.patchscope {
+        let best = &p.readout.scales[p.readout.best];
+        println!(
+            "  layer {} Patchscope: most consistent at {} x norm ({:.2}): {}",
+            p.layer,
+            best.scale,
+            best.consistency,
+            words(&best.tokens)
         );
     }
 }

@@ -26,9 +26,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use activation_diff_lens::AdlModels;
 use anyhow::{bail, Result};
 use clap::Parser;
 use crosscoder::Crosscoder;
+use diff_analysis::adl::{run_adl, AdlOptions};
 use diff_analysis::causal::{run_causal_tests, CausalOptions};
 use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
 use diff_analysis::{
@@ -61,7 +63,8 @@ struct Args {
     /// activations before encoding).
     #[arg(long, value_delimiter = ',', value_parser = stereo::cli::positive)]
     scaling_factors: Option<Vec<f32>>,
-    /// Layer of the `resid_post` hook [default: the crosscoder's layer; 13 without one].
+    /// Layer of the `resid_post` hook [default: the crosscoder's layer; without one, the demo's planted
+    /// layer on the demo, else 13].
     #[arg(long)]
     layer: Option<usize>,
     /// Full hook name, overriding --layer's `blocks.{layer}.hook_resid_post` (e.g. blocks.14.hook_resid_pre).
@@ -133,6 +136,22 @@ struct Args {
     /// latent robust chat-only or not: nu_error < 0.2, nu_reconstruction < 0.5, relative norm >= 0.9).
     #[arg(long)]
     no_latent_scaling: bool,
+    /// With --no-crosscoder, skip the Activation Difference Lens (by default it runs at the hook's layer:
+    /// the persona contrasts' chat-minus-base differences per position from the cue, and the corpus
+    /// difference when there is a corpus; results in the report and in `<out>/adl/`).
+    #[arg(long)]
+    no_adl: bool,
+    /// Unrelated texts for the ADL's corpus difference (.txt, one per line, or .jsonl) [default on the
+    /// demo: its corpus; otherwise none, contrasts only].
+    #[arg(long, conflicts_with = "no_adl")]
+    adl_corpus: Option<PathBuf>,
+    /// Use at most this many ADL corpus texts.
+    #[arg(long, value_parser = stereo::cli::count)]
+    adl_max_texts: Option<usize>,
+    /// A prompt to steer the chat model on with the first ADL mean difference found (repeatable)
+    /// [default on the demo: four neutral questions].
+    #[arg(long = "adl-steer-prompt")]
+    adl_steer_prompts: Vec<String>,
     /// Results directory.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -223,7 +242,11 @@ fn main() -> Result<()> {
         }),
         hook: HookChoice {
             hook: args.hook.as_deref().map(str::parse).transpose()?,
-            layer: args.layer,
+            // Without a crosscoder to name the layer, the demo's planted layer (13 for real models).
+            layer: match (args.layer, demo && args.no_crosscoder) {
+                (None, true) => Some(DemoManifest::load(&fixture_dir())?.hook_layer),
+                (layer, _) => layer,
+            },
         },
         backend: args.backend,
         hub,
@@ -252,10 +275,11 @@ fn main() -> Result<()> {
         t.elapsed()
     );
 
-    // 4. Load (only the layers the hook needs; the chat model whole for --causal).
+    // 4. Load (only the layers the hook needs; the chat model whole for --causal and the ADL).
     let t = Instant::now();
-    // --causal keeps the pair concrete: the causal test generates with the same two models.
-    let (runner, loaded) = if args.causal {
+    let adl_layer = adl_layer(&args, prepared.hook);
+    // --causal and the ADL keep the pair concrete: they generate and read heads with the same models.
+    let (runner, loaded) = if args.causal || adl_layer.is_some() {
         let (base, chat) = prepared.load_for_generation()?;
         let runner = StereoRunner::from_loaded(base, chat, prepared.hook)?;
         (Some(runner.with_batch_size(args.batch_size)), None)
@@ -323,6 +347,35 @@ fn main() -> Result<()> {
             )?;
         }
     }
+    if let (Some(runner), Some(layer)) = (&runner, adl_layer) {
+        let t = Instant::now();
+        let contrasts: Vec<persona_dataset::Contrast> = planned
+            .contrasts
+            .iter()
+            .map(|c| persona_dataset::Contrast {
+                category: c.contrast.category.clone(),
+                positive: c.contrast.positive.clone(),
+                negative: c.contrast.negative.clone(),
+            })
+            .collect();
+        results.adl = Some(run_adl(
+            AdlModels {
+                models: [runner.model(BASE), runner.model(CHAT)],
+                tokenizer: runner.tokenizer(),
+                crosscoder: None,
+            },
+            &dataset,
+            &contrasts,
+            &[layer],
+            options_tokenization(&args),
+            &adl_options(&args, demo)?,
+            !args.quiet,
+        )?);
+        println!(
+            "activation difference lens at layer {layer} in {:.1?}",
+            t.elapsed()
+        );
+    }
     let files = results.write(&args.out)?;
     print!("{}", results.terminal_summary());
     println!(
@@ -335,6 +388,62 @@ fn main() -> Result<()> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// The layer of the ADL: with --no-crosscoder (unless --no-adl or --sequential), the last layer the hook
+/// reads (`resid_post` of the hook's layer, the layer before a `resid_pre` hook).
+fn adl_layer(args: &Args, hook: gemma_model::HookPoint) -> Option<usize> {
+    if !args.no_crosscoder || args.no_adl {
+        return None;
+    }
+    if args.sequential {
+        println!("note: --sequential holds one model at a time; the activation difference lens needs both (skipped)");
+        return None;
+    }
+    hook.layers_needed().checked_sub(1)
+}
+
+/// How the dataset's text prompts are tokenized (the hunt's choice).
+fn options_tokenization(args: &Args) -> TokenizationMode {
+    if args.chat_template {
+        TokenizationMode::ChatTemplate
+    } else {
+        TokenizationMode::Raw
+    }
+}
+
+/// The ADL's corpus (the demo's by default on the demo) and steering prompts.
+fn adl_options(args: &Args, demo: bool) -> Result<AdlOptions> {
+    let corpus_path = match (&args.adl_corpus, demo) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(PathBuf::from(embedded_source("corpus.jsonl")?)),
+        (None, false) => None,
+    };
+    let corpus = corpus_path
+        .map(|path| -> Result<(String, Vec<model_pair::PromptInput>)> {
+            let corpus = activation_cache::Corpus::from_path(&path)?;
+            Ok((corpus.source().to_string(), corpus.documents().to_vec()))
+        })
+        .transpose()?;
+    let steer_prompts = if args.adl_steer_prompts.is_empty() && demo {
+        [
+            "Why is the sky blue?",
+            "How do plants grow?",
+            "What makes thunder?",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    } else {
+        args.adl_steer_prompts.clone()
+    };
+    let mut options = AdlOptions {
+        corpus,
+        max_texts: args.adl_max_texts,
+        ..AdlOptions::default()
+    };
+    options.steering.prompts = steer_prompts;
+    Ok(options)
 }
 
 /// The demo's simple-register words (what its planted reader raises), as answer targets.

@@ -182,19 +182,18 @@ fn steering_with_the_mean_difference_brings_the_readers_words_into_neutral_answe
         );
     }
     // The page: self-contained, renders offline, nothing fetched.
-    let summary = activation_diff_lens::output::AdlSummary {
-        schema_version: activation_diff_lens::output::SCHEMA_VERSION,
-        models: ["demo base".into(), "demo chat".into()],
-        corpus: "demo corpus".into(),
-        k: difference.k,
-        layers: difference.layers.clone(),
-        texts: difference.texts,
-        skipped: difference.skipped,
-        readings: Vec::new(),
-        patchscope: Vec::new(),
-        steering: Some(result.clone()),
-    };
-    let page = activation_diff_lens::html::adl_page(&summary);
+    let mut summary = activation_diff_lens::output::AdlSummary::new(
+        ["demo base".into(), "demo chat".into()],
+        difference.k,
+        difference.layers.clone(),
+        None,
+        Vec::new(),
+    );
+    summary.steering = Some(activation_diff_lens::output::SteeringSummary {
+        vector: "corpus".into(),
+        search: result.clone(),
+    });
+    let page = activation_diff_lens::html::adl_page(&summary, &[]);
     assert!(!page.contains("<script") && page.contains("Largest coherent strength"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("adl.html");

@@ -36,24 +36,33 @@ impl AdlSpec {
     }
 
     fn check(&self, n_layers: usize) -> Result<()> {
-        if self.layers.is_empty() || self.k == 0 || self.batch_size == 0 {
-            return Err(AdlError::InvalidInput {
-                reason: format!(
-                    "need at least one layer, k >= 1 and batch_size >= 1 (layers {:?}, k {}, batch_size {})",
-                    self.layers, self.k, self.batch_size
-                ),
-            });
-        }
-        if let Some(l) = self.layers.iter().find(|l| **l >= n_layers) {
-            return Err(AdlError::InvalidInput {
-                reason: format!(
-                    "layer {l} does not exist: the models have {n_layers} (0..={})",
-                    n_layers - 1
-                ),
-            });
-        }
-        Ok(())
+        check_request(&self.layers, self.k, self.batch_size, n_layers)
     }
+}
+
+/// At least one existing layer, `k >= 1`, `batch_size >= 1`.
+pub(crate) fn check_request(
+    layers: &[usize],
+    k: usize,
+    batch_size: usize,
+    n_layers: usize,
+) -> Result<()> {
+    if layers.is_empty() || k == 0 || batch_size == 0 {
+        return Err(AdlError::InvalidInput {
+            reason: format!(
+                "need at least one layer, k >= 1 and batch_size >= 1 (layers {layers:?}, k {k}, batch_size {batch_size})"
+            ),
+        });
+    }
+    if let Some(l) = layers.iter().find(|l| **l >= n_layers) {
+        return Err(AdlError::InvalidInput {
+            reason: format!(
+                "layer {l} does not exist: the models have {n_layers} (0..={})",
+                n_layers - 1
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The running sums of a computation, serialisable so that a killed run resumes where it stopped.

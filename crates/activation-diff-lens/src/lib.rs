@@ -11,6 +11,13 @@
 //! compares it with a crosscoder's chat-minus-base decoder directions where one exists.
 //! [`steering_search`] adds it to the chat model while it answers and finds the largest coherent strength.
 //!
+//! The persona-contrast flavour ([`contrast_difference`]) takes prompt pairs that differ in who the user
+//! is (child vs adult) and, per position from the first token where the two sides differ (the cue),
+//! subtracts the negative side's chat-minus-base difference from the positive side's. [`read_difference`]
+//! reads either flavour whole, marking vectors below [`NEGLIGIBLE_RELATIVE_NORM`] of the activation norm
+//! as noise; [`summarise`] reads every flavour and steers; [`output::write_all`] writes `adl.json`, the
+//! figures and `adl.html` (layouts in `SCHEMA.md`).
+//!
 //! ```no_run
 //! use activation_diff_lens::{accumulate, AdlSpec, AdlState};
 //! use gemma_model::{load_dir, LoadOptions};
@@ -30,14 +37,23 @@
 //! # Ok(()) }
 //! ```
 
+mod analysis;
+mod contrast;
 mod difference;
 mod error;
 pub mod html;
 pub mod output;
 mod patchscope;
+pub mod plots;
 mod read;
 mod steer;
+mod summarise;
 
+pub use analysis::{
+    read_difference, DifferenceReading, DifferenceView, LayerPatchscope, PositionReading,
+    ReadOptions, NEGLIGIBLE_RELATIVE_NORM,
+};
+pub use contrast::{contrast_difference, ContrastDifference, ContrastPrompts, ContrastSpec};
 pub use difference::{accumulate, add_sequences, ActivationDifference, AdlSpec, AdlState};
 pub use error::{AdlError, Result};
 pub use patchscope::{
@@ -45,3 +61,4 @@ pub use patchscope::{
 };
 pub use read::{align_with_crosscoder, logit_lens, Alignment, LensEntry, LensReadout};
 pub use steer::{steering_search, AdlSteering, AdlSteeringSpec, SteeredAnswers};
+pub use summarise::{summarise, AdlModels, NamedContrast, SteeringRequest};

@@ -89,6 +89,11 @@ pub struct Alignment {
     pub latent: usize,
     /// Cosine of `d_j^chat - d_j^base` (raw units) with the vector.
     pub cosine: f32,
+    /// `||d_j^chat - d_j^base||` (raw units): how much of a difference the latent carries at all (a
+    /// shared latent can align well with a tiny difference).
+    pub difference_norm: f32,
+    /// The latent's relative decoder norm `||d^chat|| / (||d^base|| + ||d^chat||)` (1: chat-only).
+    pub relative_norm: f32,
 }
 
 /// For each row of `vectors` (`[n, d]`), the `top` latents whose chat-minus-base decoder direction has
@@ -119,12 +124,15 @@ pub fn align_with_crosscoder(
         let latents: Vec<usize> = (start..(start + 4096).min(f)).collect();
         let directions = raw_directions(crosscoder, &latents)?;
         for (l, &j) in latents.iter().enumerate() {
-            let diff: ndarray::Array1<f32> =
-                &directions.slice(s![l, 1, ..]) - &directions.slice(s![l, 0, ..]);
+            let base: ArrayView1<'_, f32> = directions.slice(s![l, 0, ..]);
+            let chat: ArrayView1<'_, f32> = directions.slice(s![l, 1, ..]);
+            let diff: ndarray::Array1<f32> = &chat - &base;
             let norm = diff.dot(&diff).sqrt();
             if norm == 0.0 {
                 continue;
             }
+            let (base_norm, chat_norm) = (base.dot(&base).sqrt(), chat.dot(&chat).sqrt());
+            let relative_norm = chat_norm / (base_norm + chat_norm);
             for (i, v) in vectors.axis_iter(Axis(0)).enumerate() {
                 if norms[i] == 0.0 {
                     continue;
@@ -132,6 +140,8 @@ pub fn align_with_crosscoder(
                 best[i].push(Alignment {
                     latent: j,
                     cosine: v.dot(&diff) / (norms[i] * norm),
+                    difference_norm: norm,
+                    relative_norm,
                 });
             }
         }

@@ -311,3 +311,57 @@ fn the_patchscope_equals_hf_with_the_same_hook_written() {
     )
     .is_err());
 }
+
+#[test]
+fn contrast_differences_equal_the_pytorch_reference() {
+    use activation_diff_lens::{contrast_difference, ContrastPrompts, ContrastSpec};
+    let models = models();
+    let tokenizer = models[1].tokenizer.clone().unwrap();
+    let bytes = std::fs::read(fixtures().join("adl/expected.safetensors")).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let m = manifest();
+    let pairs_by_category = m["contrast_pairs"].as_object().unwrap();
+    assert_eq!(pairs_by_category.len(), 2);
+    let mut spec = ContrastSpec::new(serde_json::from_value(m["layers"].clone()).unwrap());
+    spec.k = m["k"].as_u64().unwrap() as usize;
+    // Batches that mix lengths: right padding must not change a side's activations.
+    spec.batch_size = 7;
+    for (category, pairs) in pairs_by_category {
+        let pairs: Vec<ContrastPrompts> = pairs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| ContrastPrompts {
+                positive: PromptInput::Text(p[0].as_str().unwrap().into()),
+                negative: PromptInput::Text(p[1].as_str().unwrap().into()),
+            })
+            .collect();
+        let got = contrast_difference(
+            [models[0].model.as_ref(), models[1].model.as_ref()],
+            &tokenizer,
+            &pairs,
+            &spec,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+        let (counts, _) = tensor(&file, &format!("contrast.{category}.counts"));
+        let want_counts: Vec<usize> = counts.iter().map(|c| *c as usize).collect();
+        assert_eq!(got.counts, want_counts, "{category}");
+        for (field, values) in [
+            ("positive", &got.positive),
+            ("negative", &got.negative),
+            ("delta", &got.delta),
+        ] {
+            let (want, shape) = tensor(&file, &format!("contrast.{category}.{field}"));
+            assert_eq!(values.shape(), &shape[..], "{category}.{field}");
+            let (worst, scale) = compare(values.iter().map(|v| f64::from(*v)), &want);
+            println!(
+                "{category}.{field}: largest difference {worst:.3e} (largest value {scale:.3})"
+            );
+            assert!(
+                worst <= 1e-5 * scale.max(1.0),
+                "{category}.{field}: {worst}"
+            );
+        }
+    }
+}

@@ -14,6 +14,9 @@ pub enum AnalysisError {
     /// The persona dataset is unusable.
     #[error("dataset: {0}")]
     Dataset(#[from] persona_dataset::DatasetError),
+    /// The Activation Difference Lens failed.
+    #[error("activation difference lens: {0}")]
+    Adl(#[from] activation_diff_lens::AdlError),
     /// A model's files or config could not be read.
     #[error("model: {0}")]
     Model(#[from] gemma_model::GemmaError),

@@ -63,6 +63,7 @@
 //!
 //! None.
 
+pub mod adl;
 pub mod causal;
 mod error;
 mod extract;

@@ -216,6 +216,7 @@ impl<'a> Day1<'a> {
             conclusion,
             causal: Vec::new(),
             kl_evaluation: None,
+            adl: None,
             dashboards,
             timings,
         })

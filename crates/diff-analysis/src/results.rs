@@ -186,6 +186,9 @@ pub struct Day1Results {
     pub kl_evaluation: Option<steering::KlEvaluation>,
     /// A dashboard per candidate latent, over its probe's verification prompts (first probe wins).
     pub dashboards: Vec<latent_dashboard::LatentDashboard>,
+    /// The Activation Difference Lens at the hook's layer (`day1 --no-crosscoder`): the corpus and
+    /// persona-contrast differences, read.
+    pub adl: Option<activation_diff_lens::output::AdlSummary>,
     /// Phase timings.
     pub timings: Timings,
 }

@@ -29,6 +29,8 @@ pub const TOKENS_FILE: &str = "token_activations.json";
 pub const REPORT_FILE: &str = "report.html";
 /// The candidates' latent dashboards (`latent_dashboard::LatentDashboard`, one per candidate).
 pub const DASHBOARDS_FILE: &str = "dashboards.json";
+/// The directory of the Activation Difference Lens's files (`adl.json`, its figures, `adl.html`).
+pub const ADL_DIR: &str = "adl";
 /// `schema` value of the summary.
 pub const SCHEMA_NAME: &str = "stereo.day1_summary";
 /// `schema_version` of the summary.
@@ -312,6 +314,10 @@ pub struct Day1Summary {
     /// crates/steering/SCHEMA.md); absent without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kl_evaluation: Option<steering::KlEvaluation>,
+    /// The Activation Difference Lens (`day1 --no-crosscoder`; the layout of `adl/adl.json`,
+    /// crates/activation-diff-lens/SCHEMA.md); absent without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adl: Option<activation_diff_lens::output::AdlSummary>,
     /// Files written beside the summary.
     pub files: Vec<String>,
     /// Phase timings.
@@ -466,6 +472,7 @@ pub fn summarize(r: &Day1Results, files: Vec<String>) -> Day1Summary {
         sentence: r.conclusion.sentence.clone(),
         causal: r.causal.clone(),
         kl_evaluation: r.kl_evaluation.clone(),
+        adl: r.adl.clone(),
         files,
         timings: r.timings,
     }
@@ -568,6 +575,20 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
     if !r.dashboards.is_empty() {
         names.push(DASHBOARDS_FILE.into());
     }
+    // The ADL's own files (JSON, figures, page) go to adl/ first: the report embeds its figures.
+    let mut adl_files = Vec::new();
+    let mut adl_figures = Vec::new();
+    if let Some(adl) = &r.adl {
+        adl_files = activation_diff_lens::output::write_all(adl, &dir.join(ADL_DIR))?;
+        for path in &adl_files {
+            if let Some(name) = path.file_name() {
+                names.push(format!("{ADL_DIR}/{}", name.to_string_lossy()));
+            }
+            if path.extension().is_some_and(|e| e == "png") {
+                adl_figures.push(path.clone());
+            }
+        }
+    }
     let summary = summarize(r, names);
 
     let summary_path = dir.join(SUMMARY_FILE);
@@ -583,7 +604,7 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         json_string(&r.tokens, &tokens_path)?.as_bytes(),
     )?;
     let report_path = dir.join(REPORT_FILE);
-    let html = crate::output::report::render(r, &summary, &figures)?;
+    let html = crate::output::report::render(r, &summary, &figures, &adl_figures)?;
     write_file(&report_path, html.as_bytes())?;
 
     let mut written = vec![summary_path, stats_path, tokens_path, report_path];
@@ -593,6 +614,7 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     written.extend(figures);
+    written.extend(adl_files);
     tracing::info!(dir = %dir.display(), files = written.len(), "results written");
     Ok(written)
 }
@@ -671,6 +693,9 @@ pub fn terminal_summary(r: &Day1Results) -> String {
             );
         }
     }
+    if let Some(adl) = &r.adl {
+        adl_lines(adl, &mut s);
+    }
     let _ = writeln!(s, "=> {}", r.conclusion.sentence);
     let _ = writeln!(
         s,
@@ -681,4 +706,63 @@ pub fn terminal_summary(r: &Day1Results) -> String {
         r.timings.verification_s
     );
     s
+}
+
+/// The Activation Difference Lens in a few lines: per flavour, the first layer's mean (its size and
+/// what the chat head reads in it) and the most consistent Patchscope.
+fn adl_lines(adl: &activation_diff_lens::output::AdlSummary, s: &mut String) {
+    if !adl.found {
+        let _ = writeln!(
+            s,
+            "  activation difference lens: no difference found (every difference below {} of |h|)",
+            activation_diff_lens::NEGLIGIBLE_RELATIVE_NORM
+        );
+        return;
+    }
+    let flavours = adl
+        .corpus
+        .iter()
+        .map(|c| (format!("corpus ({} texts)", c.texts), &c.reading))
+        .chain(
+            adl.contrasts
+                .iter()
+                .map(|c| (format!("{} minus {}", c.sides[0], c.sides[1]), &c.reading)),
+        );
+    for (label, reading) in flavours {
+        let Some(mean) = reading.readings.iter().find(|r| r.position.is_none()) else {
+            continue;
+        };
+        let words = |entries: &[activation_diff_lens::LensEntry]| {
+            entries
+                .iter()
+                .take(4)
+                .map(|e| e.token.replace('\u{2581}', " ").trim().to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        if mean.negligible {
+            let _ = writeln!(s, "  ADL {label}: negligible");
+            continue;
+        }
+        let patchscope = reading
+            .patchscope
+            .first()
+            .map(|p| {
+                format!(
+                    "; Patchscope: {}",
+                    words(&p.readout.scales[p.readout.best].tokens)
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  ADL {label}, layer {} mean: {:.1}% of |h|; chat head reads {}{patchscope}",
+            mean.layer,
+            100.0 * mean.relative_norm,
+            mean.lens
+                .get(1)
+                .map(|l| words(&l.promoted))
+                .unwrap_or_default()
+        );
+    }
 }
