@@ -347,6 +347,30 @@ impl<B: Backend> Crosscoder for CrosscoderModel<B> {
         self.b_dec_host.clone()
     }
 
+    fn pre_activation_affine(&self, latents: &[usize]) -> Result<(Array3<f32>, Array1<f32>)> {
+        let (n, d) = (self.config.n_models, self.config.d_model);
+        let mut weights = self.encoder_vectors(latents)?;
+        let mut bias: Array1<f32> = if latents.is_empty() {
+            Array1::zeros(0)
+        } else {
+            let idx = self.check_latent_indices(latents)?;
+            download2(self.b_enc.clone().select(1, idx))?
+                .row(0)
+                .to_owned()
+        };
+        // norm(x)_m = (x_m - shift_m) * scale_m: the scale goes into the weights, the shift into the bias.
+        if let Some((shift, scale, _)) = self.normalizer.affine(n, d) {
+            for (mut w, b) in weights.outer_iter_mut().zip(bias.iter_mut()) {
+                for (m, factor) in scale.iter().enumerate() {
+                    let mut row = w.row_mut(m);
+                    row.mapv_inplace(|v| v * factor);
+                    *b -= row.dot(&shift.row(m));
+                }
+            }
+        }
+        Ok((weights, bias))
+    }
+
     fn to_checkpoint(&self) -> Result<CrosscoderCheckpoint> {
         let (n, d, f) = (
             self.config.n_models,

@@ -91,6 +91,12 @@ pub trait Crosscoder: Send + Sync {
     /// Decoder bias `b_dec`, `[n_models, d]` (in the normalised space).
     fn decoder_bias(&self) -> Array2<f32>;
 
+    /// The pre-activation of each chosen latent as an affine function of the raw activations (the
+    /// input normaliser folded in): weights `[latents.len(), n_models, d]` and biases `[latents.len()]`
+    /// with `pre_j(x) = sum_m x_m . W[j, m] + b[j]` exactly, the activation function not applied.
+    /// Linear in the residual, so it splits over whatever sums to the residual (circuit attribution).
+    fn pre_activation_affine(&self, latents: &[usize]) -> Result<(Array3<f32>, Array1<f32>)>;
+
     /// Copies the weights back to the host as a checkpoint (to save it, or to move it to another backend).
     fn to_checkpoint(&self) -> Result<CrosscoderCheckpoint>;
 

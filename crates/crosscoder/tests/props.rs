@@ -109,6 +109,28 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
+    fn the_affine_pre_activation_is_what_encode_activates(s in spec(), rows in 1usize..12, xseed in any::<u64>(), flex in any::<bool>()) {
+        let backend = if flex { BackendKind::Flex } else { BackendKind::NdArray };
+        let cc = checkpoint(&s).build(backend).expect("build");
+        let x = activations(rows, &s, xseed);
+        let latents: Vec<usize> = (0..s.f).rev().collect();
+        let (w, b) = cc.pre_activation_affine(&latents).expect("affine");
+        prop_assert_eq!(w.dim(), (s.f, s.n, s.d));
+        let encoded = cc.encode(x.view()).expect("encode");
+        for r in 0..rows {
+            for (i, &j) in latents.iter().enumerate() {
+                let pre: f32 = b[i] + (0..s.n).map(|m| x.slice(s![r, m, ..]).dot(&w.slice(s![i, m, ..]))).sum::<f32>();
+                let want = encoded[[r, j]];
+                // BatchTopK zeroes small codes: where it keeps one, the code is the ReLU'd pre-activation.
+                if matches!(cc.config().activation, Activation::Relu) || want > 0.0 {
+                    let scale = 1.0 + pre.abs();
+                    prop_assert!((pre.max(0.0) - want).abs() <= 1e-4 * scale, "row {} latent {}: {} vs {}", r, j, pre, want);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn encode_is_row_independent_and_non_negative(s in spec(), rows in 1usize..20, xseed in any::<u64>(), flex in any::<bool>()) {
         let backend = if flex { BackendKind::Flex } else { BackendKind::NdArray };
         let cc = checkpoint(&s).build(backend).expect("build");

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ndarray::Array3;
+use ndarray::{Array3, Array4};
 
 use crate::batch::TokenBatch;
 use crate::error::{GemmaError, Result};
+use crate::head_hooks::HeadHook;
 use crate::hooks::{HookPoint, RunRequest};
 
 /// Captures and interventions of one run.
@@ -16,6 +17,7 @@ pub(crate) struct HookState<'a> {
     request: &'a RunRequest,
     batch: &'a TokenBatch,
     pub(crate) captured: BTreeMap<HookPoint, Array3<f32>>,
+    pub(crate) captured_heads: BTreeMap<HeadHook, Array4<f32>>,
 }
 
 impl<'a> HookState<'a> {
@@ -24,7 +26,51 @@ impl<'a> HookState<'a> {
             request,
             batch,
             captured: BTreeMap::new(),
+            captured_heads: BTreeMap::new(),
         }
+    }
+
+    /// Whether the request reads or edits `hook`.
+    pub(crate) fn wants_head(&self, hook: HeadHook) -> bool {
+        self.request.head_hooks().any(|h| h == hook)
+    }
+
+    /// Applies the edits registered at the per-head `hook`, then captures the result if asked
+    /// (padding positions, and padding query rows of `[batch, head, query, key]` tensors, zeroed).
+    pub(crate) fn visit_head(&mut self, hook: HeadHook, mut x: Array4<f32>) -> Result<Array4<f32>> {
+        let dims = x.shape().to_vec();
+        for edit in self
+            .request
+            .head_interventions
+            .iter()
+            .filter(|i| i.hook == hook)
+        {
+            (edit.edit)(&mut x);
+            if x.shape() != dims.as_slice() {
+                return Err(GemmaError::InterventionShape {
+                    hook: hook.to_string(),
+                    expected: dims,
+                    actual: x.shape().to_vec(),
+                });
+            }
+        }
+        if self.request.capture_heads.contains(&hook) {
+            let mut captured = x.clone();
+            let t = self.batch.seq_len();
+            let by_head = matches!(hook, HeadHook::AttnScores(_) | HeadHook::Pattern(_));
+            for (i, real) in self.batch.mask().iter().enumerate() {
+                if !real {
+                    let (row, pos) = (i / t, i % t);
+                    if by_head {
+                        captured.slice_mut(ndarray::s![row, .., pos, ..]).fill(0.0);
+                    } else {
+                        captured.slice_mut(ndarray::s![row, pos, .., ..]).fill(0.0);
+                    }
+                }
+            }
+            self.captured_heads.insert(hook, captured);
+        }
+        Ok(x)
     }
 
     /// Applies the interventions registered at `hook`, then captures the result if asked.

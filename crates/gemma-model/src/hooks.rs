@@ -3,9 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ndarray::Array3;
+use ndarray::{Array3, Array4};
 
 pub use stereo_core::hook::HookPoint;
+
+use crate::head_hooks::{HeadHook, HeadIntervention};
 
 /// A function that edits an activation in place, `[batch, pos, d_model]` (padding positions included).
 pub type EditFn = dyn Fn(&mut Array3<f32>) + Send + Sync;
@@ -56,6 +58,10 @@ pub struct RunRequest {
     /// Start the pass from a given residual stream after a layer instead of from the embeddings
     /// (the second half of science-of-finetuning's half-step patching); `None` runs from the start.
     pub resume: Option<ResumeFrom>,
+    /// Per-head tensors whose values are returned (in [`RunOutput::heads`](crate::RunOutput::heads)).
+    pub capture_heads: Vec<HeadHook>,
+    /// Edits of per-head tensors, applied in forward order.
+    pub head_interventions: Vec<HeadIntervention>,
 }
 
 /// A residual stream to resume a forward pass from: the value of `blocks.{layer}.hook_resid_post`,
@@ -113,6 +119,38 @@ impl RunRequest {
         self
     }
 
+    /// Also return the per-head tensor `hook` (its layer's attention then runs head by head).
+    pub fn capture_head(mut self, hook: HeadHook) -> Self {
+        self.capture_heads.push(hook);
+        self
+    }
+
+    /// Adds an edit of the per-head tensor `hook`.
+    pub fn with_head_intervention(
+        mut self,
+        hook: HeadHook,
+        edit: impl Fn(&mut Array4<f32>) + Send + Sync + 'static,
+    ) -> Self {
+        self.head_interventions.push(HeadIntervention {
+            hook,
+            edit: Arc::new(edit),
+        });
+        self
+    }
+
+    /// The per-head hooks this request reads or edits.
+    pub fn head_hooks(&self) -> impl Iterator<Item = HeadHook> + '_ {
+        self.capture_heads
+            .iter()
+            .copied()
+            .chain(self.head_interventions.iter().map(|i| i.hook))
+    }
+
+    /// Whether layer `l`'s attention must run head by head.
+    pub fn has_head_hooks(&self, l: usize) -> bool {
+        self.head_hooks().any(|h| h.layer() == l)
+    }
+
     /// Number of layers the pass must run (all of them if logits are wanted).
     pub fn layers_needed(&self, n_layers: usize) -> usize {
         if self.logits {
@@ -122,6 +160,7 @@ impl RunRequest {
             .iter()
             .chain(self.interventions.iter().map(|i| &i.hook))
             .map(|h| h.layers_needed())
+            .chain(self.head_hooks().map(|h| h.layer() + 1))
             .max()
             .unwrap_or(0)
     }

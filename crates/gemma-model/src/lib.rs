@@ -48,6 +48,7 @@ mod config;
 mod error;
 mod flex_bridge;
 pub mod generation;
+mod head_hooks;
 mod hook_state;
 mod hooks;
 mod host_kernels;
@@ -63,6 +64,7 @@ mod weights;
 pub use batch::{PaddingSide, TokenBatch};
 pub use config::{AttentionKind, Gemma2Config};
 pub use error::{GemmaError, Result};
+pub use head_hooks::{HeadEditFn, HeadHook, HeadIntervention};
 pub use hooks::{EditFn, HookPoint, Intervention, LogitPositions, ResumeFrom, RunRequest};
 pub use language_model::{
     load_dir, load_model, random_model, ComputeDtype, DecodeSession, LanguageModel, LoadOptions,

@@ -39,7 +39,9 @@ use crate::host_kernels::{self, AttentionInputs, AttentionShape};
 use crate::parameters::{transpose, ParameterSource};
 use crate::skinny_matmul;
 
+mod checks;
 mod decode;
+mod heads;
 mod positions;
 mod resume;
 pub(crate) use decode::KvCache;
@@ -93,6 +95,8 @@ pub struct RunOutput {
     pub activations: BTreeMap<HookPoint, Array3<f32>>,
     /// Logits `[batch, pos, vocab]` if requested; padding positions are zero.
     pub logits: Option<Array3<f32>>,
+    /// Captured per-head tensors (shapes in [`HeadHook`](crate::HeadHook)); padding positions zero.
+    pub heads: BTreeMap<crate::HeadHook, ndarray::Array4<f32>>,
 }
 
 /// `x @ W` with `W` stored `[in, out]`.
@@ -558,6 +562,10 @@ impl<B: Backend> Gemma2<B> {
             Some(resume) => (resume.layer + 1, self.resumed(resume, &mut hooks)?),
         };
         let positions = RunPositions::new(batch, &self.config, self.kernels, &self.device);
+        let host_positions = request
+            .head_hooks()
+            .next()
+            .map(|_| heads::HostPositions::new(batch, &self.config));
         for (l, layer) in self
             .layers
             .iter()
@@ -565,8 +573,15 @@ impl<B: Backend> Gemma2<B> {
             .take(n_layers)
             .skip(first_layer)
         {
-            h = self.layer_forward(l, h, &mut hooks, |x| {
-                layer.self_attn.forward(x, &positions, layer.kind)
+            h = self.layer_forward(l, h, &mut hooks, |x, hooks| {
+                match (&host_positions, request.has_head_hooks(l)) {
+                    (Some(host), true) => {
+                        layer
+                            .self_attn
+                            .forward_heads(x, host, layer.kind, l, self.kernels, hooks)
+                    }
+                    _ => layer.self_attn.forward(x, &positions, layer.kind),
+                }
             })?;
         }
         self.finish(h, batch, request, hooks)
@@ -590,16 +605,16 @@ impl<B: Backend> Gemma2<B> {
 
     /// Layer `l` on the residual `h`, through its hooks; `attend` maps the normalised input to the
     /// attention output (after `o_proj`), with or without a KV cache.
-    pub(crate) fn layer_forward(
+    pub(crate) fn layer_forward<'r>(
         &self,
         l: usize,
         mut h: Tensor<B, 3>,
-        hooks: &mut HookState<'_>,
-        attend: impl FnOnce(Tensor<B, 3>) -> Result<Tensor<B, 3>>,
+        hooks: &mut HookState<'r>,
+        attend: impl FnOnce(Tensor<B, 3>, &mut HookState<'r>) -> Result<Tensor<B, 3>>,
     ) -> Result<Tensor<B, 3>> {
         let layer = &self.layers[l];
         let kernels = self.kernels;
-        let attn = attend(layer.input_layernorm.forward(h.clone(), kernels)?)?;
+        let attn = attend(layer.input_layernorm.forward(h.clone(), kernels)?, hooks)?;
         let attn_out = hooks.visit(
             HookPoint::AttnOut(l),
             layer.post_attention_layernorm.forward(attn, kernels)?,
@@ -645,6 +660,7 @@ impl<B: Backend> Gemma2<B> {
         Ok(RunOutput {
             activations: hooks.captured,
             logits,
+            heads: hooks.captured_heads,
         })
     }
 
@@ -691,55 +707,6 @@ impl<B: Backend> Gemma2<B> {
             logits = (logits / cap).tanh() * cap;
         }
         Ok(logits.reshape([b, t, vocab]))
-    }
-
-    fn check_request(&self, batch: &TokenBatch, request: &RunRequest) -> Result<()> {
-        self.check_length("the batch", batch.seq_len())?;
-        let n_layers = self.config.num_hidden_layers;
-        for hook in request
-            .capture
-            .iter()
-            .chain(request.interventions.iter().map(|i| &i.hook))
-        {
-            if let Some(layer) = hook.layer() {
-                if layer >= n_layers {
-                    return Err(GemmaError::HookOutOfRange {
-                        hook: hook.to_string(),
-                        layer,
-                        n_layers,
-                    });
-                }
-            }
-        }
-        if let Some(resume) = &request.resume {
-            self.check_resume(batch, request, resume)?;
-        }
-        let needed = request.layers_needed(n_layers);
-        if needed > self.layers.len() {
-            return Err(GemmaError::NotLoaded {
-                what: format!("layers 0..={}", needed - 1),
-                loaded: format!("layers 0..{} (stop_at_layer)", self.layers.len()),
-            });
-        }
-        if request.logits && self.unembedding.is_none() {
-            return Err(GemmaError::NotLoaded {
-                what: "logits".into(),
-                loaded: "no unembedding".into(),
-            });
-        }
-        if let Some(bad) = batch
-            .ids()
-            .iter()
-            .find(|&&id| id as usize >= self.config.vocab_size)
-        {
-            return Err(GemmaError::InvalidInput {
-                reason: format!(
-                    "token id {bad} is outside the vocabulary of {} tokens",
-                    self.config.vocab_size
-                ),
-            });
-        }
-        Ok(())
     }
 }
 

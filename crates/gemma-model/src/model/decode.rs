@@ -133,7 +133,7 @@ impl<B: Backend> Gemma2<B> {
             let layer = &self.layers[l];
             let layer_cache = &mut cache.layers[l];
             let capacity = cache.capacity;
-            h = self.layer_forward(l, h, &mut hooks, |x| {
+            h = self.layer_forward(l, h, &mut hooks, |x, _| {
                 layer
                     .self_attn
                     .forward_cached(x, layer_cache, start, capacity, &step, layer.kind)
@@ -156,6 +156,13 @@ impl<B: Backend> Gemma2<B> {
             return Err(GemmaError::InvalidInput {
                 reason: "a decoding step cannot resume from a residual; run the whole pass instead"
                     .into(),
+            });
+        }
+        if let Some(hook) = request.head_hooks().next() {
+            return Err(GemmaError::InvalidInput {
+                reason: format!(
+                    "per-head hooks ({hook}) are read on a whole pass, not on a decoding step with a KV cache"
+                ),
             });
         }
         if cache.broken {

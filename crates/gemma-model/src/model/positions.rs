@@ -156,7 +156,7 @@ pub(super) fn layer_mask<'a, M>(kind: AttentionKind, full: &'a M, sliding: &'a O
 /// Additive attention mask `[batch, pos, pos]`: 0 where query `i` may attend key `j`
 /// (`j` real, `j <= i`, and `i - j < window` for sliding layers), `f32::MIN` elsewhere, as HF.
 /// A padding query attends itself only, so that no row is fully masked.
-fn additive_mask(batch: &TokenBatch, window: Option<usize>) -> Vec<f32> {
+pub(super) fn additive_mask(batch: &TokenBatch, window: Option<usize>) -> Vec<f32> {
     let (b, t) = (batch.batch_size(), batch.seq_len());
     let mask = batch.mask();
     let mut values = vec![f32::MIN; b * t * t];
