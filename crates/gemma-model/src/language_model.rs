@@ -44,6 +44,14 @@ pub trait LanguageModel: Send + Sync {
             reason: format!("the model {} has no logit lens", self.name()),
         })
     }
+    /// Layer `layer`'s weights copied to the host (circuit analysis: composition scores, the
+    /// post-attention norm that scales each head's write).
+    fn layer_weights(&self, layer: usize) -> Result<crate::LayerWeights> {
+        let _ = layer;
+        Err(GemmaError::InvalidInput {
+            reason: format!("the model {} does not expose its weights", self.name()),
+        })
+    }
     /// Starts incremental decoding of `batch_size` rows through layers `0..n_layers` (all of them for
     /// logits; fewer for a model that only feeds a hook, as the base model of a lockstep pair). The key
     /// and value cache stays on the device; `capacity` is the number of positions to allocate for
@@ -367,6 +375,9 @@ impl<B: Backend> LanguageModel for BurnModel<B> {
     }
     fn unembed(&self, residual: &Array3<f32>) -> Result<Array3<f32>> {
         self.model.unembed(residual)
+    }
+    fn layer_weights(&self, layer: usize) -> Result<crate::LayerWeights> {
+        self.model.layer_weights(layer)
     }
     fn start_decoding(
         &self,

@@ -70,7 +70,7 @@ pub use language_model::{
     load_dir, load_model, random_model, ComputeDtype, DecodeSession, LanguageModel, LoadOptions,
     LoadedModel,
 };
-pub use model::RunOutput;
+pub use model::{LayerWeights, RunOutput};
 pub use source::{ModelSource, ResolvedModel};
 pub use stereo_core::hub::HubOptions;
 pub use stereo_core::BackendKind;

@@ -42,9 +42,11 @@ use crate::skinny_matmul;
 mod checks;
 mod decode;
 mod heads;
+mod layer_weights;
 mod positions;
 mod resume;
 pub(crate) use decode::KvCache;
+pub use layer_weights::LayerWeights;
 use positions::{layer_mask, Rope, RopeTables, RunPositions};
 
 /// How RMSNorm, GeGLU, attention and the products of a decoding step (at most
