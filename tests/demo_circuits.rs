@@ -4,7 +4,7 @@
 
 mod common;
 
-use circuits::{attribute_writers, Component, WriterSpec};
+use circuits::{attribute_writers, find_readers, Component, ReaderSpec, WriterSpec};
 use crosscoder::{nearest_decoder_latent, BackendKind, Crosscoder, CrosscoderLoader, CHAT};
 use gemma_model::{load_dir, HookPoint, LoadOptions, LoadedModel, RunRequest, TokenBatch};
 use model_pair::PromptInput;
@@ -144,4 +144,57 @@ fn with_chat_equal_to_base_no_writer_stands_out() {
     .unwrap();
     assert!(report.stands_out.is_empty());
     assert!(report.components.iter().all(|w| w.difference.mean == 0.0));
+}
+
+#[test]
+fn the_planted_reader_ranks_first_as_a_reader() {
+    let base = load("base");
+    let chat = load_dir(demo_dir().join("chat"), &LoadOptions::default()).unwrap();
+    let tokenizer = chat.tokenizer.clone().unwrap();
+    let cc = crosscoder();
+    let latent = planted_latent(cc.as_ref(), 0);
+    let report = find_readers(
+        [base.model.as_ref(), chat.model.as_ref()],
+        &tokenizer,
+        cc.as_ref(),
+        &prompts("child_vs_adult"),
+        &ReaderSpec::new(latent, 1),
+    )
+    .unwrap();
+    for r in report.components.iter().take(5) {
+        println!(
+            "{}: ablation {:.3} ± {:.3}, composition {:?}, neurons {:?}",
+            r.label,
+            r.ablation.mean,
+            r.ablation.half_width,
+            r.composition,
+            r.neurons
+                .iter()
+                .take(2)
+                .map(|n| (n.neuron, n.gate_cosine))
+                .collect::<Vec<_>>()
+        );
+    }
+    let reader = demo_json()["reader"].clone();
+    let layers: Vec<usize> = serde_json::from_value(reader["layers"].clone()).unwrap();
+    // The two planted reader MLPs are the two most affected components, and their most aligned
+    // neurons are the planted ones (the last two of each MLP).
+    let top2: Vec<Component> = report
+        .components
+        .iter()
+        .take(2)
+        .map(|r| r.component)
+        .collect();
+    for layer in &layers {
+        assert!(top2.contains(&Component::Mlp { layer: *layer }), "{top2:?}");
+        let mlp = report
+            .components
+            .iter()
+            .find(|r| r.component == Component::Mlp { layer: *layer })
+            .unwrap();
+        let mut neurons: Vec<usize> = mlp.neurons.iter().take(2).map(|n| n.neuron).collect();
+        neurons.sort();
+        assert_eq!(neurons, vec![126, 127], "{:?}", mlp.neurons);
+    }
+    assert_eq!(report.components.len(), 2 * (4 + 1));
 }

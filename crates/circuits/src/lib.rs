@@ -10,13 +10,18 @@
 //!   components per token; per component its contribution in each model and what chat training changed
 //!   (`W[j, chat] . (c_chat - c_base)`), aggregated over prompts with 95% intervals; the attention
 //!   patterns of the top heads.
+//! - [`find_readers`]: every later head and MLP of the chat model as a reader of the latent's chat
+//!   decoder direction: composition scores through the norm before it, the most aligned MLP neurons, and
+//!   the relative change of its output when the latent is ablated (the causal tests' edit).
 
 mod decompose;
 mod error;
+mod readers;
 mod writers;
 
 pub use decompose::{decompose, Component, ResidualDecomposition};
 pub use error::{CircuitError, Result};
+pub use readers::{find_readers, ComponentReader, NeuronReader, ReaderReport, ReaderSpec};
 pub use writers::{
     attribute_writers, ComponentWriter, PatternView, TokenAttribution, WriterReport, WriterSpec,
     STANDOUT_SHARE,
