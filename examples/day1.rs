@@ -28,10 +28,12 @@ use std::time::Instant;
 
 use activation_diff_lens::AdlModels;
 use anyhow::{bail, Result};
+use circuits::{CircuitModels, CircuitOptions};
 use clap::Parser;
 use crosscoder::Crosscoder;
 use diff_analysis::adl::{run_adl, AdlOptions};
 use diff_analysis::causal::{run_causal_tests, CausalOptions};
+use diff_analysis::circuit_step::map_verified_circuits;
 use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
 use diff_analysis::{
     plan, validate_options, Day1, Day1Options, HuntOptions, Pooling, VerificationCriteria,
@@ -132,6 +134,11 @@ struct Args {
     /// New tokens per answer in the causal test.
     #[arg(long, default_value_t = 16, value_parser = stereo::cli::count)]
     causal_max_new_tokens: usize,
+    /// Then map the circuit of every verified candidate: which heads and MLPs of both models write it
+    /// (chat minus base per component) and which later heads and MLPs of the chat model read it, on the
+    /// positive side of its contrast (in the summary, the report and `<out>/circuits/`).
+    #[arg(long, conflicts_with_all = ["no_crosscoder", "sequential"])]
+    circuits: bool,
     /// Skip Latent Scaling (by default it runs over every token of the discovery prompts and tags each
     /// latent robust chat-only or not: nu_error < 0.2, nu_reconstruction < 0.5, relative norm >= 0.9).
     #[arg(long)]
@@ -279,7 +286,7 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let adl_layer = adl_layer(&args, prepared.hook);
     // --causal and the ADL keep the pair concrete: they generate and read heads with the same models.
-    let (runner, loaded) = if args.causal || adl_layer.is_some() {
+    let (runner, loaded) = if args.causal || args.circuits || adl_layer.is_some() {
         let (base, chat) = prepared.load_for_generation()?;
         let runner = StereoRunner::from_loaded(base, chat, prepared.hook)?;
         (Some(runner.with_batch_size(args.batch_size)), None)
@@ -316,7 +323,7 @@ fn main() -> Result<()> {
         .options(options)
         .dataset_label(dataset_label)
         .run()?;
-    if let (Some(runner), Some(crosscoder)) = (&runner, &crosscoder) {
+    if let (true, Some(runner), Some(crosscoder)) = (args.causal, &runner, &crosscoder) {
         let targets = if args.causal_targets.is_empty() && demo {
             demo_register_targets()?
         } else {
@@ -346,6 +353,28 @@ fn main() -> Result<()> {
                 &args.out.join("causal").join("kl_evaluation"),
             )?;
         }
+    }
+    if let (true, Some(runner), Some(crosscoder)) = (args.circuits, &runner, &crosscoder) {
+        let t = Instant::now();
+        let name = args
+            .crosscoder
+            .clone()
+            .unwrap_or_else(|| "the embedded demo crosscoder".into());
+        let n = map_verified_circuits(
+            &mut results,
+            CircuitModels {
+                models: [runner.model(BASE), runner.model(CHAT)],
+                tokenizer: runner.tokenizer(),
+                crosscoder: crosscoder.as_ref(),
+                crosscoder_name: &name,
+            },
+            &dataset,
+            &CircuitOptions {
+                batch_size: args.batch_size,
+                ..CircuitOptions::default()
+            },
+        )?;
+        println!("mapped {n} circuit(s) in {:.1?}", t.elapsed());
     }
     if let (Some(runner), Some(layer)) = (&runner, adl_layer) {
         let t = Instant::now();

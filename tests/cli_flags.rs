@@ -26,6 +26,10 @@ const ANY_VALUE: &[(&str, &str)] = &[
         "latents",
         "checked against the crosscoder's dictionary once it is read",
     ),
+    (
+        "latent",
+        "checked against the crosscoder's dictionary once it is read",
+    ),
     ("k_annealing_steps", "0 means no annealing"),
 ];
 

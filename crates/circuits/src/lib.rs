@@ -13,12 +13,19 @@
 //! - [`find_readers`]: every later head and MLP of the chat model as a reader of the latent's chat
 //!   decoder direction: composition scores through the norm before it, the most aligned MLP neurons, and
 //!   the relative change of its output when the latent is ablated (the causal tests' edit).
+//! - [`map_circuit`] does both into an [`output::CircuitReport`]; [`output::write_all`] writes
+//!   `circuit.json` (schema in `SCHEMA.md`), `writers.png`, `readers.png` and `circuit.html`.
 
+mod circuit;
 mod decompose;
 mod error;
+pub mod html;
+pub mod output;
+pub mod plots;
 mod readers;
 mod writers;
 
+pub use circuit::{map_circuit, CircuitModels, CircuitOptions};
 pub use decompose::{decompose, Component, ResidualDecomposition};
 pub use error::{CircuitError, Result};
 pub use readers::{find_readers, ComponentReader, NeuronReader, ReaderReport, ReaderSpec};

@@ -17,6 +17,9 @@ pub enum AnalysisError {
     /// The Activation Difference Lens failed.
     #[error("activation difference lens: {0}")]
     Adl(#[from] activation_diff_lens::AdlError),
+    /// Mapping a circuit failed.
+    #[error("circuit: {0}")]
+    Circuit(#[from] circuits::CircuitError),
     /// A model's files or config could not be read.
     #[error("model: {0}")]
     Model(#[from] gemma_model::GemmaError),

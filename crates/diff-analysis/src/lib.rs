@@ -65,6 +65,7 @@
 
 pub mod adl;
 pub mod causal;
+pub mod circuit_step;
 mod error;
 mod extract;
 pub mod hunt;

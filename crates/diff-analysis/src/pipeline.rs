@@ -217,6 +217,7 @@ impl<'a> Day1<'a> {
             causal: Vec::new(),
             kl_evaluation: None,
             adl: None,
+            circuits: Vec::new(),
             dashboards,
             timings,
         })

@@ -189,6 +189,8 @@ pub struct Day1Results {
     /// The Activation Difference Lens at the hook's layer (`day1 --no-crosscoder`): the corpus and
     /// persona-contrast differences, read.
     pub adl: Option<activation_diff_lens::output::AdlSummary>,
+    /// The circuits of the verified candidates (`day1 --circuits`).
+    pub circuits: Vec<circuits::output::CircuitReport>,
     /// Phase timings.
     pub timings: Timings,
 }

@@ -2,6 +2,8 @@
 //! `token_activations.json` ([`summary`]), the PNG figures ([`plots`]) and the self-contained `report.html`
 //! ([`report`]).
 
+mod companions;
+pub use companions::{circuit_dir, ADL_DIR, CIRCUITS_DIR};
 pub mod plots;
 pub mod report;
 pub mod summary;

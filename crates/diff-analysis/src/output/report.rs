@@ -572,11 +572,11 @@ fn token_views(r: &Day1Results, pt: &ProbeTokens, out: &mut String) {
 ///
 /// # Errors
 /// [`AnalysisError::Io`] when a figure cannot be read back.
-pub fn render(
+pub(crate) fn render(
     r: &Day1Results,
     summary: &Day1Summary,
     figure_paths: &[PathBuf],
-    adl_figures: &[PathBuf],
+    companions: &crate::output::companions::Companions,
 ) -> Result<String> {
     let mut out = String::with_capacity(1 << 20);
     let _ = write!(
@@ -587,7 +587,7 @@ pub fn render(
         escape(&r.info.base_model),
         escape(&r.info.chat_model),
         latent_dashboard::DASHBOARD_CSS,
-        activation_diff_lens::html::ADL_CSS,
+        crate::output::companions::css(),
         escape(&r.info.base_model),
         escape(&r.info.chat_model),
         escape(&r.info.hook),
@@ -627,9 +627,7 @@ pub fn render(
         let _ = write!(out, "<h3>Probe <code>{}</code></h3>", escape(&pt.probe));
         token_views(r, pt, &mut out);
     }
-    if let Some(adl) = &r.adl {
-        adl_section(adl, adl_figures, &mut out)?;
-    }
+    crate::output::companions::report_sections(r, companions, &mut out)?;
     if !r.dashboards.is_empty() {
         out.push_str(
             "<h2>Latent dashboards</h2><p class=\"note\">Every candidate latent over its probe's verification prompts \
@@ -652,33 +650,6 @@ pub fn render(
         crate::output::summary::SCHEMA_VERSION
     );
     Ok(out)
-}
-
-/// The Activation Difference Lens (`day1 --no-crosscoder`): its figures and tables, as on `adl/adl.html`.
-fn adl_section(
-    adl: &activation_diff_lens::output::AdlSummary,
-    figure_paths: &[PathBuf],
-    out: &mut String,
-) -> Result<()> {
-    out.push_str(
-        "<h2>Activation Difference Lens</h2><p class=\"note\">Diffing without a crosscoder (Minder et al. 2025): the \
-         mean chat-minus-base residual at the first positions after &lt;bos&gt; of unrelated texts, and per persona \
-         contrast the same difference on the positive side minus the negative side, per position from the cue; \
-         read through both models' heads (logit lens) and the token-identity Patchscope. Data and page in \
-         adl/.</p>",
-    );
-    let mut figures = Vec::new();
-    for path in figure_paths {
-        let bytes = std::fs::read(path).map_err(|e| AnalysisError::io(path, e))?;
-        let caption = path
-            .file_name()
-            .and_then(|n| activation_diff_lens::plots::caption(&n.to_string_lossy()))
-            .unwrap_or_default()
-            .to_string();
-        figures.push((caption, bytes));
-    }
-    out.push_str(&activation_diff_lens::html::adl_sections(adl, &figures));
-    Ok(())
 }
 
 #[cfg(test)]

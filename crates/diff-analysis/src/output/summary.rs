@@ -29,8 +29,6 @@ pub const TOKENS_FILE: &str = "token_activations.json";
 pub const REPORT_FILE: &str = "report.html";
 /// The candidates' latent dashboards (`latent_dashboard::LatentDashboard`, one per candidate).
 pub const DASHBOARDS_FILE: &str = "dashboards.json";
-/// The directory of the Activation Difference Lens's files (`adl.json`, its figures, `adl.html`).
-pub const ADL_DIR: &str = "adl";
 /// `schema` value of the summary.
 pub const SCHEMA_NAME: &str = "stereo.day1_summary";
 /// `schema_version` of the summary.
@@ -318,6 +316,10 @@ pub struct Day1Summary {
     /// crates/activation-diff-lens/SCHEMA.md); absent without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adl: Option<activation_diff_lens::output::AdlSummary>,
+    /// The circuits of the verified candidates (`day1 --circuits`; each the layout of
+    /// `circuits/latent_{j}/circuit.json`, crates/circuits/SCHEMA.md); absent without.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub circuits: Vec<circuits::output::CircuitReport>,
     /// Files written beside the summary.
     pub files: Vec<String>,
     /// Phase timings.
@@ -473,6 +475,7 @@ pub fn summarize(r: &Day1Results, files: Vec<String>) -> Day1Summary {
         causal: r.causal.clone(),
         kl_evaluation: r.kl_evaluation.clone(),
         adl: r.adl.clone(),
+        circuits: r.circuits.clone(),
         files,
         timings: r.timings,
     }
@@ -575,20 +578,9 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
     if !r.dashboards.is_empty() {
         names.push(DASHBOARDS_FILE.into());
     }
-    // The ADL's own files (JSON, figures, page) go to adl/ first: the report embeds its figures.
-    let mut adl_files = Vec::new();
-    let mut adl_figures = Vec::new();
-    if let Some(adl) = &r.adl {
-        adl_files = activation_diff_lens::output::write_all(adl, &dir.join(ADL_DIR))?;
-        for path in &adl_files {
-            if let Some(name) = path.file_name() {
-                names.push(format!("{ADL_DIR}/{}", name.to_string_lossy()));
-            }
-            if path.extension().is_some_and(|e| e == "png") {
-                adl_figures.push(path.clone());
-            }
-        }
-    }
+    // The ADL's and the circuits' own files go to subdirectories first: the report embeds their figures.
+    let companions = crate::output::companions::write_companions(r, dir)?;
+    names.extend(companions.names.iter().cloned());
     let summary = summarize(r, names);
 
     let summary_path = dir.join(SUMMARY_FILE);
@@ -604,7 +596,7 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         json_string(&r.tokens, &tokens_path)?.as_bytes(),
     )?;
     let report_path = dir.join(REPORT_FILE);
-    let html = crate::output::report::render(r, &summary, &figures, &adl_figures)?;
+    let html = crate::output::report::render(r, &summary, &figures, &companions)?;
     write_file(&report_path, html.as_bytes())?;
 
     let mut written = vec![summary_path, stats_path, tokens_path, report_path];
@@ -614,7 +606,7 @@ pub(crate) fn write_all(r: &Day1Results, dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     written.extend(figures);
-    written.extend(adl_files);
+    written.extend(companions.files);
     tracing::info!(dir = %dir.display(), files = written.len(), "results written");
     Ok(written)
 }
@@ -693,9 +685,7 @@ pub fn terminal_summary(r: &Day1Results) -> String {
             );
         }
     }
-    if let Some(adl) = &r.adl {
-        adl_lines(adl, &mut s);
-    }
+    crate::output::companions::terminal_lines(r, &mut s);
     let _ = writeln!(s, "=> {}", r.conclusion.sentence);
     let _ = writeln!(
         s,
@@ -706,63 +696,4 @@ pub fn terminal_summary(r: &Day1Results) -> String {
         r.timings.verification_s
     );
     s
-}
-
-/// The Activation Difference Lens in a few lines: per flavour, the first layer's mean (its size and
-/// what the chat head reads in it) and the most consistent Patchscope.
-fn adl_lines(adl: &activation_diff_lens::output::AdlSummary, s: &mut String) {
-    if !adl.found {
-        let _ = writeln!(
-            s,
-            "  activation difference lens: no difference found (every difference below {} of |h|)",
-            activation_diff_lens::NEGLIGIBLE_RELATIVE_NORM
-        );
-        return;
-    }
-    let flavours = adl
-        .corpus
-        .iter()
-        .map(|c| (format!("corpus ({} texts)", c.texts), &c.reading))
-        .chain(
-            adl.contrasts
-                .iter()
-                .map(|c| (format!("{} minus {}", c.sides[0], c.sides[1]), &c.reading)),
-        );
-    for (label, reading) in flavours {
-        let Some(mean) = reading.readings.iter().find(|r| r.position.is_none()) else {
-            continue;
-        };
-        let words = |entries: &[activation_diff_lens::LensEntry]| {
-            entries
-                .iter()
-                .take(4)
-                .map(|e| e.token.replace('\u{2581}', " ").trim().to_string())
-                .collect::<Vec<_>>()
-                .join("|")
-        };
-        if mean.negligible {
-            let _ = writeln!(s, "  ADL {label}: negligible");
-            continue;
-        }
-        let patchscope = reading
-            .patchscope
-            .first()
-            .map(|p| {
-                format!(
-                    "; Patchscope: {}",
-                    words(&p.readout.scales[p.readout.best].tokens)
-                )
-            })
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "  ADL {label}, layer {} mean: {:.1}% of |h|; chat head reads {}{patchscope}",
-            mean.layer,
-            100.0 * mean.relative_norm,
-            mean.lens
-                .get(1)
-                .map(|l| words(&l.promoted))
-                .unwrap_or_default()
-        );
-    }
 }
