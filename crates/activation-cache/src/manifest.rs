@@ -291,7 +291,11 @@ impl Manifest {
                     format!("[{start}, {end}) does not continue at document {next_document}"),
                 ));
             }
-            if shard.n_bos + shard.n_pad > shard.n_tokens {
+            if shard
+                .n_bos
+                .checked_add(shard.n_pad)
+                .is_none_or(|flagged| flagged > shard.n_tokens)
+            {
                 return Err(bad(
                     &format!("{field}.n_bos"),
                     "more BOS and padding rows than rows".into(),
@@ -299,13 +303,24 @@ impl Manifest {
             }
             next_document = end;
         }
-        let sum = |f: fn(&ShardEntry) -> u64| self.shards.iter().map(f).sum::<u64>();
+        // Sums of numbers read from the file: an overflow is a lie of the file, not a panic.
+        let sum = |f: fn(&ShardEntry) -> u64| {
+            self.shards
+                .iter()
+                .try_fold(0u64, |total, s| total.checked_add(f(s)))
+        };
         for (field, total, shards) in [
             ("n_tokens", self.n_tokens, sum(|s| s.n_tokens)),
             ("n_bos", self.n_bos, sum(|s| s.n_bos)),
             ("n_pad", self.n_pad, sum(|s| s.n_pad)),
             ("n_template", self.n_template, sum(|s| s.n_template)),
         ] {
+            let Some(shards) = shards else {
+                return Err(bad(
+                    field,
+                    "the shards' counts overflow a 64-bit sum".into(),
+                ));
+            };
             if total != shards {
                 return Err(bad(
                     field,

@@ -120,10 +120,19 @@ impl GemmaTokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer file not found"),
             ));
         }
-        let inner = Tokenizer::from_file(&path).map_err(|e| GemmaError::Tokenizer {
+        let bad = |reason: String| GemmaError::Tokenizer {
             path: path.clone(),
-            reason: e.to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| GemmaError::io(&path, e))?;
+        // Malformed JSON is reported here, with its line and column: the tokenizers library panics on
+        // some of it (0.22, inside its decoder deserialisation) instead of returning an error.
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let parsed = std::panic::catch_unwind(|| text.parse::<Tokenizer>()).map_err(|_| {
+            bad("the tokenizers library panicked reading it (a malformed section)".into())
         })?;
+        let inner = parsed.map_err(|e| bad(e.to_string()))?;
         let bos_id = inner
             .token_to_id("<bos>")
             .ok_or_else(|| GemmaError::Tokenizer {

@@ -328,3 +328,29 @@ fn different_seeds_give_different_splits() {
         dataset.split(0.5, 2).unwrap()
     );
 }
+
+// ---- the shipped dataset, mutated (truncation, bit flips, overwritten runs, inflated numbers) ----
+
+#[global_allocator]
+static ALLOCATOR: fuzz_support::PeakAllocator = fuzz_support::PeakAllocator;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: fuzz_support::cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// An `Err` or a valid dataset, never a panic, and no allocation beyond the bound.
+    #[test]
+    fn the_shipped_dataset_mutated_is_an_error_or_valid(ms in fuzz_support::mutations()) {
+        let bytes = fuzz_support::apply(PersonaDataset::shipped_json().as_bytes(), &ms);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        fuzz_support::reset_largest_request();
+        let result = std::panic::catch_unwind(|| {
+            PersonaDataset::from_json_str(&text).map(|d| d.validate().is_ok())
+        });
+        prop_assert!(result.is_ok(), "the dataset parser panicked");
+        prop_assert!(fuzz_support::largest_request() <= fuzz_support::bound(bytes.len()));
+        let verification = std::panic::catch_unwind(|| {
+            persona_dataset::verification_prompts_from_str(&text).is_ok()
+        });
+        prop_assert!(verification.is_ok());
+    }
+}

@@ -147,6 +147,10 @@ fn pickle_error(path: &Path, reason: impl std::fmt::Display) -> CrosscoderError 
     }
 }
 
+/// How far a size read from the file may exceed the file: an archive entry over the archive's length, a
+/// (strided, possibly overlapping) tensor view over its storage's length.
+const MAX_EXPANSION: usize = 64;
+
 /// The bytes of one archive entry of the torch file at `path`.
 fn read_entry(
     archive: &mut zip::ZipArchive<std::fs::File>,
@@ -155,9 +159,23 @@ fn read_entry(
 ) -> Result<Vec<u8>> {
     let entry_error =
         |e: &dyn std::fmt::Display| pickle_error(path, format!("archive entry `{name}`: {e}"));
-    let mut f = archive.by_name(name).map_err(|e| entry_error(&e))?;
-    let mut buf = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0));
-    f.read_to_end(&mut buf).map_err(|e| entry_error(&e))?;
+    let archive_len = std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| CrosscoderError::io(path, e))?;
+    let f = archive.by_name(name).map_err(|e| entry_error(&e))?;
+    // The declared size is a claim of the file: trust it only as far as the file could hold it
+    // (torch writes stored, uncompressed entries), and read at most that much.
+    let declared = f.size();
+    let limit = declared.min(archive_len.saturating_mul(MAX_EXPANSION as u64));
+    if declared > limit {
+        return Err(entry_error(&format!(
+            "declares {declared} bytes, more than {MAX_EXPANSION} times the {archive_len}-byte file"
+        )));
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(declared.min(archive_len)).unwrap_or(0));
+    f.take(limit)
+        .read_to_end(&mut buf)
+        .map_err(|e| entry_error(&e))?;
     Ok(buf)
 }
 
@@ -241,6 +259,8 @@ enum ViewError {
     },
     #[error("element {element} exceeds the storage of {len} bytes")]
     ElementOutOfStorage { element: usize, len: usize },
+    #[error("the view reads {bytes} bytes out of a storage of {storage}: more than {MAX_EXPANSION} times over")]
+    Expands { bytes: usize, storage: usize },
     #[error("cannot decode {bytes} bytes as {dtype}")]
     Undecodable { bytes: usize, dtype: &'static str },
 }
@@ -269,6 +289,13 @@ fn materialize(t: &TensorRef, bytes: &[u8]) -> std::result::Result<HostTensor, V
         .try_fold(1usize, |acc, s| acc.checked_mul(*s))
         .ok_or_else(too_large)?;
     let view_bytes = numel.checked_mul(size).ok_or_else(too_large)?;
+    // A view can repeat storage elements (stride 0), but not without bound.
+    if view_bytes > MAX_EXPANSION.saturating_mul(bytes.len().max(size)) {
+        return Err(ViewError::Expands {
+            bytes: view_bytes,
+            storage: bytes.len(),
+        });
+    }
     let raw: Vec<u8> = if numel == 0 {
         Vec::new()
     } else if is_contiguous(&t.size, &t.stride) {
@@ -407,6 +434,20 @@ mod tests {
         };
         let h = materialize(&t, &storage).unwrap();
         assert_eq!(f32_values(&h), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+
+    #[test]
+    fn a_view_that_repeats_its_storage_without_bound_is_refused() {
+        let storage: Vec<u8> = 1.0f32.to_le_bytes().to_vec();
+        let t = TensorRef {
+            key: "0".into(),
+            dtype: "f32",
+            offset: 0,
+            size: vec![1 << 40],
+            stride: vec![0],
+        };
+        let err = materialize(&t, &storage).unwrap_err().to_string();
+        assert!(err.contains("more than 64 times over"), "{err}");
     }
 
     #[test]
