@@ -144,6 +144,45 @@ pub enum CacheError {
         /// This run's value.
         requested: String,
     },
+    /// A model produced a NaN or an infinity: nothing of the batch is written (the store stays as it
+    /// was, readable and resumable), and the error names where it came from.
+    #[error(
+        "{model} (model {index}) produced a non-finite activation {value} at {hook}, document {document}, \
+         position {position}: the store is left as it was before this shard"
+    )]
+    NonFiniteActivation {
+        /// The model's name.
+        model: String,
+        /// 0 base, 1 chat.
+        index: usize,
+        /// The hook.
+        hook: String,
+        /// The corpus document.
+        document: usize,
+        /// The token position in it.
+        position: usize,
+        /// The value.
+        value: f32,
+    },
+    /// A shard holds a NaN or an infinity.
+    #[error(
+        "{} holds a non-finite activation {value} at row {row} (model {model}, document {document}, position {position})",
+        shard.display()
+    )]
+    NonFiniteInStore {
+        /// The shard file.
+        shard: PathBuf,
+        /// The row in the shard.
+        row: usize,
+        /// 0 base, 1 chat.
+        model: usize,
+        /// The corpus document of the row.
+        document: usize,
+        /// Its token position.
+        position: usize,
+        /// The value.
+        value: f32,
+    },
     /// The run was stopped by its event callback; the store is left exactly as a kill at that
     /// moment would leave it (readable, and resumable by the next run).
     #[error("the caching run was interrupted {stage}")]

@@ -238,6 +238,19 @@ impl ActivationStore {
                 reason: format!("row {row} is past the store's {} rows", self.n_tokens()),
             })?;
             shard.read_row(i, dst.iter_mut());
+            // A store written elsewhere (or before non-finite values were refused at writing) may
+            // hold them: named here by shard, row and token, never handed to a trainer.
+            if let Some((flat, value)) = dst.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                let meta = shard.meta(i);
+                return Err(CacheError::NonFiniteInStore {
+                    shard: shard.path().to_path_buf(),
+                    row: i,
+                    model: flat / self.d_model(),
+                    document: meta.prompt,
+                    position: meta.position,
+                    value: *value,
+                });
+            }
         }
         Ok(out)
     }

@@ -203,6 +203,7 @@ pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
 /// A validated, memory-mapped shard.
 #[derive(Debug)]
 pub(crate) struct MappedShard {
+    path: PathBuf,
     mmap: Mmap,
     n: usize,
     d: usize,
@@ -318,6 +319,7 @@ impl MappedShard {
         }
         drop(st);
         let shard = MappedShard {
+            path: path.clone(),
             mmap,
             n,
             d,
@@ -392,6 +394,11 @@ impl MappedShard {
             is_template: flags & FLAG_TEMPLATE != 0,
             is_assistant: flags & FLAG_ASSISTANT != 0,
         }
+    }
+
+    /// The shard's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Writes row `i` (`[2, d_model]`, base then chat) as f32 into the `2 * d_model` places of

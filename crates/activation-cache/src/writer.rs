@@ -192,6 +192,22 @@ impl StoreWriter {
                 ),
             });
         }
+        // Checked before anything is written: a NaN must not reach the shards or the statistics.
+        for (row, pair) in activations.outer_iter().enumerate() {
+            for (model, values) in pair.outer_iter().enumerate() {
+                if let Some(value) = values.iter().find(|v| !v.is_finite()) {
+                    let token = tokens.get(row);
+                    return Err(CacheError::NonFiniteActivation {
+                        model: m.models[model].name.clone(),
+                        index: model,
+                        hook: m.hook.to_string(),
+                        document: token.map_or(0, |t| t.prompt),
+                        position: token.map_or(row, |t| t.position),
+                        value: *value,
+                    });
+                }
+            }
+        }
         let index = m.shards.len();
         let file = shard_file_name(index);
         let path = self.dir.join(&file);

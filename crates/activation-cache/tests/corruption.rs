@@ -250,3 +250,76 @@ fn a_newer_format_version_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_model_producing_nan_stops_the_run_naming_it_and_leaves_the_store_as_it_was() {
+    use gemma_model::LanguageModel;
+    let (b, c) = (load(HOOK), load(HOOK));
+    let tok = b.tokenizer.clone().unwrap();
+    let base: Box<dyn LanguageModel> = Box::new(Offset::new(b.model, "base", 0.0, None));
+    let chat: Box<dyn LanguageModel> =
+        Box::new(Offset::new(c.model, "broken chat", f32::NAN, None));
+    let runner = model_pair::StereoRunner::new(base, chat, [tok.clone(), tok], HOOK)
+        .unwrap()
+        .with_batch_size(3);
+    let dir = tempfile::tempdir().unwrap();
+    let err = cache_corpus(&runner, &corpus(6), dir.path(), &options(), go_on).unwrap_err();
+    let message = err.to_string();
+    match err {
+        CacheError::NonFiniteActivation {
+            model, index, hook, ..
+        } => {
+            assert_eq!((model.as_str(), index), ("broken chat", 1));
+            assert_eq!(hook, HOOK.to_string());
+        }
+        other => panic!("expected NonFiniteActivation, got {other}"),
+    }
+    assert!(message.contains("document 0"), "{message}");
+    assert!(!shard(dir.path(), 0).exists());
+    if dir.path().join(MANIFEST_FILE).exists() {
+        let store = ActivationStore::open(dir.path()).unwrap();
+        assert_eq!(store.n_tokens(), 0);
+    }
+}
+
+#[test]
+fn a_nan_inside_a_shard_is_named_by_shard_row_and_token_when_read() {
+    let dir = store();
+    let path = shard(dir.path(), 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let start =
+        8 + header_len + header["activations"]["data_offsets"][0].as_u64().unwrap() as usize;
+    let (row, width) = (2usize, 2 * 64);
+    let dtype_size = if header["activations"]["dtype"] == "F32" {
+        4
+    } else {
+        2
+    };
+    let at = start + (row * width + 64 + 5) * dtype_size; // chat half of row 2
+    bytes[at..at + dtype_size].copy_from_slice(&f32::NAN.to_le_bytes()[4 - dtype_size..]);
+    std::fs::write(&path, &bytes).unwrap();
+    let store = ActivationStore::open_with(
+        dir.path(),
+        &OpenOptions {
+            verify_checksums: false,
+        },
+    )
+    .unwrap();
+    let rows: Vec<u64> = (0..store.n_tokens()).collect();
+    let err = store.read_rows(&rows).unwrap_err();
+    match &err {
+        CacheError::NonFiniteInStore {
+            shard,
+            row: r,
+            model,
+            ..
+        } => {
+            assert_eq!(shard, &path);
+            assert_eq!((*r, *model), (row, 1));
+        }
+        other => panic!("expected NonFiniteInStore, got {other}"),
+    }
+    assert!(err.to_string().contains("document"), "{err}");
+}

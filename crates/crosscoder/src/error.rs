@@ -290,6 +290,41 @@ pub enum CrosscoderError {
 pub type Result<T, E = CrosscoderError> = std::result::Result<T, E>;
 
 impl CrosscoderError {
+    /// The same error with a tensor key renamed from ours (`W_enc`) to the file's (`encoder.weight`):
+    /// `keys` maps our names to the file's. Errors without a key are returned unchanged.
+    pub fn with_file_keys(self, keys: &[(&str, String)]) -> Self {
+        let rename = |key: String| {
+            keys.iter()
+                .find(|(ours, _)| *ours == key)
+                .map_or(key, |(_, theirs)| theirs.clone())
+        };
+        match self {
+            CrosscoderError::ShapeMismatch {
+                path,
+                key,
+                expected,
+                actual,
+            } => CrosscoderError::ShapeMismatch {
+                path,
+                key: rename(key),
+                expected,
+                actual,
+            },
+            CrosscoderError::NonFiniteWeight {
+                path,
+                key,
+                index,
+                value,
+            } => CrosscoderError::NonFiniteWeight {
+                path,
+                key: rename(key),
+                index,
+                value,
+            },
+            other => other,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CrosscoderError::Io {
             path: path.into(),

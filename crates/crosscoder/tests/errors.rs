@@ -106,7 +106,8 @@ fn tensors_disagreeing_with_each_other_are_an_error() {
     );
     match load_err(&dir) {
         CrosscoderError::ShapeMismatch { key, actual, .. } => {
-            assert_eq!(key, "b_enc");
+            // Named as the file names it.
+            assert_eq!(key, "encoder.bias");
             assert_eq!(actual, vec![52]);
         }
         other => panic!("expected ShapeMismatch, got {other}"),
@@ -185,16 +186,20 @@ fn nan_in_weights_is_an_error_naming_the_tensor() {
             w.2[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
         },
     );
-    match load_err(&dir) {
+    // Named as the user's file names it (not our internal `W_dec`), with the file.
+    let err = load_err(&dir);
+    let message = err.to_string();
+    match err {
         CrosscoderError::NonFiniteWeight {
             key, index, value, ..
         } => {
-            assert_eq!(key, "W_dec");
+            assert_eq!(key, "decoder.weight");
             assert_eq!(index, 10);
             assert!(value.is_nan());
         }
         other => panic!("expected NonFiniteWeight, got {other}"),
     }
+    assert!(message.contains("model.safetensors"), "{message}");
 }
 
 #[test]

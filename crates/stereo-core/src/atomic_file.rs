@@ -41,6 +41,15 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`FileError`] naming the temporary file, the target or its directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.is_dir() {
+        return Err(FileError {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory; give a file name inside it",
+            ),
+        });
+    }
     let tmp = tmp_path(path);
     let result = (|| {
         let mut file = File::create(&tmp).map_err(at(&tmp))?;
@@ -96,4 +105,26 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_as_the_target_is_an_error_naming_it_and_nothing_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        let err = write_atomic(&target, b"x").unwrap_err();
+        assert_eq!(err.path, target);
+        let message = err.to_string();
+        assert!(
+            message.contains("out") && message.contains("is a directory"),
+            "{message}"
+        );
+        assert!(!tmp_path(&target).exists());
+        write_atomic(&target.join("file.json"), b"{}").unwrap();
+        assert_eq!(std::fs::read(target.join("file.json")).unwrap(), b"{}");
+    }
 }

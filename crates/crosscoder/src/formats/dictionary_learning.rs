@@ -107,9 +107,12 @@ pub(crate) fn from_tensors(
     mut t: TensorMap,
     cfg: Option<DlConfig>,
 ) -> Result<CrosscoderCheckpoint> {
-    if !t.contains("encoder.weight") {
+    let prefix = if t.contains("encoder.weight") {
+        ""
+    } else {
         t.strip_prefix_through("_orig_mod.");
-    }
+        "_orig_mod."
+    };
     let path = t.path.clone();
     let batch_top_k = is_batch_top_k(&t, cfg.as_ref())?;
     let code_normalization = code_normalization(&mut t, cfg.as_ref())?;
@@ -161,6 +164,27 @@ pub(crate) fn from_tensors(
         normalizer,
         path,
     )
+    .map_err(|e| e.with_file_keys(&file_keys(prefix)))
+}
+
+/// Our names of the checkpoint's tensors and theirs in a dictionary_learning `state_dict` (with the
+/// `_orig_mod.` prefix of a compiled model when the file has it), so that an error names the key the user
+/// can find in the file.
+fn file_keys(prefix: &str) -> Vec<(&'static str, String)> {
+    [
+        ("W_enc", "encoder.weight"),
+        ("b_enc", "encoder.bias"),
+        ("W_dec", "decoder.weight"),
+        ("b_dec", "decoder.bias"),
+        ("activation_mean", "activation_mean"),
+        ("activation_std", "activation_std"),
+        ("activation_global_scale", "activation_global_scale"),
+        ("target_rms", "target_rms"),
+        ("threshold", "threshold"),
+    ]
+    .into_iter()
+    .map(|(ours, theirs)| (ours, format!("{prefix}{theirs}")))
+    .collect()
 }
 
 /// The class: named by the config (and then it must agree with the buffers), else inferred from the
