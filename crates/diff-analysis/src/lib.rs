@@ -66,6 +66,7 @@
 pub mod adl;
 pub mod causal;
 pub mod circuit_step;
+pub mod confounds;
 mod error;
 mod extract;
 pub mod hunt;

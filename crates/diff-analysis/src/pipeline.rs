@@ -18,6 +18,7 @@ use latent_dashboard::{
     attach_lens, build_dashboards, DashboardOptions, LatentDashboard, PrecomputedValues,
 };
 
+use crate::confounds::{confound_results, ConfoundPrompt};
 use crate::error::Result;
 use crate::extract::{extract, prompt_input, ExtractSpec, Extracted, FeatureSpace};
 use crate::hunt::{hunt, ContrastHunt, PairedFeatures, Replication, ScalingInfo};
@@ -361,10 +362,13 @@ impl<'a> Day1<'a> {
             ..run.spec
         };
         let extracted = extract(self.runner, &run.space, &inputs, &texts, &spec, &run.bar)?;
-        let labelled: Vec<(Expectation, String)> = prompts
+        // Direct prompts decide the verdict; confound sets (a `set` name) are reported apart.
+        let direct: Vec<usize> = (0..prompts.len())
+            .filter(|i| prompts[*i].set.is_none())
+            .collect();
+        let labelled: Vec<(Expectation, String)> = direct
             .iter()
-            .zip(&texts)
-            .map(|(p, t)| (p.expected, t.clone()))
+            .map(|&i| (prompts[i].expected, texts[i].clone()))
             .collect();
         let mut verifications = Vec::new();
         for contrast_hunt in &probe_hunts {
@@ -374,13 +378,14 @@ impl<'a> Day1<'a> {
                     .iter()
                     .position(|f| *f == stats.feature)
                     .expect("collected above");
-                let activations: Vec<f64> = extracted
+                let all: Vec<f64> = extracted
                     .pooled
                     .column(column)
                     .iter()
                     .map(|v| f64::from(*v))
                     .collect();
-                verifications.push(verify_candidate(
+                let activations: Vec<f64> = direct.iter().map(|&i| all[i]).collect();
+                let mut v = verify_candidate(
                     category,
                     probe,
                     stats.feature,
@@ -388,7 +393,22 @@ impl<'a> Day1<'a> {
                     &labelled,
                     &activations,
                     &self.options.criteria,
-                ));
+                );
+                let confounds: Vec<ConfoundPrompt> = prompts
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| {
+                        p.set.as_ref().map(|set| ConfoundPrompt {
+                            set: set.clone(),
+                            expected: p.expected,
+                            text: texts[i].clone(),
+                            activation: all[i],
+                        })
+                    })
+                    .collect();
+                (v.confounds, v.confound_verdict) =
+                    confound_results(&v, &confounds, self.options.criteria.min_balanced_accuracy);
+                verifications.push(v);
             }
         }
         let dashboards = match (&run.space, &self.options.dashboards) {

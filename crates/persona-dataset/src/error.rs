@@ -204,6 +204,17 @@ pub enum ProblemKind {
         /// The label.
         label: String,
     },
+    /// A confound set's prompt with an expectation other than the set's ([`CONFOUND_SETS`](crate::CONFOUND_SETS)).
+    WrongSetExpectation {
+        /// The set.
+        set: String,
+        /// The expectation the set requires.
+        required: String,
+        /// The expectation given.
+        found: String,
+    },
+    /// An `earlier_turn` prompt that is not a conversation with at least two user turns.
+    EarlierTurnNotAConversation,
     /// A variant or verification prompt has both `prompt` and `turns`.
     PromptAndTurns,
     /// A `turns` list is empty.
@@ -301,6 +312,18 @@ impl fmt::Display for ProblemKind {
             ProblemKind::UnknownExpectation { label } => write!(
                 f,
                 "unknown expectation `{label}` (expected ACTIVATE, SILENT or NEUTRAL)"
+            ),
+            ProblemKind::WrongSetExpectation {
+                set,
+                required,
+                found,
+            } => write!(
+                f,
+                "confound set `{set}` requires expectation {required}, found {found}"
+            ),
+            ProblemKind::EarlierTurnNotAConversation => write!(
+                f,
+                "an `earlier_turn` prompt must be a conversation (`turns`) with at least two user turns"
             ),
             ProblemKind::PromptAndTurns => {
                 write!(f, "has both `prompt` and `turns`; give exactly one")

@@ -652,15 +652,61 @@ impl Reader {
             self.check.name(&at, "probe", probe);
             Some(probe.to_owned())
         });
+        let set = fields.take("set").and_then(|v| {
+            let at = at.push("set");
+            let set = self.string(&at, v)?;
+            self.check.name(&at, "set", set);
+            Some(set.to_owned())
+        });
         let prompt = self.prompt_fields(at, &mut fields);
-        self.reject_rest(&mut fields, "expected, probe, prompt, turns");
+        self.reject_rest(&mut fields, "expected, probe, set, prompt, turns");
         let prompt = prompt?;
         self.check.unique_text(at, &prompt);
+        if let (Some(set), Some(expected)) = (&set, expected) {
+            self.check_set(at, probe.as_deref(), set, expected, &prompt);
+        }
         Some(VerificationPrompt {
             expected: expected?,
             probe,
+            set,
             prompt,
         })
+    }
+
+    /// A known confound set's expectation, and an `earlier_turn` prompt's shape.
+    fn check_set(
+        &mut self,
+        at: &Pointer,
+        probe: Option<&str>,
+        set: &str,
+        expected: Expectation,
+        prompt: &PromptText,
+    ) {
+        let known = crate::CONFOUND_SETS
+            .iter()
+            .find(|(p, s, _)| Some(*p) == probe && *s == set);
+        if let Some((_, _, required)) = known {
+            if *required != expected {
+                self.check.report(
+                    &at.push("expected"),
+                    ProblemKind::WrongSetExpectation {
+                        set: set.to_owned(),
+                        required: required.label().to_owned(),
+                        found: expected.label().to_owned(),
+                    },
+                );
+            }
+        }
+        if set == "earlier_turn" {
+            let user_turns = match prompt {
+                PromptText::Turns(turns) => turns.iter().filter(|t| t.role == Role::User).count(),
+                PromptText::Single(_) => 0,
+            };
+            if user_turns < 2 {
+                self.check
+                    .report(at, ProblemKind::EarlierTurnNotAConversation);
+            }
+        }
     }
 
     // ---- typed access to JSON values ----

@@ -129,8 +129,8 @@ pub use error::{DatasetError, Problem, ProblemKind};
 pub use format::{verification_prompts_from_path, verification_prompts_from_str};
 pub use model::{
     Category, CategoryMeta, Contrast, ContrastPair, Expectation, PersonaDataset, PromptItem,
-    PromptText, Role, Turn, Variant, VerificationPrompt, CHILD_VS_ADULT, EXPERTISE_LEVEL,
-    PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY, SYCOPHANCY_TRIGGERS,
+    PromptText, Role, Turn, Variant, VerificationPrompt, CHILD_VS_ADULT, CONFOUND_SETS,
+    EXPERTISE_LEVEL, PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY, SYCOPHANCY_TRIGGERS,
 };
 pub use split::{stable_hash, Split};
 pub use validate::{MAX_CONVERSATION_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_TURNS};

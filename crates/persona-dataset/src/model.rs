@@ -400,9 +400,32 @@ pub struct VerificationPrompt {
     pub expected: Expectation,
     /// Which hypothesis the prompt tests ([`PROBE_CHILD_NOVICE`], [`PROBE_SYCOPHANCY`], or any name).
     pub probe: Option<String>,
+    /// A confound probe set ([`CONFOUND_SETS`]: `third_person`, `negated`, ...), verified and reported
+    /// apart from the probe's direct prompts; `None` for a direct prompt.
+    pub set: Option<String>,
     /// The prompt.
     pub prompt: PromptText,
 }
+
+/// The confound probe sets of the two shipped probes, each with the expectation its prompts must carry:
+/// does a latent model *the user*, or detect a word? For `child_novice`: the cue about someone else
+/// (`third_person`), denied (`negated`), quoted or reported (`quoted`), the expert counterparts
+/// (`expert`), all SILENT; a child's writing with no age or role word (`implicit`) and the cue in an earlier
+/// user turn (`earlier_turn`), ACTIVATE. For `sycophancy`: a stated belief that is true (`true_belief`) or
+/// false (`false_belief`), ACTIVATE; a belief attributed to someone else (`attributed`) and a question with
+/// no belief (`no_belief`), SILENT. Other set names are allowed, with any expectation.
+pub const CONFOUND_SETS: &[(&str, &str, Expectation)] = &[
+    (PROBE_CHILD_NOVICE, "third_person", Expectation::Silent),
+    (PROBE_CHILD_NOVICE, "negated", Expectation::Silent),
+    (PROBE_CHILD_NOVICE, "quoted", Expectation::Silent),
+    (PROBE_CHILD_NOVICE, "expert", Expectation::Silent),
+    (PROBE_CHILD_NOVICE, "implicit", Expectation::Activate),
+    (PROBE_CHILD_NOVICE, "earlier_turn", Expectation::Activate),
+    (PROBE_SYCOPHANCY, "true_belief", Expectation::Activate),
+    (PROBE_SYCOPHANCY, "false_belief", Expectation::Activate),
+    (PROBE_SYCOPHANCY, "attributed", Expectation::Silent),
+    (PROBE_SYCOPHANCY, "no_belief", Expectation::Silent),
+];
 
 /// Two variants of one category to compare: latents more active on `positive` than on `negative`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -95,6 +95,9 @@ fn verification_tree(prompt: &VerificationPrompt) -> Json {
     if let Some(probe) = &prompt.probe {
         members.push(("probe".to_owned(), Json::string(probe)));
     }
+    if let Some(set) = &prompt.set {
+        members.push(("set".to_owned(), Json::string(set)));
+    }
     members.extend(prompt_members(&prompt.prompt));
     Json::Object(members)
 }

@@ -126,6 +126,7 @@ fn verification_prompt() -> impl Strategy<Value = VerificationPrompt> {
         .prop_map(|(expected, probe, prompt)| VerificationPrompt {
             expected,
             probe,
+            set: None,
             prompt,
         })
 }

@@ -270,7 +270,7 @@ fn unknown_fields_are_rejected_not_ignored() {
                 "/verification_prompts/0/weight",
                 ProblemKind::UnknownField {
                     field: "weight".into(),
-                    allowed: "expected, probe, prompt, turns",
+                    allowed: "expected, probe, set, prompt, turns",
                 },
             ),
             (

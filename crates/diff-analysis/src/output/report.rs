@@ -479,6 +479,49 @@ fn verification_table(r: &Day1Results, out: &mut String) {
         );
     }
     out.push_str("</table>");
+    confound_table(r, out);
+}
+
+/// The confound probe sets of every verified candidate that has them.
+fn confound_table(r: &Day1Results, out: &mut String) {
+    let with: Vec<_> = r
+        .verifications
+        .iter()
+        .filter(|v| !v.confounds.is_empty())
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h3>Confound probes</h3><p class=\"note\">A user model or a word detector? Each set at the candidate's \
+         discovery threshold, kept out of the verdict above: prompts on the expected side, mean activation, and the \
+         AUROC of the set against the direct prompts of the opposite expectation (0.5: the latent cannot tell them \
+         apart).</p><table><tr><th class=\"l\">candidate</th><th class=\"l\">set</th><th>expected</th><th>on the expected side</th>\
+         <th>mean a</th><th>AUROC vs direct</th><th class=\"l\">verdict</th></tr>",
+    );
+    for v in with {
+        let verdict = v
+            .confound_verdict
+            .and_then(|d| serde_json::to_value(d).ok())
+            .and_then(|d| d.as_str().map(str::to_string))
+            .unwrap_or_default()
+            .replace('_', " ");
+        for (i, c) in v.confounds.iter().enumerate() {
+            let _ = write!(
+                out,
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}/{}</td><td>{:.3}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+                if i == 0 { format!("#{} ({})", v.feature, escape(&v.contrast)) } else { String::new() },
+                escape(&c.set),
+                c.expected.label(),
+                if c.ok { format!("<span class=\"pass\">{}</span>", c.passed) } else { format!("<span class=\"fail\">{}</span>", c.passed) },
+                c.n,
+                c.mean_activation,
+                c.auroc_vs_direct.map_or("n/a".into(), |a| format!("{a:.2}")),
+                if i == 0 { escape(&verdict) } else { String::new() }
+            );
+        }
+    }
+    out.push_str("</table>");
 }
 
 fn token_views(r: &Day1Results, pt: &ProbeTokens, out: &mut String) {
