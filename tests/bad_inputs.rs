@@ -97,6 +97,20 @@ fn check(case: Case<'_>) {
     );
 }
 
+/// `encode --crosscoder CC --activations ACTS --out OUT` and `extra`.
+fn encode_args(crosscoder: &Path, activations: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--crosscoder".into(),
+        s(crosscoder),
+        "--activations".into(),
+        s(activations),
+        "--out".into(),
+        s(out),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
     x.as_ref().to_string_lossy().into_owned()
 }
@@ -142,14 +156,7 @@ fn encode_refuses_bad_activations_crosscoders_and_flags() {
     check(Case {
         name: "NaN activations",
         program: "encode",
-        args: vec![
-            "--crosscoder".into(),
-            s(&demo_cc),
-            "--activations".into(),
-            s(&acts),
-            "--out".into(),
-            s(&out),
-        ],
+        args: encode_args(&demo_cc, &acts, &out, &[]),
         names: vec![s(&acts), "activations".into(), "row 1".into(), "NaN".into()],
         outputs: vec![out.clone()],
         inputs: vec![acts.clone()],
@@ -187,14 +194,7 @@ fn encode_refuses_bad_activations_crosscoders_and_flags() {
     check(Case {
         name: "NaN decoder weight",
         program: "encode",
-        args: vec![
-            "--crosscoder".into(),
-            s(&dl),
-            "--activations".into(),
-            s(&dl_acts),
-            "--out".into(),
-            s(&out),
-        ],
+        args: encode_args(&dl, &dl_acts, &out, &[]),
         names: vec!["decoder.weight".into(), "model.safetensors".into()],
         outputs: vec![out.clone()],
         inputs: vec![dl.join("model.safetensors"), dl_acts.clone()],
@@ -204,14 +204,7 @@ fn encode_refuses_bad_activations_crosscoders_and_flags() {
     check(Case {
         name: "hostile pickle",
         program: "encode",
-        args: vec![
-            "--crosscoder".into(),
-            s(&malicious),
-            "--activations".into(),
-            s(&dl_acts),
-            "--out".into(),
-            s(&out),
-        ],
+        args: encode_args(&malicious, &dl_acts, &out, &[]),
         names: vec!["system".into(), "malicious.pt".into()],
         outputs: vec![out.clone()],
         inputs: vec![malicious.clone()],
@@ -222,16 +215,7 @@ fn encode_refuses_bad_activations_crosscoders_and_flags() {
     check(Case {
         name: "batch size 0",
         program: "encode",
-        args: vec![
-            "--crosscoder".into(),
-            s(&demo_cc),
-            "--activations".into(),
-            s(&good),
-            "--out".into(),
-            s(&out),
-            "--batch-size".into(),
-            "0".into(),
-        ],
+        args: encode_args(&demo_cc, &good, &out, &["--batch-size", "0"]),
         names: vec!["--batch-size".into(), "0".into()],
         outputs: vec![out.clone()],
         inputs: vec![good.clone()],
@@ -239,14 +223,7 @@ fn encode_refuses_bad_activations_crosscoders_and_flags() {
     check(Case {
         name: "output is a directory",
         program: "encode",
-        args: vec![
-            "--crosscoder".into(),
-            s(&demo_cc),
-            "--activations".into(),
-            s(&good),
-            "--out".into(),
-            s(t.join("out")),
-        ],
+        args: encode_args(&demo_cc, &good, &t.join("out"), &[]),
         names: vec![s(t.join("out"))],
         outputs: vec![t.join("out.tmp")],
         inputs: vec![good],
@@ -367,10 +344,8 @@ fn day1_and_caching_refuse_broken_datasets_corpora_and_flags() {
     std::fs::write(&corpus, "{\"text\": \"fine\"}\n{\"text\": broken\n").unwrap();
     let store = t.join("store");
     let demo = fixtures().join("demo");
-    check(Case {
-        name: "malformed corpus line",
-        program: "cache_activations",
-        args: vec![
+    let cache_args = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
             "--base".into(),
             s(demo.join("base")),
             "--chat".into(),
@@ -381,7 +356,14 @@ fn day1_and_caching_refuse_broken_datasets_corpora_and_flags() {
             "blocks.1.hook_resid_post".into(),
             "--out".into(),
             s(&store),
-        ],
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    check(Case {
+        name: "malformed corpus line",
+        program: "cache_activations",
+        args: cache_args(&[]),
         names: vec![format!("{}:2", corpus.display()), "not valid JSON".into()],
         outputs: vec![store.join("manifest.json")],
         inputs: vec![corpus.clone()],
@@ -389,22 +371,9 @@ fn day1_and_caching_refuse_broken_datasets_corpora_and_flags() {
     check(Case {
         name: "cache batch size 0",
         program: "cache_activations",
-        args: vec![
-            "--base".into(),
-            s(demo.join("base")),
-            "--chat".into(),
-            s(demo.join("chat")),
-            "--corpus".into(),
-            s(&corpus),
-            "--hook".into(),
-            "blocks.1.hook_resid_post".into(),
-            "--out".into(),
-            s(&store),
-            "--batch-size".into(),
-            "0".into(),
-        ],
+        args: cache_args(&["--batch-size", "0"]),
         names: vec!["--batch-size".into()],
         outputs: vec![store.join("manifest.json")],
-        inputs: vec![corpus],
+        inputs: vec![corpus.clone()],
     });
 }

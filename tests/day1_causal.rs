@@ -2,32 +2,18 @@
 //! takes away the chat model's simple-register words (the demo's planted reader), and clamped on the
 //! adult/expert prompts brings them; the evidence reaches the sentence and the summary.
 
-use std::sync::Arc;
+mod common;
 
-use crosscoder::{BackendKind, Crosscoder, CrosscoderLoader};
 use diff_analysis::causal::{run_causal_tests, CausalOptions};
 use diff_analysis::output::summary::summarize;
 use diff_analysis::{Day1, Day1Options};
-use gemma_model::{load_dir, LoadOptions};
-use model_pair::{StereoRunner, BASE, CHAT};
+use model_pair::{BASE, CHAT};
 use persona_dataset::PersonaDataset;
 use steering::SteeringModels;
-use stereo::demo::{fixture_dir, DemoManifest};
 
 #[test]
 fn the_child_latent_is_causal_for_the_simple_register() {
-    let dir = fixture_dir();
-    let manifest = DemoManifest::load(&dir).unwrap();
-    let hook = manifest.hook.parse().unwrap();
-    let base = load_dir(dir.join("base"), &LoadOptions::for_hooks(&[hook])).unwrap();
-    let chat = load_dir(dir.join("chat"), &LoadOptions::default()).unwrap();
-    let runner = StereoRunner::from_loaded(base, chat, hook).unwrap();
-    let crosscoder: Arc<dyn Crosscoder> = Arc::from(
-        CrosscoderLoader::new(dir.join("crosscoder").to_string_lossy())
-            .backend(BackendKind::Flex)
-            .load()
-            .unwrap(),
-    );
+    let (runner, crosscoder, manifest) = common::demo_runner(false);
     let dataset = PersonaDataset::shipped();
     let mut results = Day1::new(&runner, Some(crosscoder.as_ref()), &dataset)
         .options(Day1Options {
@@ -41,7 +27,7 @@ fn the_child_latent_is_causal_for_the_simple_register() {
         chat: runner.model(CHAT),
         tokenizer: runner.tokenizer(),
         crosscoder: crosscoder.clone(),
-        hook,
+        hook: runner.hook(),
     };
     let options = CausalOptions {
         targets: manifest

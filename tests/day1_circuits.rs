@@ -3,31 +3,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use circuits::{CircuitModels, CircuitOptions, Component};
-use crosscoder::{BackendKind, Crosscoder, CrosscoderLoader};
 use diff_analysis::circuit_step::map_verified_circuits;
 use diff_analysis::{Day1, Day1Options};
-use gemma_model::{load_dir, LoadOptions};
-use model_pair::{StereoRunner, BASE, CHAT};
+use model_pair::{BASE, CHAT};
 use persona_dataset::PersonaDataset;
-use stereo::demo::{fixture_dir, DemoManifest};
 
 #[test]
 fn verified_candidates_get_their_circuits_in_every_output() {
-    let dir = fixture_dir();
-    let manifest = DemoManifest::load(&dir).unwrap();
-    let hook = manifest.hook.parse().unwrap();
-    let base = load_dir(dir.join("base"), &LoadOptions::for_hooks(&[hook])).unwrap();
-    let chat = load_dir(dir.join("chat"), &LoadOptions::default()).unwrap();
-    let runner = StereoRunner::from_loaded(base, chat, hook).unwrap();
-    let crosscoder: Arc<dyn Crosscoder> = Arc::from(
-        CrosscoderLoader::new(dir.join("crosscoder").to_string_lossy())
-            .backend(BackendKind::Flex)
-            .load()
-            .unwrap(),
-    );
+    let (runner, crosscoder, manifest) = common::demo_runner(false);
     let dataset = PersonaDataset::shipped();
     let mut results = Day1::new(&runner, Some(crosscoder.as_ref()), &dataset)
         .options(Day1Options {

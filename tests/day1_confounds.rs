@@ -5,25 +5,15 @@
 //! cue detector: it fires when the child is someone else. (A demo whose mechanism reads "I'm" + an age is
 //! the next step of the issue; then the same test must find a user model.)
 
+mod common;
+
 use diff_analysis::confounds::ConfoundVerdict;
 use diff_analysis::{Day1, Day1Options};
-use gemma_model::{load_dir, LoadOptions};
-use model_pair::StereoRunner;
 use persona_dataset::{Expectation, PersonaDataset};
-use stereo::demo::{fixture_dir, DemoManifest};
 
 #[test]
 fn the_demo_child_latent_is_reported_as_a_cue_detector_set_by_set() {
-    let dir = fixture_dir();
-    let manifest = DemoManifest::load(&dir).unwrap();
-    let hook = manifest.hook.parse().unwrap();
-    let base = load_dir(dir.join("base"), &LoadOptions::for_hooks(&[hook])).unwrap();
-    let chat = load_dir(dir.join("chat"), &LoadOptions::for_hooks(&[hook])).unwrap();
-    let runner = StereoRunner::from_loaded(base, chat, hook).unwrap();
-    let crosscoder = crosscoder::CrosscoderLoader::new(dir.join("crosscoder").to_string_lossy())
-        .backend(crosscoder::BackendKind::Flex)
-        .load()
-        .unwrap();
+    let (runner, crosscoder, _) = common::demo_runner(false);
     let confounds = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/persona/confound_probes.json");
     let dataset = PersonaDataset::shipped()
@@ -81,6 +71,18 @@ fn the_demo_child_latent_is_reported_as_a_cue_detector_set_by_set() {
     let expert = child.confounds.iter().find(|c| c.set == "expert").unwrap();
     assert!(expert.ok, "experts carry no cue word");
     assert_eq!(child.confound_verdict, Some(ConfoundVerdict::CueDetector));
+    // The word detector it is compared with: chosen on the discovery items alone, scored like the latent.
+    let lexical = child.lexical.as_ref().expect("a lexical baseline");
+    println!(
+        "best single token `{}` (discovery balanced accuracy {:.2}, direct AUROC {:?}): {} confound prompts on the expected side, the latent {}",
+        lexical.token,
+        lexical.discovery_balanced_accuracy,
+        lexical.direct_auroc,
+        lexical.confound_passed(),
+        child.confounds.iter().map(|c| c.passed).sum::<usize>()
+    );
+    assert_eq!(lexical.sets.len(), 6);
+    assert!(lexical.discovery_balanced_accuracy > 0.5);
     let sentence = &results.conclusion.sentence;
     assert!(sentence.contains("cue detector"), "{sentence}");
     let out = tempfile::tempdir().unwrap();

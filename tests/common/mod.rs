@@ -29,4 +29,36 @@ pub fn planted_directions() -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
+/// The demo pair as day1 and the causal tests load it: base to the hook (`unembedding` when asked),
+/// chat whole, in a runner; and the demo crosscoder on burn-flex.
+pub fn demo_runner(
+    base_unembedding: bool,
+) -> (
+    model_pair::StereoRunner,
+    std::sync::Arc<dyn crosscoder::Crosscoder>,
+    stereo::demo::DemoManifest,
+) {
+    use gemma_model::{load_dir, LoadOptions};
+    let dir = stereo::demo::fixture_dir();
+    let manifest = stereo::demo::DemoManifest::load(&dir).unwrap();
+    let hook = manifest.hook.parse().unwrap();
+    let base = load_dir(
+        dir.join("base"),
+        &LoadOptions {
+            unembedding: base_unembedding,
+            ..LoadOptions::for_hooks(&[hook])
+        },
+    )
+    .unwrap();
+    let chat = load_dir(dir.join("chat"), &LoadOptions::default()).unwrap();
+    let runner = model_pair::StereoRunner::from_loaded(base, chat, hook).unwrap();
+    let crosscoder = std::sync::Arc::from(
+        crosscoder::CrosscoderLoader::new(dir.join("crosscoder").to_string_lossy())
+            .backend(crosscoder::BackendKind::Flex)
+            .load()
+            .unwrap(),
+    );
+    (runner, crosscoder, manifest)
+}
+
 pub mod browser;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use figures::{draw_png, err, padded, tick, Drawn, FAMILY};
+use figures::{draw_png, err, padded, tick, Drawn, FAMILY, PALETTE};
 use plotters::prelude::*;
 
 use crate::analysis::DifferenceReading;
@@ -28,15 +28,6 @@ pub fn caption(file_name: &str) -> Option<&'static str> {
         _ => None,
     }
 }
-
-const PALETTE: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
 
 /// Each flavour's reading under its label (`corpus`, `child_vs_adult`).
 fn flavours(summary: &AdlSummary) -> Vec<(String, &DifferenceReading)> {

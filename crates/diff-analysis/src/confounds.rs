@@ -13,6 +13,7 @@
 use persona_dataset::Expectation;
 use serde::Serialize;
 
+use crate::lexical::LexicalBaseline;
 use crate::stats::{auroc, mean};
 use crate::verify::{label, CandidateVerification};
 
@@ -66,11 +67,13 @@ pub struct ConfoundPrompt {
 }
 
 /// The per-set results of a candidate, in first-appearance order of the sets, and the verdict (`None`
-/// without confound prompts).
+/// without confound prompts). With a `lexical` baseline, a candidate that passes every set but no more
+/// confound prompts than the word detector is a cue detector too.
 pub fn confound_results(
     v: &CandidateVerification,
     prompts: &[ConfoundPrompt],
     min_pass_rate: f64,
+    lexical: Option<&LexicalBaseline>,
 ) -> (Vec<ConfoundSetResult>, Option<ConfoundVerdict>) {
     let mut sets: Vec<&str> = Vec::new();
     for p in prompts {
@@ -123,7 +126,9 @@ pub fn confound_results(
         .collect();
     let verdict = (!results.is_empty()).then(|| {
         let failed = |e: Expectation| results.iter().any(|r| r.expected == e && !r.ok);
-        if failed(Expectation::Silent) {
+        let passed: usize = results.iter().map(|r| r.passed).sum();
+        let no_better_than_words = lexical.is_some_and(|l| passed <= l.confound_passed());
+        if failed(Expectation::Silent) || (no_better_than_words && !failed(Expectation::Activate)) {
             ConfoundVerdict::CueDetector
         } else if failed(Expectation::Activate) {
             ConfoundVerdict::Narrow
@@ -138,6 +143,7 @@ pub fn confound_results(
 pub fn confound_clause(
     results: &[ConfoundSetResult],
     verdict: Option<ConfoundVerdict>,
+    lexical: Option<&LexicalBaseline>,
 ) -> Option<String> {
     let verdict = verdict?;
     let list = |ok: bool| -> String {
@@ -153,10 +159,27 @@ pub fn confound_clause(
             "On the confound probes it behaves as a model of the user ({}).",
             list(true)
         ),
-        ConfoundVerdict::CueDetector => format!(
-            "But on the confound probes it fires where the user is not the one described ({} on the expected side): a cue detector, not a user model.",
-            list(false)
-        ),
+        ConfoundVerdict::CueDetector => {
+            let failing = list(false);
+            let words = lexical
+                .map(|l| {
+                    format!(
+                        " The word `{}` alone puts {} of the {} confound prompts on the expected side; the latent {}.",
+                        l.token.replace('\u{2581}', ""),
+                        l.confound_passed(),
+                        results.iter().map(|r| r.n).sum::<usize>(),
+                        results.iter().map(|r| r.passed).sum::<usize>()
+                    )
+                })
+                .unwrap_or_default();
+            if failing.is_empty() {
+                format!("But on the confound probes it does no better than a word detector: a cue detector, not a user model.{words}")
+            } else {
+                format!(
+                    "But on the confound probes it fires where the user is not the one described ({failing} on the expected side): a cue detector, not a user model.{words}"
+                )
+            }
+        }
         ConfoundVerdict::Narrow => format!(
             "On the confound probes it stays silent where it should, but misses the user without the cue word ({} on the expected side).",
             list(false)

@@ -70,6 +70,7 @@ pub mod confounds;
 mod error;
 mod extract;
 pub mod hunt;
+pub mod lexical;
 mod options;
 pub mod output;
 mod pipeline;

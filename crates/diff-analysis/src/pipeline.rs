@@ -22,6 +22,7 @@ use crate::confounds::{confound_results, ConfoundPrompt};
 use crate::error::Result;
 use crate::extract::{extract, prompt_input, ExtractSpec, Extracted, FeatureSpace};
 use crate::hunt::{hunt, ContrastHunt, PairedFeatures, Replication, ScalingInfo};
+use crate::lexical::{lexical_baseline, LexicalBaseline, TokenizedPrompt as LexicalPrompt};
 use crate::options::Day1Options;
 use crate::plan::{check_crosscoder, plan, ContrastPlan, Plan};
 use crate::pooling::Pooling;
@@ -326,6 +327,39 @@ impl<'a> Day1<'a> {
         Ok((found, held_out))
     }
 
+    /// The contrast's best single-token detector from its discovery items, scored on `prompts`.
+    fn lexical_baseline(
+        &self,
+        hunt: &ContrastHunt,
+        prompts: &[&persona_dataset::VerificationPrompt],
+    ) -> Result<Option<LexicalBaseline>> {
+        let mode = self.options.tokenization;
+        let tokenizer = self.runner.tokenizer();
+        let ids = |p: &persona_dataset::PromptText| -> Result<Vec<u32>> {
+            Ok(model_pair::tokenize_prompt(tokenizer, &prompt_input(p, mode), mode)?.ids)
+        };
+        let contrast = self.dataset.contrast(&hunt.contrast.category)?;
+        let (mut positive, mut negative) = (Vec::new(), Vec::new());
+        for pair in contrast.pairs(self.dataset)? {
+            if hunt.item_ids.iter().any(|id| id == pair.item_id) {
+                positive.push(ids(pair.positive)?);
+                negative.push(ids(pair.negative)?);
+            }
+        }
+        let tokenized = prompts
+            .iter()
+            .map(|p| {
+                Ok(LexicalPrompt {
+                    set: p.set.as_deref(),
+                    expected: p.expected,
+                    ids: ids(&p.prompt)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spell = |t: u32| tokenizer.tokens(&[t]).pop().unwrap_or_default();
+        Ok(lexical_baseline(&positive, &negative, &tokenized, &spell))
+    }
+
     /// The verification of one probe: every candidate of its contrasts on the probe's held-out prompts, and
     /// the per-token values shown in the report. `None` when there is no candidate or no prompt.
     fn verify_probe(
@@ -371,8 +405,14 @@ impl<'a> Day1<'a> {
             .map(|&i| (prompts[i].expected, texts[i].clone()))
             .collect();
         let mut verifications = Vec::new();
+        let has_confounds = prompts.iter().any(|p| p.set.is_some());
         for contrast_hunt in &probe_hunts {
             let category = &contrast_hunt.contrast.category;
+            let lexical = if has_confounds {
+                self.lexical_baseline(contrast_hunt, &prompts)?
+            } else {
+                None
+            };
             for stats in contrast_hunt.candidate_stats() {
                 let column = features
                     .iter()
@@ -406,8 +446,13 @@ impl<'a> Day1<'a> {
                         })
                     })
                     .collect();
-                (v.confounds, v.confound_verdict) =
-                    confound_results(&v, &confounds, self.options.criteria.min_balanced_accuracy);
+                (v.confounds, v.confound_verdict) = confound_results(
+                    &v,
+                    &confounds,
+                    self.options.criteria.min_balanced_accuracy,
+                    lexical.as_ref(),
+                );
+                v.lexical = lexical.clone();
                 verifications.push(v);
             }
         }

@@ -111,6 +111,9 @@ pub struct CandidateVerification {
     /// What the confound sets say: a user model, a cue detector, or narrow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confound_verdict: Option<crate::confounds::ConfoundVerdict>,
+    /// The contrast's best single-token detector, scored on the same prompts (with confound sets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<crate::lexical::LexicalBaseline>,
 }
 
 impl CandidateVerification {
@@ -177,6 +180,7 @@ pub fn verify_candidate(
         passed: false,
         confounds: Vec::new(),
         confound_verdict: None,
+        lexical: None,
     };
     let act = v.values(Expectation::Activate);
     let sil = v.values(Expectation::Silent);
@@ -548,7 +552,11 @@ fn verified_probe(
                 fmt_a(a_val),
                 fmt_a(s_val),
                 scaling_clause(hunts, best),
-                crate::confounds::confound_clause(&best.confounds, best.confound_verdict)
+                crate::confounds::confound_clause(
+                    &best.confounds,
+                    best.confound_verdict,
+                    best.lexical.as_ref()
+                )
                     .map(|c| format!(" {c}"))
                     .unwrap_or_default(),
             ),

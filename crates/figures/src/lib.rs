@@ -130,6 +130,16 @@ pub fn padded(lo: f64, hi: f64) -> (f64, f64) {
     (lo - 0.05 * span, hi + 0.05 * span)
 }
 
+/// Line and category colours (matplotlib's tab10, first six), shared by every figure.
+pub const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+];
+
 /// Blue (0) through grey (0.5) to red (1); not-a-number is grey.
 pub fn diverging(t: f64) -> RGBColor {
     let t = if t.is_finite() {

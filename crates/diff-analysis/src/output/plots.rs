@@ -24,14 +24,7 @@ use crate::results::Day1Results;
 use crate::verify::CandidateVerification;
 
 /// Contrast colours (matplotlib's tab10).
-const PALETTE: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-];
+use figures::PALETTE;
 const ACTIVATE: RGBColor = RGBColor(46, 160, 67);
 const SILENT: RGBColor = RGBColor(214, 39, 40);
 const NEUTRAL: RGBColor = RGBColor(150, 150, 150);
