@@ -23,8 +23,8 @@ use clap::Parser;
 use gemma_model::activations_file::{write_activations, ActivationsSource};
 use gemma_model::throughput::{benchmark_batch, forward_flops, peak_rss_bytes, time_forward};
 use gemma_model::{
-    load_model, random_model, BackendKind, ChatMessage, ComputeDtype, Gemma2Config, HookPoint,
-    LoadOptions, ModelSource, PaddingSide, RunRequest, TokenBatch,
+    load_model, random_model, BackendKind, ChatMessage, ComputeDtype, Gemma2Config, HeadHook,
+    HookPoint, LoadOptions, ModelSource, PaddingSide, RunRequest, TokenBatch,
 };
 
 /// Capture Gemma-2 activations at TransformerLens-named hooks.
@@ -87,25 +87,36 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let dtype: ComputeDtype = args.dtype.parse()?;
-    let hooks: Vec<HookPoint> = args
-        .hooks
-        .iter()
-        .map(|h| h.parse())
-        .collect::<Result<_, _>>()?;
+    // Residual-stream hooks (`blocks.13.hook_resid_post`) and per-head ones (`blocks.13.attn.hook_z`).
+    let mut hooks: Vec<HookPoint> = Vec::new();
+    let mut head_hooks: Vec<HeadHook> = Vec::new();
+    for name in &args.hooks {
+        match (name.parse::<HookPoint>(), name.parse::<HeadHook>()) {
+            (Ok(h), _) => hooks.push(h),
+            (_, Ok(h)) => head_hooks.push(h),
+            (Err(e), Err(_)) => bail!("{e}, or a per-head hook `blocks.{{layer}}.attn.hook_{{q|k|v|rot_q|rot_k|attn_scores|pattern|z|result}}`"),
+        }
+    }
     if let Some(preset) = &args.random_weights {
-        return benchmark(&args, preset, dtype);
+        return benchmark(&args, preset, dtype, &head_hooks);
     }
     if args.prompts.is_empty() {
         bail!("give at least one --prompt");
     }
-    if hooks.is_empty() && !args.logits {
+    if hooks.is_empty() && head_hooks.is_empty() && !args.logits {
         bail!(
             "nothing to capture: give --hook NAME (e.g. blocks.13.hook_resid_post) and/or --logits"
         );
     }
     let out = args.out.clone().context("--out is required")?;
 
-    let mut options = LoadOptions::for_hooks(&hooks).with_backend(args.backend);
+    // A per-head hook needs its layer loaded, as that layer's resid_post does.
+    let depth: Vec<HookPoint> = hooks
+        .iter()
+        .copied()
+        .chain(head_hooks.iter().map(|h| HookPoint::ResidPost(h.layer())))
+        .collect();
+    let mut options = LoadOptions::for_hooks(&depth).with_backend(args.backend);
     options.dtype = dtype;
     options.unembedding = args.logits;
     options.hub.offline |= args.offline;
@@ -148,6 +159,9 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let mut request = RunRequest::capture(hooks.iter().copied());
     request.logits = args.logits;
+    for h in &head_hooks {
+        request = request.capture_head(*h);
+    }
     let output = loaded.model.run(&batch, &request)?;
     let seconds = start.elapsed().as_secs_f64();
 
@@ -176,7 +190,14 @@ fn main() -> Result<()> {
 }
 
 /// Random weights in the real shapes; reports tokens/s and peak RSS.
-fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
+/// With `head_hooks`, they are captured too (their layers' attention then runs head by head): the cost of
+/// per-head hooks.
+fn benchmark(
+    args: &Args,
+    preset: &str,
+    dtype: ComputeDtype,
+    head_hooks: &[HeadHook],
+) -> Result<()> {
     let config = match preset {
         "gemma-2-2b" => Gemma2Config::gemma_2_2b(),
         other => bail!("unknown preset `{other}`: expected gemma-2-2b"),
@@ -199,7 +220,10 @@ fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     let batch = benchmark_batch(&config, args.batch, args.seq_len, args.seed)?;
-    let request = RunRequest::capture([HookPoint::ResidPost(stop)]);
+    let mut request = RunRequest::capture([HookPoint::ResidPost(stop)]);
+    for h in head_hooks {
+        request = request.capture_head(*h);
+    }
     let mut times = time_forward(model.as_ref(), &batch, &request, args.iters)?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
@@ -207,9 +231,10 @@ fn benchmark(args: &Args, preset: &str, dtype: ComputeDtype) -> Result<()> {
     let flops = forward_flops(&config, stop + 1, args.seq_len) * args.batch as f64;
     let peak = peak_rss_bytes().unwrap_or(0);
     println!(
-        "{{\"backend\": \"{}\", \"fused_kernels\": {}, \"batch\": {}, \"seq_len\": {}, \"layers\": {}, \"median_s\": {median:.4}, \"tokens_per_s\": {:.2}, \"gflops\": {:.1}, \"peak_rss_gb\": {:.3}, \"weight_gb\": {:.3}, \"rss_over_weights\": {:.3}}}",
+        "{{\"backend\": \"{}\", \"fused_kernels\": {}, \"head_hooks\": {}, \"batch\": {}, \"seq_len\": {}, \"layers\": {}, \"median_s\": {median:.4}, \"tokens_per_s\": {:.2}, \"gflops\": {:.1}, \"peak_rss_gb\": {:.3}, \"weight_gb\": {:.3}, \"rss_over_weights\": {:.3}}}",
         args.backend,
         !args.no_fused_kernels,
+        head_hooks.len(),
         args.batch,
         args.seq_len,
         stop + 1,

@@ -150,7 +150,8 @@ pub fn attribute_writers(
         for (row, seq) in chunk.iter().enumerate() {
             attributions.push(token_attribution(&parts, row, seq, &weights, constant));
         }
-        if kept_patterns.len() < spec.pattern_prompts {
+        // Keep whole batches only until they hold the first `pattern_prompts` prompts.
+        if kept_patterns.len() * spec.batch_size < spec.pattern_prompts {
             kept_patterns.push([parts[0].patterns.clone(), parts[1].patterns.clone()]);
         }
     }

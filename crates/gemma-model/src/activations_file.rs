@@ -4,6 +4,7 @@
 //! | tensor | dtype | shape |
 //! |---|---|---|
 //! | each captured hook, named exactly by the hook (`blocks.13.hook_resid_post`) | f32 | `[n_prompts, max_len, d_model]` |
+//! | each captured per-head hook, named by the hook (`blocks.13.attn.hook_z`) | f32 | its shape (`HeadHook`), e.g. `[n_prompts, max_len, heads, head_dim]` |
 //! | `logits` (when the run computed them) | f32 | `[n_prompts, max_len, vocab]` |
 //! | `input_ids` | i64 | `[n_prompts, max_len]` |
 //! | `attention_mask` | i64 | `[n_prompts, max_len]` (1 for real tokens) |
@@ -43,6 +44,13 @@ pub fn activation_tensors(batch: &TokenBatch, output: &RunOutput) -> Vec<OwnedTe
             )
         })
         .collect();
+    tensors.extend(output.heads.iter().map(|(hook, values)| {
+        OwnedTensor::f32(
+            hook.to_string(),
+            values.shape().to_vec(),
+            values.iter().copied(),
+        )
+    }));
     if let Some(logits) = &output.logits {
         tensors.push(OwnedTensor::f32(
             "logits",

@@ -161,16 +161,24 @@ impl<B: Backend> Attention<B> {
                 reason: format!("o_proj of the wrong size: {err}"),
             }
         })?;
+        // One product per head over every token: [b * t, e] @ [e, d].
         let mut result = Array4::<f32>::zeros((b, t, n, d));
-        for bi in 0..b {
-            for i in 0..t {
-                for h in 0..n {
-                    let share = z
-                        .slice(s![bi, i, h, ..])
-                        .dot(&w_o.slice(s![h * e..(h + 1) * e, ..]));
-                    result.slice_mut(s![bi, i, h, ..]).assign(&share);
-                }
-            }
+        for h in 0..n {
+            let z_h = z
+                .slice(s![.., .., h, ..])
+                .to_owned()
+                .into_shape_with_order((b * t, e))
+                .map_err(|err| GemmaError::DeviceData {
+                    reason: format!("z of an unexpected shape: {err}"),
+                })?;
+            let share = z_h.dot(&w_o.slice(s![h * e..(h + 1) * e, ..]));
+            let share =
+                share
+                    .into_shape_with_order((b, t, d))
+                    .map_err(|err| GemmaError::DeviceData {
+                        reason: format!("a head's share of an unexpected shape: {err}"),
+                    })?;
+            result.slice_mut(s![.., .., h, ..]).assign(&share);
         }
         let result = hooks.visit_head(HeadHook::Result(layer), result)?;
         let out = result.sum_axis(ndarray::Axis(2));
