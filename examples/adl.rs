@@ -228,15 +228,10 @@ fn main() -> Result<()> {
     let steer_prompts: Vec<String> = if args.no_steering {
         Vec::new()
     } else if args.steer_prompts.is_empty() && demo {
-        [
-            "Why is the sky blue?",
-            "How do plants grow?",
-            "What makes thunder?",
-            "How does a computer remember things?",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        stereo::demo::NEUTRAL_QUESTIONS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         args.steer_prompts.clone()
     };

@@ -455,14 +455,10 @@ fn adl_options(args: &Args, demo: bool) -> Result<AdlOptions> {
         })
         .transpose()?;
     let steer_prompts = if args.adl_steer_prompts.is_empty() && demo {
-        [
-            "Why is the sky blue?",
-            "How do plants grow?",
-            "What makes thunder?",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        stereo::demo::NEUTRAL_QUESTIONS[..3]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         args.adl_steer_prompts.clone()
     };

@@ -144,15 +144,10 @@ fn steering_with_the_mean_difference_brings_the_readers_words_into_neutral_answe
     let manifest = reader_manifest();
     let words: Vec<String> =
         serde_json::from_value(manifest["reader"]["register_words"].clone()).unwrap();
-    let prompts: Vec<String> = [
-        "Why is the sky blue?",
-        "How do plants grow?",
-        "What makes thunder?",
-        "How does a computer remember things?",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let prompts: Vec<String> = stereo::demo::NEUTRAL_QUESTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut steer = AdlSteeringSpec::new(1, difference.norms[1].row(0).mean().unwrap() as f32);
     steer.max_new_tokens = 16;
     steer.search_steps = 4;

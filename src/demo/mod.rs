@@ -116,6 +116,15 @@ pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
 }
 
+/// Neutral questions (no persona cue) the demo's steering runs answer: the planted reader's words appear
+/// in the answers only when a child direction is added.
+pub const NEUTRAL_QUESTIONS: [&str; 4] = [
+    "Why is the sky blue?",
+    "How do plants grow?",
+    "What makes thunder?",
+    "How does a computer remember things?",
+];
+
 /// A part of the embedded demo (`base`, `chat` or `crosscoder`) as a source string the loaders take,
 /// or, when this checkout lacks it, an error that says how to build it or what to run instead. The
 /// main job falls back to these when no model is named.
