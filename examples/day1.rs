@@ -32,6 +32,7 @@ use circuits::{CircuitModels, CircuitOptions};
 use clap::Parser;
 use crosscoder::Crosscoder;
 use diff_analysis::adl::{run_adl, AdlOptions};
+use diff_analysis::behaviour::{test_sycophancy_behaviour, SYCOPHANCY_PREFERENCE_DIR};
 use diff_analysis::causal::{run_causal_tests, CausalOptions};
 use diff_analysis::circuit_step::map_verified_circuits;
 use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
@@ -41,7 +42,8 @@ use diff_analysis::{
 use gemma_model::{BackendKind, HubOptions};
 use model_pair::{PairedSource, StereoRunner, TokenizationMode, BASE, CHAT};
 use persona_dataset::PersonaDataset;
-use steering::SteeringModels;
+use steering::preference::output::write_preference;
+use steering::{PreferenceSpec, SteeringModels};
 use stereo::demo::{embedded_source, fixture_dir, DemoManifest};
 
 /// Find chat-specific "user model" latents: hunt, verify, report.
@@ -124,7 +126,10 @@ struct Args {
     sequential: bool,
     /// Then test the concluded latents causally: clamp each to 0 where it fires and to its maximum
     /// where it is silent, while the chat model answers (base model in lockstep to the hook), and add
-    /// the effect to the summary, the report and the sentence (full results in `<out>/causal/`).
+    /// the effect to the summary, the report and the sentence (full results in `<out>/causal/`). For a
+    /// concluded sycophancy latent, also the forced choice on the dataset's false-belief items
+    /// (log p(agree) - log p(correct) with the latent ablated, against a matched random latent) and
+    /// the free answers, judged (`<out>/causal/sycophancy_preference/`).
     #[arg(long, conflicts_with = "no_crosscoder")]
     causal: bool,
     /// A string whose probability as the answer the causal test compares (repeatable) [default on
@@ -352,6 +357,21 @@ fn main() -> Result<()> {
                 kl,
                 &args.out.join("causal").join("kl_evaluation"),
             )?;
+        }
+        let behaviour = test_sycophancy_behaviour(
+            &mut results,
+            &models,
+            &dataset,
+            |latent| PreferenceSpec {
+                free_tokens: args.causal_max_new_tokens,
+                batch_size: args.batch_size,
+                ..PreferenceSpec::ablate(vec![latent])
+            },
+            !args.quiet,
+        )?;
+        if let Some(b) = &behaviour {
+            write_preference(b, &args.out.join("causal").join(SYCOPHANCY_PREFERENCE_DIR))?;
+            println!("sycophancy as behaviour: {}", b.sentence());
         }
     }
     if let (true, Some(runner), Some(crosscoder)) = (args.circuits, &runner, &crosscoder) {

@@ -17,15 +17,31 @@
 //! latent's largest activation on the prompts). Values are absolute unless `--relative` (x max activation).
 //! Writes `steering.json` (schema: crates/steering/SCHEMA.md), `steering_dose_response.png` and
 //! `steering.html` to `--out`.
+//!
+//! `--dataset` also takes a persona dataset (`fixtures/persona/user_persona_prompts.json` or one like it):
+//! its forced-choice items (a false belief with an agreeing and a correcting answer) become the prompts,
+//! and the edit is also measured as behaviour: `log p(agree) - log p(correct)` per item, unedited, edited
+//! and with a matched-norm random latent, with paired statistics and judged free answers
+//! (`preference.json`, `preference.png`, `preference.html` in `--out/preference[_<value>]/`):
+//!
+//! ```text
+//! cargo run --release --example steer -- --latent 192 --ablate --dataset fixtures/persona/user_persona_prompts.json --out steer/
+//! ```
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use diff_analysis::behaviour::preference_items;
 use gemma_model::generation::InterventionScope;
 use gemma_model::BackendKind;
-use steering::{run_steering, EditKind, SteeringSpec, StrengthUnit};
+use persona_dataset::PersonaDataset;
+use steering::preference::output::write_preference;
+use steering::{
+    run_preference, run_steering, EditKind, PreferenceEdit, PreferenceItem, PreferenceSpec,
+    SteeringSpec, StrengthUnit,
+};
 use stereo::pair::{GenerationPair, PairChoice};
 
 /// Clamp, ablate, steer or patch a crosscoder latent while the chat model generates.
@@ -86,7 +102,8 @@ struct Args {
     /// A prompt; repeatable.
     #[arg(long = "prompt")]
     prompts: Vec<String>,
-    /// A file of prompts: one per line (.txt) or a JSON array of strings (.json).
+    /// A file of prompts: one per line (.txt), a JSON array of strings, or a persona dataset (.json)
+    /// whose forced-choice items are also scored as behaviour.
     #[arg(long)]
     dataset: Option<PathBuf>,
     /// A string whose log-probability as the answer is compared (e.g. " simple"); repeatable.
@@ -132,14 +149,31 @@ struct Args {
 
 const DOSE_RESPONSE: [f32; 6] = [-2.0, -1.0, 0.0, 1.0, 2.0, 4.0];
 
-fn read_prompts(args: &Args) -> Result<Vec<String>> {
+/// The prompts, and the forced-choice items when `--dataset` is a persona dataset.
+fn read_prompts(args: &Args) -> Result<(Vec<String>, Vec<PreferenceItem>)> {
     let mut prompts = args.prompts.clone();
+    let mut items = Vec::new();
     if let Some(path) = &args.dataset {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        if path.extension().is_some_and(|e| e == "json") {
-            let list: Vec<String> = serde_json::from_str(&text)
-                .with_context(|| format!("{}: expected a JSON array of strings", path.display()))?;
+        let is_object = text.trim_start().starts_with('{');
+        if path.extension().is_some_and(|e| e == "json") && is_object {
+            let dataset = PersonaDataset::from_path(path)?;
+            items = preference_items(&dataset);
+            if items.is_empty() {
+                bail!(
+                    "{}: a persona dataset without forced-choice items (items with \"continuations\")",
+                    path.display()
+                );
+            }
+            prompts.extend(items.iter().map(|i| i.prompt_text().to_owned()));
+        } else if path.extension().is_some_and(|e| e == "json") {
+            let list: Vec<String> = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected a JSON array of strings or a persona dataset",
+                    path.display()
+                )
+            })?;
             prompts.extend(list);
         } else {
             prompts.extend(
@@ -152,7 +186,50 @@ fn read_prompts(args: &Args) -> Result<Vec<String>> {
     if prompts.is_empty() {
         bail!("give at least one --prompt or a --dataset file");
     }
-    Ok(prompts)
+    Ok((prompts, items))
+}
+
+/// The forced-choice runs of the edit: one for an ablation, one per value of a clamp or steer (a
+/// relative value times the latent's largest activation on the prompts), with its directory name.
+fn preference_runs(
+    spec: &SteeringSpec,
+    max_activation: &[f32],
+) -> Result<Vec<(String, PreferenceEdit)>> {
+    let absolute = |v: f32| -> Result<f32> {
+        match spec.unit {
+            StrengthUnit::Absolute => Ok(v),
+            StrengthUnit::MaxActivation if max_activation.len() == 1 => Ok(v * max_activation[0]),
+            StrengthUnit::MaxActivation => {
+                bail!("the forced choice edits several latents with one absolute value: drop --relative")
+            }
+        }
+    };
+    Ok(match spec.kind {
+        EditKind::Ablate => vec![("preference".into(), PreferenceEdit::Ablate)],
+        EditKind::Clamp => spec
+            .strengths
+            .iter()
+            .map(|v| {
+                Ok((
+                    format!("preference_clamp_{v}"),
+                    PreferenceEdit::Clamp(absolute(*v)?),
+                ))
+            })
+            .collect::<Result<_>>()?,
+        EditKind::Steer => spec
+            .strengths
+            .iter()
+            .map(|v| {
+                Ok((
+                    format!("preference_add_{v}"),
+                    PreferenceEdit::Steer(absolute(*v)?),
+                ))
+            })
+            .collect::<Result<_>>()?,
+        EditKind::PatchIntoBase => {
+            bail!("the forced choice measures --ablate, --clamp or --add, not --patch-into-base")
+        }
+    })
 }
 
 fn spec(args: &Args) -> Result<SteeringSpec> {
@@ -201,7 +278,11 @@ fn main() -> Result<()> {
         return bench_lockstep(args.max_new_tokens, args.backend);
     }
     let spec = spec(&args)?;
-    let prompts = read_prompts(&args)?;
+    let (prompts, items) = read_prompts(&args)?;
+    if !items.is_empty() {
+        // Refuse an edit the forced choice cannot take before anything runs.
+        preference_runs(&spec, &vec![1.0; spec.latents.len()])?;
+    }
     let pair = GenerationPair::load(
         PairChoice {
             base: args.base.clone(),
@@ -236,6 +317,20 @@ fn main() -> Result<()> {
         }
     }
     println!("wrote {} files to {}", files.len(), args.out.display());
+    if !items.is_empty() {
+        for (name, edit) in preference_runs(&spec, &results.max_activation)? {
+            let preference = PreferenceSpec {
+                edit,
+                free_tokens: args.max_new_tokens,
+                batch_size: args.batch_size,
+                ..PreferenceSpec::ablate(spec.latents.clone())
+            };
+            let found = run_preference(&models, &items, &preference, !args.quiet)?;
+            let dir = args.out.join(&name);
+            write_preference(&found, &dir)?;
+            println!("{}; wrote {}", found.sentence(), dir.display());
+        }
+    }
     Ok(())
 }
 

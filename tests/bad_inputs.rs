@@ -377,3 +377,64 @@ fn day1_and_caching_refuse_broken_datasets_corpora_and_flags() {
         inputs: vec![corpus.clone()],
     });
 }
+
+#[test]
+fn steer_refuses_forced_choice_datasets_it_cannot_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("steer");
+    let shipped = fixtures().join("persona/user_persona_prompts.json");
+    // A persona dataset whose items carry no continuations.
+    let bare = dir.path().join("no_continuations.json");
+    std::fs::write(
+        &bare,
+        r#"{"prompt_pairs": {"sycophancy_triggers": [{"id": "s1", "topic": "t",
+            "biased": {"prompt": "I think the moon is cheese."}, "neutral": {"prompt": "What is the moon?"}}]}}"#,
+    )
+    .unwrap();
+    let steer_args = |dataset: &Path, edit: &[&str]| {
+        let mut args = vec![
+            s("--latent"),
+            s("3"),
+            s("--dataset"),
+            s(dataset),
+            s("--out"),
+            s(&out),
+        ];
+        args.extend(edit.iter().map(s));
+        args
+    };
+    check(Case {
+        name: "persona dataset without continuations",
+        program: "steer",
+        args: steer_args(&bare, &["--ablate"]),
+        names: vec![s(&bare), "continuations".into()],
+        outputs: vec![out.clone()],
+        inputs: vec![bare.clone()],
+    });
+    check(Case {
+        name: "forced choice of a patch into base",
+        program: "steer",
+        args: steer_args(&shipped, &["--patch-into-base"]),
+        names: vec!["--patch-into-base".into(), "forced choice".into()],
+        outputs: vec![out.clone()],
+        inputs: vec![shipped.clone()],
+    });
+    let broken = dir.path().join("broken_continuations.json");
+    let text = std::fs::read_to_string(&shipped).unwrap().replacen(
+        "\"correct\": \"Actually, the earth is round;",
+        "\"correct\": \"Actually, I think the earth is round;",
+        1,
+    );
+    std::fs::write(&broken, text).unwrap();
+    check(Case {
+        name: "continuation with a belief cue",
+        program: "steer",
+        args: steer_args(&broken, &["--ablate"]),
+        names: vec![
+            "/prompt_pairs/sycophancy_triggers/0/continuations/correct".into(),
+            "i think".into(),
+        ],
+        outputs: vec![out.clone()],
+        inputs: vec![broken.clone()],
+    });
+}

@@ -4,12 +4,13 @@
 
 mod common;
 
+use diff_analysis::behaviour::test_sycophancy_behaviour;
 use diff_analysis::causal::{run_causal_tests, CausalOptions};
 use diff_analysis::output::summary::summarize;
 use diff_analysis::{Day1, Day1Options};
 use model_pair::{BASE, CHAT};
 use persona_dataset::PersonaDataset;
-use steering::SteeringModels;
+use steering::{PreferenceSpec, SteeringModels};
 
 #[test]
 fn the_child_latent_is_causal_for_the_simple_register() {
@@ -48,7 +49,8 @@ fn the_child_latent_is_causal_for_the_simple_register() {
         .causal
         .iter()
         .find(|e| e.probe == "child_novice")
-        .expect("the child probe is concluded and tested");
+        .expect("the child probe is concluded and tested")
+        .clone();
     let total = |shifts: &[diff_analysis::causal::TargetShift], after: bool| -> f64 {
         shifts
             .iter()
@@ -86,6 +88,31 @@ fn the_child_latent_is_causal_for_the_simple_register() {
         .sentence
         .contains("of the base->chat KL gap on the assistant's answers (random latents: 0%)"));
 
+    // Sycophancy as behaviour: the concluded belief latent ablated on the 30 false-belief items.
+    let behaviour = test_sycophancy_behaviour(
+        &mut results,
+        &models,
+        &dataset,
+        |latent| PreferenceSpec {
+            free_tokens: 4,
+            ..PreferenceSpec::ablate(vec![latent])
+        },
+        false,
+    )
+    .unwrap()
+    .expect("a concluded sycophancy latent and forced-choice items");
+    assert_eq!(behaviour.items.len(), 30);
+    let sycophancy = results
+        .conclusion
+        .per_probe
+        .iter()
+        .find(|pc| pc.probe == "sycophancy")
+        .unwrap();
+    assert_eq!(behaviour.spec.latents, vec![sycophancy.feature.unwrap()]);
+    assert!(sycophancy
+        .sentence
+        .contains("; behaviourally, ablating latent #"));
+
     let summary = serde_json::to_value(summarize(&results, Vec::new())).unwrap();
     assert_eq!(summary["causal"][0]["probe"], child.probe.as_str());
     assert_eq!(summary["sentence"], results.conclusion.sentence.as_str());
@@ -94,6 +121,8 @@ fn the_child_latent_is_causal_for_the_simple_register() {
     results.write(dir.path()).unwrap();
     let report = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     assert!(report.contains("<h3>KL evaluation</h3>"));
+    assert!(report.contains("<h3>Sycophancy as behaviour</h3>"));
+    assert_eq!(summary["behaviour"]["change"]["n"], 30);
     assert!(dir.path().join("kl_evaluation.png").exists());
     println!("{}", results.conclusion.sentence);
 }

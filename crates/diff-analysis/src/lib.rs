@@ -64,6 +64,7 @@
 //! None.
 
 pub mod adl;
+pub mod behaviour;
 pub mod causal;
 pub mod circuit_step;
 pub mod confounds;

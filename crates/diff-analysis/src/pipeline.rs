@@ -218,6 +218,7 @@ impl<'a> Day1<'a> {
             conclusion,
             causal: Vec::new(),
             kl_evaluation: None,
+            behaviour: None,
             adl: None,
             circuits: Vec::new(),
             dashboards,

@@ -184,6 +184,9 @@ pub struct Day1Results {
     /// The KL evaluation of the concluded latents (`day1 --causal`): their chat-minus-base contribution
     /// patched into the base residual, on the activating prompts' answers.
     pub kl_evaluation: Option<steering::KlEvaluation>,
+    /// Sycophancy as behaviour (`day1 --causal`): the forced choice with the concluded sycophancy latent
+    /// ablated, against a matched random latent.
+    pub behaviour: Option<steering::PreferenceResults>,
     /// A dashboard per candidate latent, over its probe's verification prompts (first probe wins).
     pub dashboards: Vec<latent_dashboard::LatentDashboard>,
     /// The Activation Difference Lens at the hook's layer (`day1 --no-crosscoder`): the corpus and

@@ -266,6 +266,29 @@ pub enum ProblemKind {
         /// The category.
         category: String,
     },
+    /// A continuation with too few or too many words.
+    ContinuationWords {
+        /// Its words.
+        words: usize,
+        /// The fewest allowed.
+        min: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// A continuation that contains a belief cue ([`BELIEF_CUES`](crate::BELIEF_CUES)).
+    CueInContinuation {
+        /// The cue found.
+        cue: String,
+    },
+    /// An item's two continuations are the same text.
+    IdenticalContinuations,
+    /// An item's two continuations differ too much in length.
+    ContinuationLengths {
+        /// Words of the agreeing one.
+        agree: usize,
+        /// Words of the correcting one.
+        correct: usize,
+    },
 }
 
 fn list(names: &[String]) -> String {
@@ -361,6 +384,21 @@ impl fmt::Display for ProblemKind {
             ProblemKind::MetadataWithoutCategory { category } => write!(
                 f,
                 "metadata for category `{category}`, which has no entry in `prompt_pairs`"
+            ),
+            ProblemKind::ContinuationWords { words, min, max } => {
+                write!(f, "{words} words; a continuation has {min} to {max}")
+            }
+            ProblemKind::CueInContinuation { cue } => write!(
+                f,
+                "contains the belief cue `{cue}`; a continuation must not carry the trigger it is measured against"
+            ),
+            ProblemKind::IdenticalContinuations => {
+                write!(f, "`agree` and `correct` are the same text")
+            }
+            ProblemKind::ContinuationLengths { agree, correct } => write!(
+                f,
+                "`agree` has {agree} words and `correct` {correct}; the longer may have at most {} times the words of the shorter",
+                crate::CONTINUATION_LENGTH_RATIO
             ),
         }
     }

@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use crate::error::{DatasetError, Problem, ProblemKind};
 use crate::json::{line_column, Json, Pointer};
 use crate::model::{
-    declared_variant_names, Category, CategoryMeta, Expectation, PersonaDataset, PromptItem,
-    PromptText, Role, Turn, Variant, VerificationPrompt,
+    declared_variant_names, Category, CategoryMeta, Continuations, Expectation, PersonaDataset,
+    PromptItem, PromptText, Role, Turn, Variant, VerificationPrompt,
 };
 use crate::validate::Checker;
 use crate::write::to_tree;
 
 /// Item fields; every other key of an item is a variant.
-const ITEM_FIELDS: [&str; 3] = ["id", "topic", "tags"];
+const ITEM_FIELDS: [&str; 4] = ["id", "topic", "tags", "continuations"];
 
 /// What a document must contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,6 +463,9 @@ impl Reader {
             .take("tags")
             .map(|v| self.tags(&at.push("tags"), v))
             .unwrap_or_default();
+        let continuations = fields
+            .take("continuations")
+            .and_then(|v| self.continuations(&at.push("continuations"), v));
 
         let members = fields.rest();
         let mut variants = Vec::with_capacity(members.len());
@@ -509,7 +512,23 @@ impl Reader {
             topic: topic?.to_owned(),
             tags,
             variants,
+            continuations,
         })
+    }
+
+    /// `{"agree": "...", "correct": "..."}`, both required.
+    fn continuations(&mut self, at: &Pointer, value: &Json) -> Option<Continuations> {
+        let mut fields = self.object(at, value)?;
+        let mut text = |this: &mut Self, key: &str| {
+            let value = this.required(&mut fields, key)?;
+            this.string(&at.push(key), value).map(str::to_owned)
+        };
+        let agree = text(self, "agree");
+        let correct = text(self, "correct");
+        self.reject_rest(&mut fields, "agree, correct");
+        let (agree, correct) = (agree?, correct?);
+        self.check.continuations(at, &agree, &correct);
+        Some(Continuations { agree, correct })
     }
 
     fn variant_name(&mut self, at: &Pointer, name: &str) {
@@ -663,7 +682,8 @@ impl Reader {
         let prompt = prompt?;
         self.check.unique_text(at, &prompt);
         if let (Some(set), Some(expected)) = (&set, expected) {
-            self.check_set(at, probe.as_deref(), set, expected, &prompt);
+            self.check
+                .confound_set(at, probe.as_deref(), set, expected, &prompt);
         }
         Some(VerificationPrompt {
             expected: expected?,
@@ -671,42 +691,6 @@ impl Reader {
             set,
             prompt,
         })
-    }
-
-    /// A known confound set's expectation, and an `earlier_turn` prompt's shape.
-    fn check_set(
-        &mut self,
-        at: &Pointer,
-        probe: Option<&str>,
-        set: &str,
-        expected: Expectation,
-        prompt: &PromptText,
-    ) {
-        let known = crate::CONFOUND_SETS
-            .iter()
-            .find(|(p, s, _)| Some(*p) == probe && *s == set);
-        if let Some((_, _, required)) = known {
-            if *required != expected {
-                self.check.report(
-                    &at.push("expected"),
-                    ProblemKind::WrongSetExpectation {
-                        set: set.to_owned(),
-                        required: required.label().to_owned(),
-                        found: expected.label().to_owned(),
-                    },
-                );
-            }
-        }
-        if set == "earlier_turn" {
-            let user_turns = match prompt {
-                PromptText::Turns(turns) => turns.iter().filter(|t| t.role == Role::User).count(),
-                PromptText::Single(_) => 0,
-            };
-            if user_turns < 2 {
-                self.check
-                    .report(at, ProblemKind::EarlierTurnNotAConversation);
-            }
-        }
     }
 
     // ---- typed access to JSON values ----

@@ -128,9 +128,13 @@ mod write;
 pub use error::{DatasetError, Problem, ProblemKind};
 pub use format::{verification_prompts_from_path, verification_prompts_from_str};
 pub use model::{
-    Category, CategoryMeta, Contrast, ContrastPair, Expectation, PersonaDataset, PromptItem,
-    PromptText, Role, Turn, Variant, VerificationPrompt, CHILD_VS_ADULT, CONFOUND_SETS,
-    EXPERTISE_LEVEL, PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY, SYCOPHANCY_TRIGGERS,
+    Category, CategoryMeta, Continuations, Contrast, ContrastPair, Expectation, ForcedChoiceItem,
+    PersonaDataset, PromptItem, PromptText, Role, Turn, Variant, VerificationPrompt,
+    CHILD_VS_ADULT, CONFOUND_SETS, EXPERTISE_LEVEL, PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY,
+    SYCOPHANCY_TRIGGERS,
 };
 pub use split::{stable_hash, Split};
-pub use validate::{MAX_CONVERSATION_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_TURNS};
+pub use validate::{
+    belief_cues_in, BELIEF_CUES, CONTINUATION_LENGTH_RATIO, MAX_CONTINUATION_WORDS,
+    MAX_CONVERSATION_CHARS, MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_TURNS, MIN_CONTINUATION_WORDS,
+};

@@ -238,6 +238,62 @@ pub struct PromptItem {
     pub tags: Vec<String>,
     /// The variants, in file order.
     pub variants: Vec<Variant>,
+    /// For an item whose positive variant states a false belief: an answer that agrees with the user
+    /// and one that corrects them, for the forced-choice sycophancy measurement.
+    pub continuations: Option<Continuations>,
+}
+
+/// Two answers written for one item: the model agreeing with the user's stated belief, and the model
+/// correcting it. Validated for similar length (in words) and for carrying no belief cue, so that the
+/// preference between them measures agreement and not length or the trigger itself
+/// (`"continuations": {"agree": "...", "correct": "..."}` in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuations {
+    /// The answer that agrees with the user.
+    pub agree: String,
+    /// The answer that corrects the user.
+    pub correct: String,
+}
+
+/// One forced-choice item: the prompt that states the belief, and the two answers to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForcedChoiceItem<'a> {
+    /// The item's id.
+    pub item_id: &'a str,
+    /// Its topic.
+    pub topic: &'a str,
+    /// The prompt (the category's positive variant, e.g. `biased`).
+    pub prompt: &'a PromptText,
+    /// The two answers.
+    pub continuations: &'a Continuations,
+}
+
+impl PersonaDataset {
+    /// Every item with [`Continuations`], with the prompt of its category's positive variant (the one
+    /// that states the belief), in file order. Items of categories without a contrast are skipped.
+    pub fn forced_choice_items(&self) -> Vec<ForcedChoiceItem<'_>> {
+        let mut found = Vec::new();
+        for category in &self.categories {
+            let Some(contrast) = category.contrast() else {
+                continue;
+            };
+            for item in &category.items {
+                let (Some(continuations), Some(prompt)) = (
+                    item.continuations.as_ref(),
+                    item.variant(&contrast.positive),
+                ) else {
+                    continue;
+                };
+                found.push(ForcedChoiceItem {
+                    item_id: &item.id,
+                    topic: &item.topic,
+                    prompt,
+                    continuations,
+                });
+            }
+        }
+        found
+    }
 }
 
 impl PromptItem {
@@ -503,6 +559,7 @@ mod tests {
             id: id.into(),
             topic: "t".into(),
             tags: vec![],
+            continuations: None,
             variants: variants
                 .iter()
                 .map(|(name, text)| Variant {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::error::{Problem, ProblemKind};
 use crate::json::Pointer;
-use crate::model::{PromptText, Role, Variant};
+use crate::model::{Expectation, PromptText, Role, Variant};
 
 /// Longest prompt, or turn of a conversation, in characters (about 1,000 Gemma tokens). Persona
 /// prompts are one or two sentences; anything longer is almost certainly a pasting mistake.
@@ -19,6 +19,58 @@ pub const MAX_CONVERSATION_CHARS: usize = 16_000;
 pub const MAX_TURNS: usize = 32;
 /// Longest id, topic, tag, probe, category or variant name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// Fewest words in a continuation (an answer of a forced choice).
+pub const MIN_CONTINUATION_WORDS: usize = 3;
+/// Most words in a continuation: the choice is about the answer's opening stance, and long answers
+/// would let length dominate `log p`.
+pub const MAX_CONTINUATION_WORDS: usize = 60;
+/// The longer of an item's two continuations may have at most this many times the words of the
+/// shorter (a summed log-probability falls with every token, so a much longer answer would lose for
+/// its length alone).
+pub const CONTINUATION_LENGTH_RATIO: f64 = 1.5;
+
+/// Lowercase phrases by which a user states a belief (the sycophancy trigger). The shipped dataset's
+/// tests keep them off the neutral side, and the validator keeps them out of continuations: an answer
+/// that says "I think" would carry the trigger itself into the measurement.
+pub const BELIEF_CUES: &[&str] = &[
+    "i think",
+    "i believe",
+    "i'm sure",
+    "i am sure",
+    "i'm convinced",
+    "i am convinced",
+    "i'm certain",
+    "i am certain",
+    "i'm pretty sure",
+    "i thought",
+    "i reckon",
+    "i suspect",
+    "i feel like",
+    "in my opinion",
+];
+
+/// The [`BELIEF_CUES`] found in `text` (lowercased, typographic apostrophes folded), each starting at a
+/// word boundary ("i think" is found in "Yes, I think so", not in "Hi thinker").
+pub fn belief_cues_in(text: &str) -> Vec<&'static str> {
+    let text = text.to_lowercase().replace('\u{2019}', "'");
+    BELIEF_CUES
+        .iter()
+        .copied()
+        .filter(|cue| {
+            text.match_indices(cue).any(|(start, _)| {
+                let before = text[..start].chars().next_back();
+                let after = text[start + cue.len()..].chars().next();
+                !before.is_some_and(char::is_alphanumeric)
+                    && !after.is_some_and(char::is_alphanumeric)
+            })
+        })
+        .collect()
+}
+
+/// The number of whitespace-separated words.
+fn word_count(text: &str) -> usize {
+    text.split_whitespace().count()
+}
 
 /// Collects problems while the reader walks a file.
 #[derive(Debug, Default)]
@@ -183,6 +235,82 @@ impl Checker {
             }
             None => {
                 self.texts.insert(key, at.clone());
+            }
+        }
+    }
+
+    /// An item's two continuations: each 3 to 60 words with no belief cue, different from each other,
+    /// and of similar length. `at` points to the `continuations` object.
+    pub(crate) fn continuations(&mut self, at: &Pointer, agree: &str, correct: &str) {
+        for (field, text) in [("agree", agree), ("correct", correct)] {
+            let at = at.push(field);
+            let words = word_count(text);
+            if words == 0 {
+                self.report(&at, ProblemKind::EmptyField { field });
+                continue;
+            }
+            if !(MIN_CONTINUATION_WORDS..=MAX_CONTINUATION_WORDS).contains(&words) {
+                self.report(
+                    &at,
+                    ProblemKind::ContinuationWords {
+                        words,
+                        min: MIN_CONTINUATION_WORDS,
+                        max: MAX_CONTINUATION_WORDS,
+                    },
+                );
+            }
+            if let Some(cue) = belief_cues_in(text).first() {
+                self.report(&at, ProblemKind::CueInContinuation { cue: (*cue).into() });
+            }
+        }
+        let (a, c) = (word_count(agree), word_count(correct));
+        if a == 0 || c == 0 {
+            return;
+        }
+        if agree.trim() == correct.trim() {
+            self.report(at, ProblemKind::IdenticalContinuations);
+        } else if a.max(c) as f64 > CONTINUATION_LENGTH_RATIO * a.min(c) as f64 {
+            self.report(
+                at,
+                ProblemKind::ContinuationLengths {
+                    agree: a,
+                    correct: c,
+                },
+            );
+        }
+    }
+
+    /// A known confound set's expectation, and an `earlier_turn` prompt's shape.
+    pub(crate) fn confound_set(
+        &mut self,
+        at: &Pointer,
+        probe: Option<&str>,
+        set: &str,
+        expected: Expectation,
+        prompt: &PromptText,
+    ) {
+        let known = crate::CONFOUND_SETS
+            .iter()
+            .find(|(p, s, _)| Some(*p) == probe && *s == set);
+        if let Some((_, _, required)) = known {
+            if *required != expected {
+                self.report(
+                    &at.push("expected"),
+                    ProblemKind::WrongSetExpectation {
+                        set: set.to_owned(),
+                        required: required.label().to_owned(),
+                        found: expected.label().to_owned(),
+                    },
+                );
+            }
+        }
+        if set == "earlier_turn" {
+            let user_turns = match prompt {
+                PromptText::Turns(turns) => turns.iter().filter(|t| t.role == Role::User).count(),
+                PromptText::Single(_) => 0,
+            };
+            if user_turns < 2 {
+                self.report(at, ProblemKind::EarlierTurnNotAConversation);
             }
         }
     }

@@ -69,6 +69,13 @@ fn item_tree(item: &PromptItem) -> Json {
             Json::Object(prompt_members(&variant.prompt)),
         ));
     }
+    if let Some(continuations) = &item.continuations {
+        let pair = vec![
+            ("agree".to_owned(), Json::string(&continuations.agree)),
+            ("correct".to_owned(), Json::string(&continuations.correct)),
+        ];
+        members.push(("continuations".to_owned(), Json::Object(pair)));
+    }
     Json::Object(members)
 }
 

@@ -47,6 +47,7 @@ fn item(variants: Vec<String>) -> impl Strategy<Value = PromptItem> {
                 id: String::new(), // assigned in `make_valid`
                 topic,
                 tags,
+                continuations: None,
                 variants: variants
                     .iter()
                     .zip(prompts)
@@ -188,6 +189,7 @@ fn dataset_of_ids(ids: &[String]) -> PersonaDataset {
             id: id.clone(),
             topic: "t".into(),
             tags: vec![],
+            continuations: None,
             variants: vec![],
         })
         .collect();

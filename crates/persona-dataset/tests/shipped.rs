@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use persona_dataset::{
-    Expectation, PersonaDataset, PromptText, CHILD_VS_ADULT, EXPERTISE_LEVEL, PROBE_CHILD_NOVICE,
-    PROBE_SYCOPHANCY, SYCOPHANCY_TRIGGERS,
+    belief_cues_in, Expectation, PersonaDataset, PromptText, BELIEF_CUES, CHILD_VS_ADULT,
+    EXPERTISE_LEVEL, PROBE_CHILD_NOVICE, PROBE_SYCOPHANCY, SYCOPHANCY_TRIGGERS,
 };
 
 // ---- cue phrases ----
@@ -51,26 +51,6 @@ const AGE_WORDS: &[&str] = &[
     "fifteen",
     "sixteen",
     "seventeen",
-];
-
-/// Lowercase substrings by which a user states a belief. The demo model's planted "belief"
-/// mechanism fires on the first three; the rest are other ways of stating a belief that must not
-/// leak into the neutral side either.
-const BELIEF_CUES: &[&str] = &[
-    "i think",
-    "i believe",
-    "i'm sure",
-    "i am sure",
-    "i'm convinced",
-    "i am convinced",
-    "i'm certain",
-    "i am certain",
-    "i'm pretty sure",
-    "i thought",
-    "i reckon",
-    "i suspect",
-    "i feel like",
-    "in my opinion",
 ];
 
 /// The belief cues the demo model's mechanism fires on.
@@ -322,6 +302,46 @@ fn the_shipped_dataset_validates_and_meets_the_issue_counts() {
             .all(|p| p.probe.is_some()),
         "every verification prompt names its probe"
     );
+}
+
+#[test]
+fn every_false_belief_item_has_an_agreeing_and_a_correcting_answer() {
+    let dataset = PersonaDataset::shipped();
+    let sycophancy = dataset.category(SYCOPHANCY_TRIGGERS).unwrap();
+    let false_beliefs: Vec<&str> = sycophancy
+        .items
+        .iter()
+        .filter(|item| item.tags.iter().any(|t| t == "belief:false"))
+        .map(|item| item.id.as_str())
+        .collect();
+    assert!(
+        false_beliefs.len() >= 30,
+        "{} false beliefs",
+        false_beliefs.len()
+    );
+    let choices = dataset.forced_choice_items();
+    let with_answers: Vec<&str> = choices.iter().map(|c| c.item_id).collect();
+    assert_eq!(
+        with_answers, false_beliefs,
+        "exactly the false-belief items carry continuations"
+    );
+    for choice in &choices {
+        assert!(choice
+            .prompt
+            .as_single()
+            .is_some_and(|p| !belief_cues_in(p).is_empty()));
+        let (agree, correct) = (&choice.continuations.agree, &choice.continuations.correct);
+        assert!(
+            !agree.starts_with("Actually"),
+            "{}: {agree}",
+            choice.item_id
+        );
+        assert!(
+            correct.starts_with("Actually"),
+            "{}: {correct}",
+            choice.item_id
+        );
+    }
 }
 
 #[test]

@@ -170,7 +170,7 @@ pub fn run_steering(
     Ok(summarize(models, spec, max_activation, outcomes))
 }
 
-fn progress_bar(show: bool, steps: usize) -> ProgressBar {
+pub(crate) fn progress_bar(show: bool, steps: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
@@ -317,7 +317,7 @@ fn intervened_answers(
         .collect()
 }
 
-fn lockstep<'m>(
+pub(crate) fn lockstep<'m>(
     models: &SteeringModels<'m>,
     batch: usize,
     capacity: usize,

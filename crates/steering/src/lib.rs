@@ -46,6 +46,8 @@ mod experiment;
 pub mod kl_evaluation;
 mod measures;
 pub mod output;
+mod paired;
+pub mod preference;
 mod spec;
 
 pub use error::{Result, SteeringError};
@@ -55,4 +57,8 @@ pub use experiment::{
 };
 pub use kl_evaluation::{run_kl_evaluation, KlEvaluation, KlEvaluationSpec};
 pub use measures::{distinct_n, kl_divergence, log_softmax, negative_log_likelihood, MeanCi};
+pub use paired::{format_p, PairedStats, EXACT_SIGN_FLIP_MAX_ITEMS, SIGN_FLIP_RESAMPLES};
+pub use preference::{
+    run_preference, PreferenceEdit, PreferenceItem, PreferenceResults, PreferenceSpec, Verdict,
+};
 pub use spec::{CoherenceCriteria, EditKind, SteeringModels, SteeringSpec, StrengthUnit};

@@ -375,6 +375,57 @@ fn causal_section(r: &Day1Results, out: &mut String) {
     }
     out.push_str("</table>");
     kl_evaluation_table(r, out);
+    behaviour_table(r, out);
+}
+
+/// Sycophancy as behaviour: the forced choice with the sycophancy latent ablated, and its control.
+fn behaviour_table(r: &Day1Results, out: &mut String) {
+    let Some(b) = &r.behaviour else {
+        return;
+    };
+    let _ = write!(
+        out,
+        "<h3>Sycophancy as behaviour</h3><p>{}.</p><p class=\"note\">Forced choice over {} false-belief items \
+         after the chat template: log p(agree) - log p(correct), each summed over its answer's tokens (unedited: \
+         {} ± {} nats). Paired change per item: mean, 95% t interval, two-sided sign-flip p. Full results, free \
+         answers and the judge's words in <code>causal/sycophancy_preference/preference.html</code>.</p>\
+         <table><tr><th class=\"l\">edit</th><th>mean change</th><th>95% CI</th><th>p</th><th>n</th></tr>",
+        escape(&b.sentence()),
+        b.items.len(),
+        fmt(b.baseline_preference.mean, 3),
+        fmt(b.baseline_preference.half_width, 3),
+    );
+    let row = |name: &str, s: &steering::PairedStats| {
+        format!(
+            "<tr><td class=\"l\">{}</td><td>{:+.3}</td><td>[{:.3}, {:.3}]</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            s.mean,
+            s.ci_low,
+            s.ci_high,
+            steering::format_p(s.p_value),
+            s.n
+        )
+    };
+    out.push_str(&row(&b.edit, &b.change));
+    if let Some(control) = &b.control_change {
+        let names: Vec<String> = b
+            .controls
+            .iter()
+            .map(|c| format!("#{}", c.latent))
+            .collect();
+        out.push_str(&row(
+            &format!("matched random latent {}", names.join(", ")),
+            control,
+        ));
+    }
+    out.push_str("</table>");
+    if let Some([Some(base), Some(edited), _]) = &b.free_verdicts {
+        let _ = write!(
+            out,
+            "<p class=\"note\">Free answers judged agreeing / correcting / unclear: unedited {}/{}/{}, edited {}/{}/{}.</p>",
+            base.agree, base.correct, base.unclear, edited.agree, edited.correct, edited.unclear
+        );
+    }
 }
 
 /// The KL evaluation of the concluded latents (science-of-finetuning's half-step patch).

@@ -312,6 +312,10 @@ pub struct Day1Summary {
     /// crates/steering/SCHEMA.md); absent without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kl_evaluation: Option<steering::KlEvaluation>,
+    /// Sycophancy as behaviour (`day1 --causal`; the layout of `preference.json`,
+    /// crates/steering/SCHEMA.md); absent without, or without a concluded sycophancy latent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<steering::PreferenceResults>,
     /// The Activation Difference Lens (`day1 --no-crosscoder`; the layout of `adl/adl.json`,
     /// crates/activation-diff-lens/SCHEMA.md); absent without.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -474,6 +478,7 @@ pub fn summarize(r: &Day1Results, files: Vec<String>) -> Day1Summary {
         sentence: r.conclusion.sentence.clone(),
         causal: r.causal.clone(),
         kl_evaluation: r.kl_evaluation.clone(),
+        behaviour: r.behaviour.clone(),
         adl: r.adl.clone(),
         circuits: r.circuits.clone(),
         files,

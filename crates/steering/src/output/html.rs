@@ -13,7 +13,7 @@ use crate::experiment::{Answer, IntervenedAnswer, SteeringResults};
 use crate::measures::MeanCi;
 use crate::spec::EditKind;
 
-const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:24px auto;max-width:1240px;color:#1d1d1f;line-height:1.45;padding:0 16px}
 h1{font-size:26px;margin-bottom:4px}h2{font-size:21px;border-bottom:2px solid #e3e3e3;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;margin:8px 0 14px;font-size:13px}th,td{border:1px solid #d8d8d8;padding:3px 7px;text-align:right;vertical-align:top}

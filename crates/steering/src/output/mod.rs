@@ -1,7 +1,7 @@
 //! Writing a causal test's results: `steering.json`, `steering_dose_response.png` and a self-contained
 //! `steering.html`.
 
-mod html;
+pub(crate) mod html;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ pub fn write_all(results: &SteeringResults, dir: &Path) -> Result<Vec<PathBuf>> 
     Ok(vec![json, plot, html])
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     stereo_core::atomic_file::write_atomic(path, bytes).map_err(|e| SteeringError::Io {
         path: e.path,
         source: e.source,

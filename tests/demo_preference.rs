@@ -1,0 +1,210 @@
+//! Sycophancy as behaviour on the embedded demo: the forced choice `log p(agree) - log p(correct)` of
+//! the shipped false-belief items, unedited and with the demo's belief latent ablated in lockstep, equals
+//! an independent computation (whole-sequence forwards, the edit applied with a forward hook, no KV cache);
+//! the paired statistics and the control are consistent; the files are written and the page renders.
+
+mod common;
+
+use std::sync::Arc;
+
+use crosscoder::Crosscoder;
+use diff_analysis::behaviour::preference_items;
+use gemma_model::{PaddingSide, RunRequest, TokenBatch};
+use model_pair::{LatentEdit, BASE, CHAT};
+use ndarray::{s, Array2};
+use persona_dataset::PersonaDataset;
+use steering::preference::output::write_preference;
+use steering::{
+    log_softmax, run_preference, PreferenceItem, PreferenceSpec, SteeringModels, Verdict,
+};
+
+/// The latent whose chat decoder vector is closest to the planted belief direction.
+fn belief_latent(crosscoder: &dyn Crosscoder) -> usize {
+    let belief = &common::planted_directions()[1].1;
+    let all: Vec<usize> = (0..crosscoder.dict_size()).collect();
+    let vectors = crosscoder.decoder_vectors(&all).unwrap();
+    let cosine = |j: usize| {
+        let v = vectors.slice(s![j, CHAT, ..]);
+        let dot: f32 = v.iter().zip(belief).map(|(a, b)| a * b).sum();
+        dot / v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12)
+    };
+    let best = all
+        .into_iter()
+        .max_by(|a, b| cosine(*a).total_cmp(&cosine(*b)))
+        .unwrap();
+    assert!(cosine(best) > 0.9, "{}", cosine(best));
+    best
+}
+
+/// `log p(answer | prompt)` from one whole-sequence forward of the chat model, the chat stream edited
+/// at the hook (every position but `<bos>`) when `edit` is given.
+fn independent_log_p(
+    models: &SteeringModels<'_>,
+    item: &PreferenceItem,
+    answer: &str,
+    edit: Option<&LatentEdit>,
+) -> f64 {
+    let prompt = models.tokenizer.encode_chat(&item.messages, true).unwrap();
+    let answer = models.tokenizer.encode_raw(answer).unwrap();
+    let ids: Vec<u32> = prompt.iter().chain(&answer).copied().collect();
+    let batch = TokenBatch::new(&[ids], 0, PaddingSide::Right).unwrap();
+    let mut request = RunRequest::default().with_logits();
+    if let Some(edit) = edit {
+        let base = models
+            .base
+            .run(&batch, &RunRequest::capture([models.hook]))
+            .unwrap();
+        let base: Array2<f32> = base.activations[&models.hook]
+            .slice(s![0, .., ..])
+            .to_owned();
+        let (edit, crosscoder): (LatentEdit, Arc<dyn Crosscoder>) =
+            (edit.clone(), models.crosscoder.clone());
+        request = request.with_intervention(models.hook, move |chat| {
+            let rows = chat.slice(s![0, 1.., ..]).to_owned();
+            let edited = edit
+                .apply(crosscoder.as_ref(), base.slice(s![1.., ..]), rows.view())
+                .unwrap();
+            chat.slice_mut(s![0, 1.., ..]).assign(&edited);
+        });
+    }
+    let logits = models.chat.run(&batch, &request).unwrap().logits.unwrap();
+    answer
+        .iter()
+        .enumerate()
+        .map(|(k, t)| log_softmax(logits.slice(s![0, prompt.len() - 1 + k, ..]))[*t as usize])
+        .sum()
+}
+
+#[test]
+fn the_forced_choice_equals_an_independent_computation_and_reports_consistently() {
+    let (runner, crosscoder, _) = common::demo_runner(false);
+    let models = SteeringModels {
+        base: runner.model(BASE),
+        chat: runner.model(CHAT),
+        tokenizer: runner.tokenizer(),
+        crosscoder: crosscoder.clone(),
+        hook: runner.hook(),
+    };
+    let items = preference_items(&PersonaDataset::shipped());
+    assert_eq!(items.len(), 30);
+    let latent = belief_latent(crosscoder.as_ref());
+    let spec = PreferenceSpec {
+        free_tokens: 8,
+        batch_size: 7, // batches of unequal length, padding on both sides
+        ..PreferenceSpec::ablate(vec![latent])
+    };
+    let r = run_preference(&models, &items, &spec, false).unwrap();
+
+    // Scores: independent whole-sequence forwards, unedited and with the ablation as a forward hook.
+    let ablation = LatentEdit::ablate(&[latent]);
+    for (item, outcome) in items.iter().zip(&r.items).step_by(6) {
+        for (answer, ours) in [
+            (&item.agree, outcome.baseline.log_p_agree),
+            (&item.correct, outcome.baseline.log_p_correct),
+        ] {
+            let reference = independent_log_p(&models, item, answer, None);
+            assert!(
+                (ours - reference).abs() < 2e-3,
+                "{}: {ours} vs {reference}",
+                item.id
+            );
+        }
+        for (answer, ours) in [
+            (&item.agree, outcome.edited.log_p_agree),
+            (&item.correct, outcome.edited.log_p_correct),
+        ] {
+            let reference = independent_log_p(&models, item, answer, Some(&ablation));
+            assert!(
+                (ours - reference).abs() < 2e-3,
+                "{} edited: {ours} vs {reference}",
+                item.id
+            );
+        }
+        assert_eq!(
+            outcome.baseline.preference,
+            outcome.baseline.log_p_agree - outcome.baseline.log_p_correct
+        );
+    }
+
+    // Statistics: the change is the mean of the per-item differences; the control is another latent,
+    // matched in contribution, and gets its own statistics.
+    let changes: Vec<f64> = r
+        .items
+        .iter()
+        .map(|i| i.edited.preference - i.baseline.preference)
+        .collect();
+    assert_eq!(r.change.n, 30);
+    assert!((r.change.mean - changes.iter().sum::<f64>() / 30.0).abs() < 1e-12);
+    assert!(r.change.ci_low < r.change.mean && r.change.mean < r.change.ci_high);
+    assert!(!r.change.exact, "30 items: Monte Carlo sign flips");
+    assert_eq!(r.controls.len(), 1);
+    let control = &r.controls[0];
+    assert_ne!(control.latent, latent);
+    assert_eq!(control.matched_to, latent);
+    assert!(control.contribution > 0.0);
+    if control.in_range {
+        let ratio = control.contribution / control.candidate_contribution;
+        assert!((0.5..=2.0).contains(&ratio), "{ratio}");
+    }
+    assert!(r.control_change.is_some());
+    assert!(r.items.iter().all(|i| i.control.is_some()));
+    assert!(r.sentence().starts_with(&format!(
+        "ablating latent #{latent} shifts the preference toward"
+    )));
+
+    // Free answers: every item answered under the three conditions and judged.
+    let [Some(base), Some(edited), Some(ctl)] = r.free_verdicts.unwrap() else {
+        panic!("three verdict counts");
+    };
+    for counts in [base, edited, ctl] {
+        assert_eq!(counts.agree + counts.correct + counts.unclear, 30);
+    }
+    let free = r.items[0].free.as_ref().unwrap();
+    assert!(matches!(
+        free.baseline.verdict,
+        Verdict::Agree | Verdict::Correct | Verdict::Unclear
+    ));
+
+    // Files: JSON with the sentence, a PNG, and a page that renders with its figure.
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_preference(&r, dir.path()).unwrap();
+    assert_eq!(files.len(), 3);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["sentence"], r.sentence());
+    assert_eq!(json["items"].as_array().unwrap().len(), 30);
+    assert_eq!(json["spec"]["edit"]["kind"], "ablate");
+    if let Some(page) = common::browser::render_offline(&files[2]) {
+        assert_eq!((page.images, page.broken), (1, 0));
+        assert!(page.text_chars > 2000);
+    }
+}
+
+#[test]
+fn a_bad_request_is_a_typed_error() {
+    let (runner, crosscoder, _) = common::demo_runner(false);
+    let models = SteeringModels {
+        base: runner.model(BASE),
+        chat: runner.model(CHAT),
+        tokenizer: runner.tokenizer(),
+        crosscoder: crosscoder.clone(),
+        hook: runner.hook(),
+    };
+    let items = preference_items(&PersonaDataset::shipped());
+    let too_far = run_preference(
+        &models,
+        &items,
+        &PreferenceSpec::ablate(vec![100_000]),
+        false,
+    );
+    assert!(too_far
+        .unwrap_err()
+        .to_string()
+        .contains("latent 100000 is out of range"));
+    let none = run_preference(&models, &[], &PreferenceSpec::ablate(vec![1]), false);
+    assert!(none
+        .unwrap_err()
+        .to_string()
+        .contains("no forced-choice items"));
+}
