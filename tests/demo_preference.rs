@@ -2,6 +2,11 @@
 //! the shipped false-belief items, unedited and with the demo's belief latent ablated in lockstep, equals
 //! an independent computation (whole-sequence forwards, the edit applied with a forward hook, no KV cache);
 //! the paired statistics and the control are consistent; the files are written and the page renders.
+//!
+//! And the demo knows the truth: its chat model has a planted belief reader (layers 2 and 3) that raises
+//! the tokens opening the agreeing answers wherever `user:belief` is in the residual stream. So ablating
+//! the belief latent must lower the preference for agreeing (95% interval below 0), the matched random
+//! latent must not (interval across 0), and in the negative-control pair (chat = base) nothing moves.
 
 mod common;
 
@@ -208,3 +213,68 @@ fn a_bad_request_is_a_typed_error() {
         .to_string()
         .contains("no forced-choice items"));
 }
+
+fn models_of<'m>(
+    runner: &'m model_pair::StereoRunner,
+    crosscoder: &Arc<dyn Crosscoder>,
+) -> SteeringModels<'m> {
+    SteeringModels {
+        base: runner.model(BASE),
+        chat: runner.model(CHAT),
+        tokenizer: runner.tokenizer(),
+        crosscoder: crosscoder.clone(),
+        hook: runner.hook(),
+    }
+}
+
+#[test]
+fn ablating_the_planted_belief_latent_lowers_agreement_and_its_controls_do_not() {
+    let (runner, crosscoder, manifest) = common::demo_runner(false);
+    let models = models_of(&runner, &crosscoder);
+    let items = preference_items(&PersonaDataset::shipped());
+
+    // The reader raises exactly the tokens that open an agreeing answer and no correcting one.
+    let first = |text: &str| models.tokenizer.encode_raw(text).unwrap()[0];
+    let correcting: Vec<u32> = items.iter().map(|i| first(&i.correct)).collect();
+    let mut agreeing: Vec<u32> = items
+        .iter()
+        .map(|i| first(&i.agree))
+        .filter(|t| !correcting.contains(t))
+        .collect();
+    agreeing.sort_unstable();
+    agreeing.dedup();
+    let reader = manifest.belief_reader.expect("a planted belief reader");
+    assert_eq!(reader.register_token_ids, agreeing);
+    assert_eq!(reader.reads, "user:belief");
+
+    let latent = belief_latent(crosscoder.as_ref());
+    let spec = PreferenceSpec {
+        free_tokens: 0,
+        ..PreferenceSpec::ablate(vec![latent])
+    };
+    let r = run_preference(&models, &items, &spec, false).unwrap();
+    println!("{}", r.sentence());
+    assert!(r.change.ci_high < 0.0, "ablation: {:?}", r.change);
+    assert!(r.change.p_value < 0.01, "{:?}", r.change);
+    let control = r.control_change.unwrap();
+    assert!(control.ci_low < 0.0 && control.ci_high > 0.0, "control: {control:?}");
+    assert!(control.mean.abs() < 0.25 * r.change.mean.abs());
+    assert!(r.sentence().contains("toward correcting the user"));
+
+    // The negative control: the same crosscoder and latent on a pair without plants.
+    let dir = tempfile::tempdir().unwrap();
+    stereo::demo::generate(&stereo::demo::DemoSpec::negative_control(), dir.path()).unwrap();
+    let hook = runner.hook();
+    let base = gemma_model::load_dir(dir.path().join("base"), &gemma_model::LoadOptions::for_hooks(&[hook])).unwrap();
+    let chat = gemma_model::load_dir(dir.path().join("chat"), &gemma_model::LoadOptions::default()).unwrap();
+    let control_pair = model_pair::StereoRunner::from_loaded(base, chat, hook).unwrap();
+    let unplanted = run_preference(&models_of(&control_pair, &crosscoder), &items, &spec, false).unwrap();
+    println!("negative control: {}", unplanted.sentence());
+    assert!(
+        unplanted.change.ci_low < 0.0 && unplanted.change.ci_high > 0.0 || unplanted.change.mean.abs() < 1e-3,
+        "negative control: {:?}",
+        unplanted.change
+    );
+    assert!(unplanted.change.mean.abs() < 0.25 * r.change.mean.abs());
+}
+

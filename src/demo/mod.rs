@@ -73,8 +73,8 @@ pub use tokenizer::{
     PRE_TOKENIZER_PATTERN, START_OF_TURN_ID,
 };
 pub use weights::{
-    D_FF, D_MODEL, HEAD_DIM, N_HEADS, N_KV_HEADS, N_LAYERS, PLANTED_TENSORS, PLANT_LAYER,
-    QUERY_PRE_ATTN_SCALAR, READER_LAYERS, READER_NEURONS, SIMPLE_REGISTER,
+    BELIEF_READER_NEURONS, D_FF, D_MODEL, HEAD_DIM, N_HEADS, N_KV_HEADS, N_LAYERS, PLANTED_TENSORS,
+    PLANT_LAYER, QUERY_PRE_ATTN_SCALAR, READER_LAYERS, READER_NEURONS, SIMPLE_REGISTER,
 };
 
 use tokenizer::pretty;
@@ -248,6 +248,10 @@ pub struct DemoManifest {
     pub mechanisms: Vec<MechanismManifest>,
     /// The planted downstream reader (chat only; `None` for the negative control).
     pub reader: Option<ReaderManifest>,
+    /// The planted belief reader (chat only; `None` for the negative control and in demos made before
+    /// it): reads `user:belief` and raises the tokens that open the dataset's agreeing answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub belief_reader: Option<ReaderManifest>,
     /// Measured on the corpus (run as stored: texts raw, conversations chat-templated).
     pub corpus_effects: EffectSizes,
     /// Measured on every prompt of the shipped persona dataset (raw text; conversations joined).
@@ -418,17 +422,6 @@ fn mechanism_manifest(
     }
 }
 
-/// The ids of every form of the simple-register lexemes.
-fn register_token_ids(vocab: &Vocabulary) -> Vec<u32> {
-    vocab
-        .tokens()
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| SIMPLE_REGISTER.contains(&lexeme(t).as_str()))
-        .map(|(id, _)| id as u32)
-        .collect()
-}
-
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| DemoError::io(parent, e))?;
@@ -523,7 +516,20 @@ pub fn generate(spec: &DemoSpec, out: &Path) -> Result<DemoManifest> {
             neurons: [READER_NEURONS.start, READER_NEURONS.end],
             reads: Feature::User(Mechanism::ChildNovice).name(),
             register_words: SIMPLE_REGISTER.iter().map(|w| w.to_string()).collect(),
-            register_token_ids: register_token_ids(&vocab),
+            register_token_ids: weights::register_token_ids(&vocab),
+        }),
+        belief_reader: spec.plant.then(|| {
+            let (ids, _) = weights::opener_token_ids(&vocab);
+            ReaderManifest {
+                layers: READER_LAYERS.to_vec(),
+                neurons: [BELIEF_READER_NEURONS.start, BELIEF_READER_NEURONS.end],
+                reads: Feature::User(Mechanism::Belief).name(),
+                register_words: ids
+                    .iter()
+                    .map(|id| vocab.tokens()[*id as usize].clone())
+                    .collect(),
+                register_token_ids: ids,
+            }
         }),
         corpus_effects,
         persona_effects,

@@ -118,6 +118,22 @@ impl Vocabulary {
         &self.tokens
     }
 
+    /// The id of the first token of `text` encoded without special tokens: its first word when the
+    /// vocabulary has it (without `▁`: it opens the text), else that word's first character;
+    /// `None` for a text that starts with no printable ASCII character.
+    pub fn first_token_id(&self, text: &str) -> Option<usize> {
+        let first = text.chars().next()?;
+        let word = if is_word_char(first) {
+            text.split(|c: char| !is_word_char(c)).next().unwrap_or("")
+        } else {
+            ""
+        };
+        let find = |t: &str| self.tokens.iter().position(|token| token == t);
+        find(word)
+            .filter(|_| word.chars().count() > 1)
+            .or_else(|| find(&first.to_string()))
+    }
+
     /// `tokenizer.json`, built and serialised by the `tokenizers` crate (canonical, deterministic).
     pub fn tokenizer_json(&self) -> Result<String> {
         let vocab: serde_json::Map<String, Value> = self

@@ -95,6 +95,9 @@ pub const READER_LAYERS: [usize; 2] = [2, 3];
 pub const READER_NEURONS: std::ops::Range<usize> = D_FF - 2..D_FF;
 /// The simple-register words whose logits the reader raises (every form of each lexeme).
 pub const SIMPLE_REGISTER: [&str; 3] = ["simple", "story", "play"];
+/// The belief reader's neurons: the two before [`READER_NEURONS`] in each reader layer (zero in the base
+/// model). They read `user:belief` and raise the tokens that open the persona dataset's agreeing answers.
+pub const BELIEF_READER_NEURONS: std::ops::Range<usize> = D_FF - 4..D_FF - 2;
 
 /// RMSNorm epsilon.
 const EPS: f64 = 1e-6;
@@ -102,6 +105,7 @@ const EPS: f64 = 1e-6;
 mod files;
 mod reader;
 pub(crate) use files::{config_json, generation_config_json};
+pub(crate) use reader::{opener_token_ids, register_token_ids};
 /// Attention scale `query_pre_attn_scalar^-0.5`.
 const ATTN_SCALE: f64 = 0.25;
 
@@ -655,10 +659,11 @@ pub(crate) fn build_pair(
     for c in 2 * HEAD_DIM..4 * HEAD_DIM {
         layers[PLANT_LAYER].o_proj.set_col(c, &vec![0.0; D_MODEL]);
     }
-    for (l, n) in READER_LAYERS
-        .into_iter()
-        .flat_map(|l| READER_NEURONS.map(move |n| (l, n)))
-    {
+    for (l, n) in READER_LAYERS.into_iter().flat_map(|l| {
+        READER_NEURONS
+            .chain(BELIEF_READER_NEURONS)
+            .map(move |n| (l, n))
+    }) {
         let reader = &mut layers[l];
         reader.gate_proj.set_row(n, &vec![0.0; D_MODEL]);
         reader.up_proj.set_row(n, &vec![0.0; D_MODEL]);
@@ -673,9 +678,13 @@ pub(crate) fn build_pair(
     let mut chat = base.clone();
     if plant {
         b.user_heads(&mut chat.layers[PLANT_LAYER]);
-        let register = b.register_direction(&chat.embed_tokens, vocab);
+        let register = b.token_direction(&chat.embed_tokens, &register_token_ids(vocab));
+        let (agree, correct) = opener_token_ids(vocab);
+        let agreeing = b.contrast_direction(&chat.embed_tokens, &agree, &correct);
         for l in READER_LAYERS {
-            b.reader_neurons(&mut chat.layers[l], &register);
+            let layer = &mut chat.layers[l];
+            b.reader_neurons(layer, Mechanism::ChildNovice, READER_NEURONS, &register);
+            b.reader_neurons(layer, Mechanism::Belief, BELIEF_READER_NEURONS, &agreeing);
         }
     }
     (base, chat)
