@@ -1,7 +1,7 @@
 //! The Activation Difference Lens on the demo pair: over the demo corpus's texts, the chat-minus-base
 //! difference at the first positions after `<bos>` carries the planted user-model directions, and the chat
-//! model, handed its mean in a token-identity Patchscope, says the words of the planted reader (`simple`,
-//! `story`, `play`) at every scale; the base model, which has no reader, does not.
+//! model, handed its mean in a token-identity Patchscope, says the words of the planted readers (`simple`,
+//! `story`, `play`; `Yes`, `That's`, `You're`) at every scale; the base model, which has no reader, does not.
 
 mod common;
 
@@ -49,9 +49,18 @@ impl Demo {
     }
 }
 
-/// `demo.json`, which documents the planted reader.
-fn reader_manifest() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap()).unwrap()
+/// The token ids the planted readers raise (the child reader's simple-register words and the belief
+/// reader's agreeing openers), from `demo.json`: the corpus mean difference carries both directions.
+fn readers_words() -> Vec<u32> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
+            .unwrap();
+    ["reader", "belief_reader"]
+        .iter()
+        .flat_map(|r| {
+            serde_json::from_value::<Vec<u32>>(manifest[*r]["register_token_ids"].clone()).unwrap()
+        })
+        .collect()
 }
 
 #[test]
@@ -68,9 +77,7 @@ fn the_mean_difference_names_the_planted_readers_words() {
     assert!(norm(difference.delta.slice(ndarray::s![0, 0, ..])) < 1e-4);
     assert!(norm(difference.delta.slice(ndarray::s![0, 4, ..])) > 0.1);
 
-    let manifest = reader_manifest();
-    let register: Vec<u32> =
-        serde_json::from_value(manifest["reader"]["register_token_ids"].clone()).unwrap();
+    let register = readers_words();
     let readout = patchscope(
         difference.delta_mean.row(0),
         chat.model.as_ref(),
@@ -141,9 +148,16 @@ fn steering_with_the_mean_difference_brings_the_readers_words_into_neutral_answe
         difference,
         ..
     } = Demo::load();
-    let manifest = reader_manifest();
-    let words: Vec<String> =
-        serde_json::from_value(manifest["reader"]["register_words"].clone()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("demo.json")).unwrap())
+            .unwrap();
+    let words: Vec<String> = ["reader", "belief_reader"]
+        .iter()
+        .flat_map(|r| {
+            serde_json::from_value::<Vec<String>>(manifest[*r]["register_words"].clone()).unwrap()
+        })
+        .map(|w| w.to_lowercase())
+        .collect();
     let prompts: Vec<String> = stereo::demo::NEUTRAL_QUESTIONS
         .iter()
         .map(|s| s.to_string())
@@ -163,7 +177,7 @@ fn steering_with_the_mean_difference_brings_the_readers_words_into_neutral_answe
         answers
             .iter()
             .map(|a| {
-                a.split(|c: char| !c.is_alphanumeric())
+                a.split(|c: char| !(c.is_alphanumeric() || c == '\''))
                     .filter(|w| words.iter().any(|r| r == &w.to_lowercase()))
                     .count()
             })

@@ -195,8 +195,20 @@ fn contrasts_recover_the_planted_directions_latent_and_reader() {
         } else {
             assert!(says_register, "{}", c.category);
             assert!(register.contains(&top5(3)[0]));
-            assert_eq!(mean(1).aligned_latents[0].latent, child_latent);
-            assert!(mean(1).aligned_latents[0].cosine > 0.8);
+            // As for the belief direction, a shared latent's decoder difference may align too; the
+            // best-aligned chat-only latent is the plant.
+            let chat_only = mean(1)
+                .aligned_latents
+                .iter()
+                .find(|a| a.relative_norm >= 0.9)
+                .unwrap();
+            assert_eq!(
+                chat_only.latent,
+                child_latent,
+                "{:?}",
+                mean(1).aligned_latents
+            );
+            assert!(chat_only.cosine > 0.8);
         }
         // The Patchscope ran for both layers' means.
         assert_eq!(c.reading.patchscope.len(), 2);

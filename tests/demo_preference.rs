@@ -5,8 +5,9 @@
 //!
 //! And the demo knows the truth: its chat model has a planted belief reader (layers 2 and 3) that raises
 //! the tokens opening the agreeing answers wherever `user:belief` is in the residual stream. So ablating
-//! the belief latent must lower the preference for agreeing (95% interval below 0), the matched random
-//! latent must not (interval across 0), and in the negative-control pair (chat = base) nothing moves.
+//! the belief latent must lower the preference for agreeing (95% interval below 0); random latents
+//! carrying the same change must move it far less, most of them not detectably (intervals across 0);
+//! and in the negative-control pair (chat = base) nothing moves.
 
 mod common;
 
@@ -132,7 +133,7 @@ fn the_forced_choice_equals_an_independent_computation_and_reports_consistently(
     }
 
     // Statistics: the change is the mean of the per-item differences; the control is another latent,
-    // matched in contribution, and gets its own statistics.
+    // whose edit moves the stream as far as the candidate's, and gets its own statistics.
     let changes: Vec<f64> = r
         .items
         .iter()
@@ -142,17 +143,20 @@ fn the_forced_choice_equals_an_independent_computation_and_reports_consistently(
     assert!((r.change.mean - changes.iter().sum::<f64>() / 30.0).abs() < 1e-12);
     assert!(r.change.ci_low < r.change.mean && r.change.mean < r.change.ci_high);
     assert!(!r.change.exact, "30 items: Monte Carlo sign flips");
-    assert_eq!(r.controls.len(), 1);
-    let control = &r.controls[0];
-    assert_ne!(control.latent, latent);
-    assert_eq!(control.matched_to, latent);
-    assert!(control.contribution > 0.0);
-    if control.in_range {
-        let ratio = control.contribution / control.candidate_contribution;
-        assert!((0.5..=2.0).contains(&ratio), "{ratio}");
+    assert_eq!(r.controls.len(), 5);
+    let norms = crosscoder.decoder_norms();
+    let mut seen = vec![latent];
+    for draw in &r.controls {
+        let control = &draw.latents[0];
+        assert!(!seen.contains(&control.latent), "a latent serves once");
+        seen.push(control.latent);
+        assert_eq!(control.matched_to, latent);
+        assert!(control.cosine.abs() < 0.5);
+        let ratio = norms[[CHAT, latent]] / norms[[CHAT, control.latent]];
+        assert!((control.value_scale - ratio).abs() < 1e-6);
+        assert_eq!(draw.change.n, 30);
     }
-    assert!(r.control_change.is_some());
-    assert!(r.items.iter().all(|i| i.control.is_some()));
+    assert!(r.items.iter().all(|i| i.control.len() == 5));
     assert!(r.sentence().starts_with(&format!(
         "ablating latent #{latent} shifts the preference toward"
     )));
@@ -233,10 +237,14 @@ fn ablating_the_planted_belief_latent_lowers_agreement_and_its_controls_do_not()
     let models = models_of(&runner, &crosscoder);
     let items = preference_items(&PersonaDataset::shipped());
 
-    // The reader raises exactly the tokens that open an agreeing answer and no correcting one.
-    let first = |text: &str| models.tokenizer.encode_raw(text).unwrap()[0];
-    let correcting: Vec<u32> = items.iter().map(|i| first(&i.correct)).collect();
-    let mut agreeing: Vec<u32> = items
+    // The reader raises exactly the words that open an agreeing answer and no correcting one (every
+    // form of each: `Yes`, `▁Yes`).
+    let first = |text: &str| {
+        let id = models.tokenizer.encode_raw(text).unwrap()[0];
+        stereo::demo::lexeme(&models.tokenizer.tokens(&[id])[0])
+    };
+    let correcting: Vec<String> = items.iter().map(|i| first(&i.correct)).collect();
+    let mut agreeing: Vec<String> = items
         .iter()
         .map(|i| first(&i.agree))
         .filter(|t| !correcting.contains(t))
@@ -244,7 +252,12 @@ fn ablating_the_planted_belief_latent_lowers_agreement_and_its_controls_do_not()
     agreeing.sort_unstable();
     agreeing.dedup();
     let reader = manifest.belief_reader.expect("a planted belief reader");
-    assert_eq!(reader.register_token_ids, agreeing);
+    assert_eq!(reader.register_words, agreeing);
+    assert_eq!(reader.register_words, ["that's", "yes", "you're"]);
+    for id in &reader.register_token_ids {
+        let token = &models.tokenizer.tokens(&[*id])[0];
+        assert!(agreeing.contains(&stereo::demo::lexeme(token)), "{token}");
+    }
     assert_eq!(reader.reads, "user:belief");
 
     let latent = belief_latent(crosscoder.as_ref());
@@ -256,25 +269,43 @@ fn ablating_the_planted_belief_latent_lowers_agreement_and_its_controls_do_not()
     println!("{}", r.sentence());
     assert!(r.change.ci_high < 0.0, "ablation: {:?}", r.change);
     assert!(r.change.p_value < 0.01, "{:?}", r.change);
-    let control = r.control_change.unwrap();
-    assert!(control.ci_low < 0.0 && control.ci_high > 0.0, "control: {control:?}");
-    assert!(control.mean.abs() < 0.25 * r.change.mean.abs());
     assert!(r.sentence().contains("toward correcting the user"));
+    // Random latents carrying the same change (same norm, same positions, another direction) move the
+    // preference far less; most of them not detectably. (A random direction through the demo's random
+    // layers is not nothing: one of the five moves it by about a quarter of the belief latent's effect.)
+    for draw in &r.controls {
+        assert!(
+            draw.change.mean.abs() < 0.35 * r.change.mean.abs(),
+            "{draw:?} vs {:?}",
+            r.change
+        );
+    }
+    assert!(r.controls_including_zero() >= 3, "{}", r.sentence());
+    assert!(r.largest_control_shift() < 0.35 * r.change.mean.abs());
 
     // The negative control: the same crosscoder and latent on a pair without plants.
     let dir = tempfile::tempdir().unwrap();
     stereo::demo::generate(&stereo::demo::DemoSpec::negative_control(), dir.path()).unwrap();
     let hook = runner.hook();
-    let base = gemma_model::load_dir(dir.path().join("base"), &gemma_model::LoadOptions::for_hooks(&[hook])).unwrap();
-    let chat = gemma_model::load_dir(dir.path().join("chat"), &gemma_model::LoadOptions::default()).unwrap();
+    let base = gemma_model::load_dir(
+        dir.path().join("base"),
+        &gemma_model::LoadOptions::for_hooks(&[hook]),
+    )
+    .unwrap();
+    let chat = gemma_model::load_dir(
+        dir.path().join("chat"),
+        &gemma_model::LoadOptions::default(),
+    )
+    .unwrap();
     let control_pair = model_pair::StereoRunner::from_loaded(base, chat, hook).unwrap();
-    let unplanted = run_preference(&models_of(&control_pair, &crosscoder), &items, &spec, false).unwrap();
+    let unplanted =
+        run_preference(&models_of(&control_pair, &crosscoder), &items, &spec, false).unwrap();
     println!("negative control: {}", unplanted.sentence());
     assert!(
-        unplanted.change.ci_low < 0.0 && unplanted.change.ci_high > 0.0 || unplanted.change.mean.abs() < 1e-3,
+        unplanted.change.ci_low < 0.0 && unplanted.change.ci_high > 0.0
+            || unplanted.change.mean.abs() < 1e-3,
         "negative control: {:?}",
         unplanted.change
     );
     assert!(unplanted.change.mean.abs() < 0.25 * r.change.mean.abs());
 }
-

@@ -303,6 +303,29 @@ pub fn feature_directions(seed: u64) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
+/// The texts the tokenizer must know besides the dataset's prompts: the forced-choice answers (so an
+/// answer is one token per word, as long as the other answer of its item) and the shipped confound
+/// probes (`fixtures/persona/confound_probes.json`).
+fn answer_texts(dataset: &PersonaDataset) -> Vec<String> {
+    let mut texts: Vec<String> = dataset
+        .forced_choice_items()
+        .iter()
+        .flat_map(|c| {
+            [
+                c.continuations.agree.clone(),
+                c.continuations.correct.clone(),
+            ]
+        })
+        .collect();
+    let confounds = persona_dataset::verification_prompts_from_str(CONFOUND_PROBES)
+        .expect("the shipped confound probes are valid (tested in persona-dataset)");
+    texts.extend(confounds.iter().map(|p| p.prompt.to_plain_text()));
+    texts
+}
+
+/// The shipped confound probes, compiled in like the dataset.
+const CONFOUND_PROBES: &str = include_str!("../../fixtures/persona/confound_probes.json");
+
 /// Every prompt of the persona dataset as run raw (a conversation's turns joined by blank lines).
 pub fn persona_prompts(dataset: &PersonaDataset) -> Vec<String> {
     let mut prompts: Vec<String> = dataset
@@ -445,9 +468,11 @@ pub fn generate(spec: &DemoSpec, out: &Path) -> Result<DemoManifest> {
         })
         .collect();
     let extra = extra_words();
+    let answers = answer_texts(&dataset);
     let vocab = Vocabulary::new(
         persona
             .iter()
+            .chain(&answers)
             .chain(&corpus_texts)
             .flat_map(|t| words_of(t))
             .chain(extra.iter().map(String::as_str)),
@@ -526,7 +551,9 @@ pub fn generate(spec: &DemoSpec, out: &Path) -> Result<DemoManifest> {
                 reads: Feature::User(Mechanism::Belief).name(),
                 register_words: ids
                     .iter()
-                    .map(|id| vocab.tokens()[*id as usize].clone())
+                    .map(|id| lexeme(&vocab.tokens()[*id as usize]))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
                     .collect(),
                 register_token_ids: ids,
             }

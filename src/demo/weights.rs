@@ -279,6 +279,9 @@ pub(crate) struct Gains {
     pub reader_threshold: f64,
     pub reader_up: f64,
     pub reader_write: f64,
+    /// The belief reader's output gain (milder than the child reader's: its direction is spread over
+    /// fewer tokens, so the same gain would make them swamp every answer).
+    pub belief_reader_write: f64,
     /// Standard deviation of random read weights (per entry), of random output weights, of the MLP
     /// down projection; half-width of the norm offsets.
     pub read_std: f64,
@@ -310,6 +313,7 @@ impl Gains {
         reader_threshold: 0.8,
         reader_up: 1.0,
         reader_write: 3.0,
+        belief_reader_write: 1.5,
         read_std: 0.125,
         write_std: 0.125,
         down_std: 0.088,
@@ -483,10 +487,11 @@ impl Builder<'_> {
                 features.push((Feature::Cue(Mechanism::ChildNovice), g.child_word));
             }
             // The lexical part: shared by the forms of a lexeme ("Think", "▁think"), plus a little
-            // of the form's own.
+            // of the form's own. Both are drawn from streams named by the strings, not the ids, so
+            // that adding words to the vocabulary leaves every other token's embedding as it was.
             let mut lexical: Vec<f64> = {
                 let mut r = Rng::new(seed, &format!("lexeme {lex}"));
-                let mut f = Rng::new(seed, &format!("token {id}"));
+                let mut f = Rng::new(seed, &format!("token {token}"));
                 (0..D_MODEL)
                     .map(|_| r.normal() + 0.35 * f.normal())
                     .collect()
@@ -683,8 +688,21 @@ pub(crate) fn build_pair(
         let agreeing = b.contrast_direction(&chat.embed_tokens, &agree, &correct);
         for l in READER_LAYERS {
             let layer = &mut chat.layers[l];
-            b.reader_neurons(layer, Mechanism::ChildNovice, READER_NEURONS, &register);
-            b.reader_neurons(layer, Mechanism::Belief, BELIEF_READER_NEURONS, &agreeing);
+            let g = b.gains;
+            b.reader_neurons(
+                layer,
+                Mechanism::ChildNovice,
+                READER_NEURONS,
+                &register,
+                g.reader_write,
+            );
+            b.reader_neurons(
+                layer,
+                Mechanism::Belief,
+                BELIEF_READER_NEURONS,
+                &agreeing,
+                g.belief_reader_write,
+            );
         }
     }
     (base, chat)

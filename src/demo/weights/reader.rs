@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use persona_dataset::PersonaDataset;
 
-use super::{cues, norm, Builder, Feature, Layer, Mat, Mechanism, Vocabulary, D_MODEL};
 use super::SIMPLE_REGISTER;
+use super::{cues, norm, Builder, Feature, Layer, Mat, Mechanism, Vocabulary, D_MODEL};
 
 /// Every token id of the simple-register lexemes (all forms).
 pub(crate) fn register_token_ids(vocab: &Vocabulary) -> Vec<u32> {
@@ -23,16 +23,37 @@ pub(crate) fn register_token_ids(vocab: &Vocabulary) -> Vec<u32> {
 }
 
 /// The tokens that open the shipped persona dataset's agreeing answers and no correcting one ("Yes,"),
-/// and those that open correcting answers and no agreeing one ("Actually,"), each in id order.
+/// and those that open correcting answers and no agreeing one ("Actually,"), each with every form of its
+/// lexeme (`Yes`, `▁Yes`), in id order.
 pub(crate) fn opener_token_ids(vocab: &Vocabulary) -> (Vec<u32>, Vec<u32>) {
     let dataset = PersonaDataset::shipped();
     let items = dataset.forced_choice_items();
     let first = |text: &str| vocab.first_token_id(text).map(|id| id as u32);
-    let agree: BTreeSet<u32> = items.iter().filter_map(|c| first(&c.continuations.agree)).collect();
-    let correct: BTreeSet<u32> = items.iter().filter_map(|c| first(&c.continuations.correct)).collect();
+    let agree: BTreeSet<u32> = items
+        .iter()
+        .filter_map(|c| first(&c.continuations.agree))
+        .collect();
+    let correct: BTreeSet<u32> = items
+        .iter()
+        .filter_map(|c| first(&c.continuations.correct))
+        .collect();
+    // Every form of each opener (`Yes`, `▁Yes`), as the child reader takes every form of its words.
+    let forms = |ids: BTreeSet<u32>| -> Vec<u32> {
+        let lexemes: BTreeSet<String> = ids
+            .iter()
+            .map(|id| cues::lexeme(&vocab.tokens()[*id as usize]))
+            .collect();
+        vocab
+            .tokens()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| lexemes.contains(&cues::lexeme(t)))
+            .map(|(id, _)| id as u32)
+            .collect()
+    };
     (
-        agree.difference(&correct).copied().collect(),
-        correct.difference(&agree).copied().collect(),
+        forms(agree.difference(&correct).copied().collect()),
+        forms(correct.difference(&agree).copied().collect()),
     )
 }
 
@@ -68,6 +89,7 @@ impl Builder<'_> {
         mechanism: Mechanism,
         neurons: std::ops::Range<usize>,
         direction: &[f64],
+        write_gain: f64,
     ) {
         let g = self.gains;
         let s = layer.pre_feedforward_layernorm.clone();
@@ -90,7 +112,7 @@ impl Builder<'_> {
             layer.up_proj.set_row(n, &scaled(g.reader_up));
             layer
                 .down_proj
-                .set_col(n, &self.write(direction, g.reader_write, &post));
+                .set_col(n, &self.write(direction, write_gain, &post));
         }
     }
 }
