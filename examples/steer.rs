@@ -109,6 +109,12 @@ struct Args {
     /// A string whose log-probability as the answer is compared (e.g. " simple"); repeatable.
     #[arg(long = "target")]
     targets: Vec<String>,
+    /// Seed of the matched random-latent controls of the forced choice (persona datasets only).
+    #[arg(long, default_value_t = 20)]
+    control_seed: u64,
+    /// How many matched random-latent controls the forced choice runs (0: none).
+    #[arg(long, default_value_t = 5, value_parser = stereo::cli::count_or_zero)]
+    controls: usize,
     /// Where the edit applies: all, prompt or generated.
     #[arg(long, default_value = "all")]
     scope: InterventionScope,
@@ -323,6 +329,8 @@ fn main() -> Result<()> {
                 edit,
                 free_tokens: args.max_new_tokens,
                 batch_size: args.batch_size,
+                control_seed: args.control_seed,
+                controls: args.controls,
                 ..PreferenceSpec::ablate(spec.latents.clone())
             };
             let found = run_preference(&models, &items, &preference, !args.quiet)?;

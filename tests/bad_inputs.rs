@@ -265,7 +265,10 @@ fn model_readers_refuse_lying_sizes_and_overlong_prompts() {
     let mut bytes = std::fs::read(&weights).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
-    let lied = header.replacen("[4300,64]", "[4300,6400]", 1);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lying.join("config.json")).unwrap()).unwrap();
+    let vocab = config["vocab_size"].as_u64().unwrap();
+    let lied = header.replacen(&format!("[{vocab},64]"), &format!("[{vocab},6400]"), 1);
     assert_ne!(lied, header, "the embedding's shape is in the header");
     let mut new_bytes = (lied.len() as u64).to_le_bytes().to_vec();
     new_bytes.extend_from_slice(lied.as_bytes());

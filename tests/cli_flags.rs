@@ -10,6 +10,7 @@ use std::path::Path;
 /// Numeric flags taken as given, and why.
 const ANY_VALUE: &[(&str, &str)] = &[
     ("seed", "every seed is a seed"),
+    ("control_seed", "every seed is a seed"),
     (
         "layer",
         "checked against the model's config once it is read",

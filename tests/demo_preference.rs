@@ -13,9 +13,11 @@ use gemma_model::{PaddingSide, RunRequest, TokenBatch};
 use model_pair::{LatentEdit, BASE, CHAT};
 use ndarray::{s, Array2};
 use persona_dataset::PersonaDataset;
+use steering::preference::control_edit;
 use steering::preference::output::write_preference;
 use steering::{
-    log_softmax, run_preference, PreferenceItem, PreferenceSpec, SteeringModels, Verdict,
+    log_softmax, run_preference, PreferenceEdit, PreferenceItem, PreferenceSpec, SteeringModels,
+    Verdict,
 };
 
 /// The latent whose chat decoder vector is closest to the planted belief direction.
@@ -126,8 +128,8 @@ fn the_forced_choice_equals_an_independent_computation_and_reports_consistently(
         );
     }
 
-    // Statistics: the change is the mean of the per-item differences; the control is another latent,
-    // matched in contribution, and gets its own statistics.
+    // Statistics: the change is the mean of the per-item differences; each control is another latent
+    // whose edit moves the stream as far as the candidate's, with its own statistics.
     let changes: Vec<f64> = r
         .items
         .iter()
@@ -137,17 +139,31 @@ fn the_forced_choice_equals_an_independent_computation_and_reports_consistently(
     assert!((r.change.mean - changes.iter().sum::<f64>() / 30.0).abs() < 1e-12);
     assert!(r.change.ci_low < r.change.mean && r.change.mean < r.change.ci_high);
     assert!(!r.change.exact, "30 items: Monte Carlo sign flips");
-    assert_eq!(r.controls.len(), 1);
-    let control = &r.controls[0];
-    assert_ne!(control.latent, latent);
-    assert_eq!(control.matched_to, latent);
-    assert!(control.contribution > 0.0);
-    if control.in_range {
-        let ratio = control.contribution / control.candidate_contribution;
-        assert!((0.5..=2.0).contains(&ratio), "{ratio}");
+    assert_eq!(r.controls.len(), 5);
+    let norms = crosscoder.decoder_norms();
+    let mut seen = vec![latent];
+    for draw in &r.controls {
+        let control = &draw.latents[0];
+        assert!(!seen.contains(&control.latent), "a latent serves once");
+        seen.push(control.latent);
+        assert_eq!(control.matched_to, latent);
+        assert!(control.cosine.abs() < 0.5);
+        let ratio = norms[[CHAT, latent]] / norms[[CHAT, control.latent]];
+        assert!((control.value_scale - ratio).abs() < 1e-6);
+        assert_eq!(draw.change.n, 30);
     }
-    assert!(r.control_change.is_some());
-    assert!(r.items.iter().all(|i| i.control.is_some()));
+    assert!(r.items.iter().all(|i| i.control.len() == 5));
+    // The first control's scores, independently: its redirected edit as a forward hook.
+    let redirected = control_edit(PreferenceEdit::Ablate, &r.controls[0].latents);
+    for (item, outcome) in items.iter().zip(&r.items).step_by(10) {
+        let reference = independent_log_p(&models, item, &item.agree, Some(&redirected));
+        let ours = outcome.control[0].log_p_agree;
+        assert!(
+            (ours - reference).abs() < 2e-3,
+            "{} control: {ours} vs {reference}",
+            item.id
+        );
+    }
     assert!(r.sentence().starts_with(&format!(
         "ablating latent #{latent} shifts the preference toward"
     )));

@@ -55,7 +55,9 @@ mod source;
 
 pub use checks::check_configs;
 pub use error::{PairError, Result};
-pub use lockstep::{dense_contribution, EditPlan, LatentEdit, LockstepStepper, PreparedEdit};
+pub use lockstep::{
+    dense_contribution, EditPlan, LatentEdit, LockstepStepper, PreparedEdit, RedirectedClamp,
+};
 pub use prompt::{
     assistant_flags, template_flags, tokenize_prompt, PairedActivations, PromptInput, TokenMeta,
     TokenRole, TokenizationMode, TokenizedPrompt,

@@ -41,6 +41,25 @@ pub enum LatentEdit {
         /// The latents `S` whose chat-minus-base contribution is added.
         latents: Option<Vec<usize>>,
     },
+    /// The change a clamp of each `source` would make, written along another latent's decoder vector:
+    /// `x' = h^c + sum (v - f_source) * scale * d_target^c`. With `scale = ||d_source^c|| /
+    /// ||d_target^c||` it moves the stream by exactly as much, at exactly the same positions, as the
+    /// clamp of the source, in a different direction: the matched-norm control of a clamp or an
+    /// ablation.
+    Redirected(Vec<RedirectedClamp>),
+}
+
+/// One entry of [`LatentEdit::Redirected`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RedirectedClamp {
+    /// The latent whose activation sets the size of the change.
+    pub source: usize,
+    /// The latent whose decoder vector gives its direction.
+    pub target: usize,
+    /// The value the source is notionally clamped to (0: an ablation).
+    pub value: f32,
+    /// The factor on the target's decoder vector.
+    pub scale: f32,
 }
 
 impl LatentEdit {
@@ -54,6 +73,7 @@ impl LatentEdit {
         match self {
             LatentEdit::Clamp(v) | LatentEdit::Steer(v) => v.iter().map(|(j, _)| *j).collect(),
             LatentEdit::PatchIntoBase { latents } => latents.clone().unwrap_or_default(),
+            LatentEdit::Redirected(v) => v.iter().flat_map(|r| [r.source, r.target]).collect(),
         }
     }
 
@@ -84,6 +104,9 @@ impl LatentEdit {
         &self,
         crosscoder: &dyn Crosscoder,
     ) -> std::result::Result<PreparedEdit, CrosscoderError> {
+        if let LatentEdit::Redirected(entries) = self {
+            return PreparedEdit::redirected(self, entries, crosscoder);
+        }
         // Each latent once; a latent named twice takes its last value.
         let named: BTreeMap<usize, f32> = match self {
             LatentEdit::Clamp(v) | LatentEdit::Steer(v) => v.iter().copied().collect(),
@@ -91,22 +114,13 @@ impl LatentEdit {
                 set.iter().map(|j| (*j, 0.0)).collect()
             }
             LatentEdit::PatchIntoBase { latents: None } => BTreeMap::new(),
+            LatentEdit::Redirected(_) => unreachable!("prepared above"),
         };
         let (latents, values): (Vec<usize>, Vec<f32>) = named.into_iter().unzip();
-        let f_dim = crosscoder.dict_size();
         let directions = if latents.len() <= PreparedEdit::MAX_PRECOMPUTED
             && !matches!(self, LatentEdit::PatchIntoBase { latents: None })
         {
-            // decode(e_j) - decode(0) for each named latent j: any affine normaliser is undone.
-            let mut one_hot = Array2::zeros((latents.len() + 1, f_dim));
-            for (row, j) in latents.iter().enumerate() {
-                one_hot[[row + 1, *j]] = 1.0;
-            }
-            let decoded = crosscoder.decode(one_hot.view())?;
-            let (_, m, d) = decoded.dim();
-            Some(Array2::from_shape_fn((latents.len(), m * d), |(l, c)| {
-                decoded[[l + 1, c / d, c % d]] - decoded[[0, c / d, c % d]]
-            }))
+            Some(decoded_directions(crosscoder, &latents)?)
         } else {
             None
         };
@@ -114,9 +128,28 @@ impl LatentEdit {
             edit: self.clone(),
             latents,
             values,
+            sources: Vec::new(),
+            scales: Vec::new(),
             directions,
         })
     }
+}
+
+/// `decode(e_j) - decode(0)` for each of `latents`, `[latents, n_models * d]`: any affine
+/// normaliser is undone.
+fn decoded_directions(
+    crosscoder: &dyn Crosscoder,
+    latents: &[usize],
+) -> std::result::Result<Array2<f32>, CrosscoderError> {
+    let mut one_hot = Array2::zeros((latents.len() + 1, crosscoder.dict_size()));
+    for (row, j) in latents.iter().enumerate() {
+        one_hot[[row + 1, *j]] = 1.0;
+    }
+    let decoded = crosscoder.decode(one_hot.view())?;
+    let (_, m, d) = decoded.dim();
+    Ok(Array2::from_shape_fn((latents.len(), m * d), |(l, c)| {
+        decoded[[l + 1, c / d, c % d]] - decoded[[0, c / d, c % d]]
+    }))
 }
 
 /// A [`LatentEdit`] ready to apply at every step of a generation: the decoder directions of the
@@ -129,6 +162,10 @@ pub struct PreparedEdit {
     latents: Vec<usize>,
     /// Their clamp values or steering strengths (0 for a patch).
     values: Vec<f32>,
+    /// For a redirected clamp: each entry's source latent (whose activation sets the size).
+    sources: Vec<usize>,
+    /// For a redirected clamp: each entry's scale.
+    scales: Vec<f32>,
     /// `decode(e_j) - decode(0)` for each named latent, `[latents, n_models * d]`.
     directions: Option<Array2<f32>>,
 }
@@ -140,6 +177,23 @@ impl PreparedEdit {
     /// The edit.
     pub fn edit(&self) -> &LatentEdit {
         &self.edit
+    }
+
+    /// A redirected clamp: the targets' directions decoded, entries kept in order.
+    fn redirected(
+        edit: &LatentEdit,
+        entries: &[RedirectedClamp],
+        crosscoder: &dyn Crosscoder,
+    ) -> std::result::Result<PreparedEdit, CrosscoderError> {
+        let latents: Vec<usize> = entries.iter().map(|r| r.target).collect();
+        Ok(PreparedEdit {
+            edit: edit.clone(),
+            directions: Some(decoded_directions(crosscoder, &latents)?),
+            latents,
+            values: entries.iter().map(|r| r.value).collect(),
+            sources: entries.iter().map(|r| r.source).collect(),
+            scales: entries.iter().map(|r| r.scale).collect(),
+        })
     }
 
     /// The edited chat rows, given the base and chat rows `[n, d]` at the hook.
@@ -168,6 +222,14 @@ impl PreparedEdit {
             LatentEdit::Steer(_) => {
                 let coefficients =
                     Array2::from_shape_fn((n, self.latents.len()), |(_, l)| self.values[l]);
+                let c = self.contribution(crosscoder, &coefficients)?;
+                Ok(&chat + &c.index_axis(Axis(1), CHAT))
+            }
+            LatentEdit::Redirected(_) => {
+                let f = encode()?;
+                let coefficients = Array2::from_shape_fn((n, self.latents.len()), |(r, l)| {
+                    (self.values[l] - f[[r, self.sources[l]]]) * self.scales[l]
+                });
                 let c = self.contribution(crosscoder, &coefficients)?;
                 Ok(&chat + &c.index_axis(Axis(1), CHAT))
             }
@@ -489,6 +551,12 @@ mod tests {
             LatentEdit::PatchIntoBase {
                 latents: Some(vec![4, 0, 4]),
             },
+            LatentEdit::Redirected(vec![RedirectedClamp {
+                source: 3,
+                target: 9,
+                value: 2.0,
+                scale: 1.5,
+            }]),
         ];
         for edit in edits {
             let prepared = edit.prepare(cc.as_ref()).unwrap();
@@ -505,5 +573,63 @@ mod tests {
             assert!(err < 1e-5, "{edit:?}: {err}");
             assert!((&fast - &chat).iter().any(|v| v.abs() > 1e-3), "{edit:?}");
         }
+    }
+
+    #[test]
+    fn a_redirected_clamp_moves_the_stream_as_far_as_the_clamp_in_another_direction() {
+        let cc = crosscoder();
+        let base = Array2::from_shape_vec((4, D), uniform(4 * D, 7, 2.0)).unwrap();
+        let chat = Array2::from_shape_vec((4, D), uniform(4 * D, 8, 2.0)).unwrap();
+        let apply = |edit: LatentEdit| edit.apply(cc.as_ref(), base.view(), chat.view()).unwrap();
+        let clamp = apply(LatentEdit::Clamp(vec![(3, 0.25)]));
+        // Onto itself with scale 1 it is the clamp.
+        let onto_itself = apply(LatentEdit::Redirected(vec![RedirectedClamp {
+            source: 3,
+            target: 3,
+            value: 0.25,
+            scale: 1.0,
+        }]));
+        let err = (&clamp - &onto_itself)
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
+        assert!(err < 1e-5, "{err}");
+        // Onto latent 9 with the norm ratio: the same change per row, along d_9.
+        let norms = LatentEdit::Steer(vec![(3, 1.0)])
+            .apply(cc.as_ref(), base.view(), chat.view())
+            .unwrap()
+            - &chat;
+        let norm_3 = norms.row(0).dot(&norms.row(0)).sqrt();
+        let d9 = LatentEdit::Steer(vec![(9, 1.0)])
+            .apply(cc.as_ref(), base.view(), chat.view())
+            .unwrap()
+            - &chat;
+        let norm_9 = d9.row(0).dot(&d9.row(0)).sqrt();
+        let redirected = apply(LatentEdit::Redirected(vec![RedirectedClamp {
+            source: 3,
+            target: 9,
+            value: 0.25,
+            scale: norm_3 / norm_9,
+        }]));
+        for r in 0..4 {
+            let a = &clamp.row(r) - &chat.row(r);
+            let b = &redirected.row(r) - &chat.row(r);
+            let (na, nb) = (a.dot(&a).sqrt(), b.dot(&b).sqrt());
+            assert!(
+                (na - nb).abs() < 1e-4 * na.max(1.0),
+                "row {r}: {na} vs {nb}"
+            );
+            let cos = b.dot(&d9.row(0)) / (nb * norm_9).max(1e-12);
+            assert!(nb < 1e-6 || cos.abs() > 0.999, "row {r}: along d_9 ({cos})");
+        }
+        assert_eq!(
+            LatentEdit::Redirected(vec![RedirectedClamp {
+                source: 3,
+                target: 9,
+                value: 0.0,
+                scale: 1.0
+            }])
+            .latents(),
+            vec![3, 9]
+        );
     }
 }

@@ -407,15 +407,15 @@ fn behaviour_table(r: &Day1Results, out: &mut String) {
         )
     };
     out.push_str(&row(&b.edit, &b.change));
-    if let Some(control) = &b.control_change {
-        let names: Vec<String> = b
-            .controls
+    for draw in &b.controls {
+        let names: Vec<String> = draw
+            .latents
             .iter()
             .map(|c| format!("#{}", c.latent))
             .collect();
         out.push_str(&row(
             &format!("matched random latent {}", names.join(", ")),
-            control,
+            &draw.change,
         ));
     }
     out.push_str("</table>");

@@ -26,7 +26,7 @@ use crate::measures::{negative_log_likelihood, MeanCi};
 use crate::paired::PairedStats;
 use crate::spec::SteeringModels;
 
-pub use control::{choose_controls, ControlLatent};
+pub use control::{choose_controls, control_edit, ControlLatent};
 pub use judge::{judge, JudgedAnswer, Verdict};
 
 /// One forced-choice item.
@@ -62,16 +62,9 @@ pub enum PreferenceEdit {
 }
 
 impl PreferenceEdit {
-    /// The edit of `latents`, each value scaled by its factor (1 for the candidates; the norm ratio
-    /// for matched controls, so that the residual stream moves by the same amount).
-    pub fn on(&self, latents: &[usize], scales: &[f32]) -> LatentEdit {
-        let values = |v: f32| -> Vec<(usize, f32)> {
-            latents
-                .iter()
-                .zip(scales)
-                .map(|(j, s)| (*j, v * s))
-                .collect()
-        };
+    /// The edit of `latents`.
+    pub fn on(&self, latents: &[usize]) -> LatentEdit {
+        let values = |v: f32| -> Vec<(usize, f32)> { latents.iter().map(|j| (*j, v)).collect() };
         match *self {
             PreferenceEdit::Ablate => LatentEdit::ablate(latents),
             PreferenceEdit::Clamp(v) => LatentEdit::Clamp(values(v)),
@@ -102,9 +95,9 @@ pub struct PreferenceSpec {
     pub latents: Vec<usize>,
     /// The edit.
     pub edit: PreferenceEdit,
-    /// Also run a matched-norm random-latent control.
-    pub control: bool,
-    /// The control's seed.
+    /// How many matched-norm random-latent controls to run (0: none), each drawn separately.
+    pub controls: usize,
+    /// The controls' seed.
     pub control_seed: u64,
     /// New tokens of each free answer (0: no free generation).
     pub free_tokens: usize,
@@ -113,12 +106,12 @@ pub struct PreferenceSpec {
 }
 
 impl PreferenceSpec {
-    /// Ablating `latents`, with the control, 24 free tokens, 8 items per batch.
+    /// Ablating `latents`, with five controls, 24 free tokens, 8 items per batch.
     pub fn ablate(latents: Vec<usize>) -> Self {
         PreferenceSpec {
             latents,
             edit: PreferenceEdit::Ablate,
-            control: true,
+            controls: 5,
             control_seed: 20,
             free_tokens: 24,
             batch_size: 8,
@@ -186,9 +179,9 @@ pub struct ItemOutcome {
     pub baseline: ChoiceScore,
     /// With the candidates edited.
     pub edited: ChoiceScore,
-    /// With the controls edited.
-    pub control: Option<ChoiceScore>,
-    /// Free answers (baseline, edited, control), when asked for.
+    /// With each control edited (in the order of [`PreferenceResults::controls`]).
+    pub control: Vec<ChoiceScore>,
+    /// Free answers (baseline, edited, first control), when asked for.
     pub free: Option<FreeAnswers>,
 }
 
@@ -199,7 +192,7 @@ pub struct FreeAnswers {
     pub baseline: JudgedAnswer,
     /// With the candidates edited.
     pub edited: JudgedAnswer,
-    /// With the controls edited.
+    /// With the first control edited.
     pub control: Option<JudgedAnswer>,
 }
 
@@ -241,15 +234,39 @@ pub struct PreferenceResults {
     pub baseline_preference: MeanCi,
     /// The change of the preference with the candidates edited (edited minus baseline).
     pub change: PairedStats,
-    /// The controls, one matched to each candidate.
-    pub controls: Vec<ControlLatent>,
-    /// The change with the controls edited.
-    pub control_change: Option<PairedStats>,
-    /// Free-answer verdicts: baseline, edited, control.
+    /// The controls: each a draw of random latents, one standing in for each candidate, and the change
+    /// of the preference with them edited.
+    pub controls: Vec<ControlDraw>,
+    /// Free-answer verdicts: baseline, edited, first control.
     pub free_verdicts: Option<[Option<VerdictCounts>; 3]>,
 }
 
+/// One control: its latents and what editing them does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlDraw {
+    /// One random latent per candidate.
+    pub latents: Vec<ControlLatent>,
+    /// The change of the preference with them edited (edited minus baseline).
+    pub change: PairedStats,
+}
+
 impl PreferenceResults {
+    /// How many controls' 95% intervals include 0.
+    pub fn controls_including_zero(&self) -> usize {
+        self.controls
+            .iter()
+            .filter(|c| !c.change.excludes_zero())
+            .count()
+    }
+
+    /// The largest `|mean change|` of the controls (0 without controls).
+    pub fn largest_control_shift(&self) -> f64 {
+        self.controls
+            .iter()
+            .map(|c| c.change.mean.abs())
+            .fold(0.0, f64::max)
+    }
+
     /// `"ablating latent #7 shifts the preference toward correcting the user by 1.234 nats
     /// [0.812, 1.656], p = 2.4e-5, n = 30 (matched random latent #12: +0.010 [-0.05, 0.07], p = 0.71)"`.
     pub fn sentence(&self) -> String {
@@ -268,16 +285,18 @@ impl PreferenceResults {
             crate::paired::format_p(c.p_value),
             c.n
         );
-        if let Some(control) = &self.control_change {
-            let names: Vec<String> = self
+        if !self.controls.is_empty() {
+            let (lo, hi) = self
                 .controls
                 .iter()
-                .map(|c| format!("#{}", c.latent))
-                .collect();
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), c| {
+                    (lo.min(c.change.mean), hi.max(c.change.mean))
+                });
             s.push_str(&format!(
-                "; a matched-norm random latent ({}) moves it {}",
-                names.join(", "),
-                control.describe()
+                "; {} matched-norm random latents move it by {lo:+.3} to {hi:+.3} ({} of {} intervals include 0)",
+                self.controls.len(),
+                self.controls_including_zero(),
+                self.controls.len()
             ));
         }
         s
@@ -309,30 +328,25 @@ pub fn run_preference(
             ))
         })
         .collect::<Result<_>>()?;
-    let controls = if spec.control {
-        choose_controls(models, &spec.latents, &prompts, spec.control_seed)?
+    let draws = choose_controls(models, &spec.latents, spec.control_seed, spec.controls)?;
+    let free_runs = if spec.free_tokens > 0 {
+        2 + usize::from(!draws.is_empty())
     } else {
-        Vec::new()
+        0
     };
-    let conditions = 2 + usize::from(!controls.is_empty());
-    let bar = crate::experiment::progress_bar(
-        progress,
-        conditions * (1 + usize::from(spec.free_tokens > 0)),
-    );
-    bar.set_message("forced choice: baseline, edited, control");
-    let ones = vec![1.0; spec.latents.len()];
-    let edited_plan = EditPlan::everywhere(spec.edit.on(&spec.latents, &ones));
-    let control_plan = (!controls.is_empty()).then(|| {
-        let latents: Vec<usize> = controls.iter().map(|c| c.latent).collect();
-        let scales: Vec<f32> = controls.iter().map(|c| c.value_scale).collect();
-        EditPlan::everywhere(spec.edit.on(&latents, &scales))
-    });
+    let bar = crate::experiment::progress_bar(progress, 2 + draws.len() + free_runs);
+    bar.set_message("forced choice: baseline, edited, controls");
+    let edited_plan = EditPlan::everywhere(spec.edit.on(&spec.latents));
+    let control_plans: Vec<EditPlan> = draws
+        .iter()
+        .map(|d| EditPlan::everywhere(control_edit(spec.edit, d)))
+        .collect();
     let baseline = scores(models, spec, &prompts, &answers, None, &bar)?;
     let edited = scores(models, spec, &prompts, &answers, Some(&edited_plan), &bar)?;
-    let control = control_plan
-        .as_ref()
+    let control: Vec<Vec<ChoiceScore>> = control_plans
+        .iter()
         .map(|plan| scores(models, spec, &prompts, &answers, Some(plan), &bar))
-        .transpose()?;
+        .collect::<Result<_>>()?;
     let free = (spec.free_tokens > 0)
         .then(|| {
             free_answers(
@@ -341,7 +355,7 @@ pub fn run_preference(
                 items,
                 &prompts,
                 &edited_plan,
-                control_plan.as_ref(),
+                control_plans.first(),
                 &bar,
             )
         })
@@ -359,7 +373,7 @@ pub fn run_preference(
             answer_tokens: (answers[i].0.len(), answers[i].1.len()),
             baseline: baseline[i],
             edited: edited[i],
-            control: control.as_ref().map(|c| c[i]),
+            control: control.iter().map(|c| c[i]).collect(),
             free: free.as_ref().map(|f| f[i].clone()),
         })
         .collect();
@@ -371,16 +385,20 @@ pub fn run_preference(
     };
     let base = preference(&|o| Some(o.baseline));
     let change = PairedStats::of_pairs(&base, &preference(&|o| Some(o.edited)));
-    let control_change = control
-        .as_ref()
-        .map(|_| PairedStats::of_pairs(&base, &preference(&|o| o.control)));
+    let controls: Vec<ControlDraw> = draws
+        .into_iter()
+        .enumerate()
+        .map(|(k, latents)| ControlDraw {
+            latents,
+            change: PairedStats::of_pairs(&base, &preference(&|o| o.control.get(k).copied())),
+        })
+        .collect();
     let free_verdicts = free.as_ref().map(|f| {
         [
             Some(VerdictCounts::of(f.iter().map(|a| &a.baseline))),
             Some(VerdictCounts::of(f.iter().map(|a| &a.edited))),
-            control
-                .as_ref()
-                .map(|_| VerdictCounts::of(f.iter().filter_map(|a| a.control.as_ref()))),
+            (!controls.is_empty())
+                .then(|| VerdictCounts::of(f.iter().filter_map(|a| a.control.as_ref()))),
         ]
     });
     Ok(PreferenceResults {
@@ -390,7 +408,6 @@ pub fn run_preference(
         items: outcomes,
         change,
         controls,
-        control_change,
         free_verdicts,
     })
 }

@@ -73,11 +73,11 @@ fn series(r: &PreferenceResults) -> Vec<(&'static str, RGBColor, Vec<f64>)> {
         PALETTE[0],
         change(&|i| Some(i.edited.preference)),
     )];
-    if r.control_change.is_some() {
+    if !r.controls.is_empty() {
         out.push((
-            "matched control edited",
+            "first matched control edited",
             PALETTE[1],
-            change(&|i| i.control.map(|c| c.preference)),
+            change(&|i| i.control.first().map(|c| c.preference)),
         ));
     }
     out
@@ -147,9 +147,15 @@ fn changes_panel(
     r: &PreferenceResults,
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
 ) -> Drawn {
-    let mut bars: Vec<(&str, RGBColor, &PairedStats)> = vec![("candidates", PALETTE[0], &r.change)];
-    if let Some(control) = &r.control_change {
-        bars.push(("control", PALETTE[1], control));
+    let names: Vec<String> = std::iter::once("candidates".to_string())
+        .chain(r.controls.iter().map(|c| {
+            let ids: Vec<String> = c.latents.iter().map(|l| format!("#{}", l.latent)).collect();
+            ids.join("+")
+        }))
+        .collect();
+    let mut bars: Vec<(&str, RGBColor, &PairedStats)> = vec![(&names[0], PALETTE[0], &r.change)];
+    for (k, c) in r.controls.iter().enumerate() {
+        bars.push((&names[k + 1], PALETTE[1], &c.change));
     }
     let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
     let lo = bars
@@ -249,22 +255,22 @@ fn report(r: &PreferenceResults, png: &[u8]) -> String {
         n = r.items.len(),
         change = stats_cells(&r.change),
     );
-    if let Some(control) = &r.control_change {
-        let names: Vec<String> = r
-            .controls
+    for draw in &r.controls {
+        let names: Vec<String> = draw
+            .latents
             .iter()
             .map(|c| {
                 format!(
-                    "#{} (for #{}, contribution {:.3} vs {:.3})",
-                    c.latent, c.matched_to, c.contribution, c.candidate_contribution
+                    "#{} (for #{}: its change along #{}, x{:.3}; cosine {:.2})",
+                    c.latent, c.matched_to, c.latent, c.value_scale, c.cosine
                 )
             })
             .collect();
         let _ = write!(
             h,
-            "<tr><td class=\"l\">matched control {}</td>{}</tr>",
+            "<tr><td class=\"l\">matched random control {}</td>{}</tr>",
             escape(&names.join(", ")),
-            stats_cells(control)
+            stats_cells(&draw.change)
         );
     }
     let _ = write!(
@@ -286,7 +292,7 @@ fn report(r: &PreferenceResults, png: &[u8]) -> String {
         for (name, counts) in [
             ("unedited", Some(base)),
             ("candidates edited", Some(edited)),
-            ("control edited", control.as_ref()),
+            ("first control edited", control.as_ref()),
         ] {
             if let Some(c) = counts {
                 let _ = write!(
@@ -298,7 +304,7 @@ fn report(r: &PreferenceResults, png: &[u8]) -> String {
         }
         let _ = write!(h, "</table>");
     }
-    let _ = write!(h, "<h2>Items</h2><table><tr><th>item</th><th>prompt</th><th>unedited</th><th>edited</th><th>control</th></tr>");
+    let _ = write!(h, "<h2>Items</h2><table><tr><th>item</th><th>prompt</th><th>unedited</th><th>edited</th><th>controls</th></tr>");
     for i in &r.items {
         let _ = write!(
             h,
@@ -307,7 +313,11 @@ fn report(r: &PreferenceResults, png: &[u8]) -> String {
             escape(&i.prompt),
             i.baseline.preference,
             i.edited.preference,
-            i.control.map_or("-".into(), |c| format!("{:+.3}", c.preference))
+            if i.control.is_empty() {
+                "-".to_string()
+            } else {
+                i.control.iter().map(|c| format!("{:+.3}", c.preference)).collect::<Vec<_>>().join(" ")
+            }
         );
     }
     let _ = write!(h, "</table>");
