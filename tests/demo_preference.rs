@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crosscoder::Crosscoder;
 use diff_analysis::behaviour::preference_items;
 use gemma_model::{PaddingSide, RunRequest, TokenBatch};
-use model_pair::{LatentEdit, BASE, CHAT};
+use model_pair::{LatentEdit, CHAT};
 use ndarray::{s, Array2};
 use persona_dataset::PersonaDataset;
 use steering::preference::control_edit;
@@ -80,13 +80,7 @@ fn independent_log_p(
 #[test]
 fn the_forced_choice_equals_an_independent_computation_and_reports_consistently() {
     let (runner, crosscoder, _) = common::demo_runner(false);
-    let models = SteeringModels {
-        base: runner.model(BASE),
-        chat: runner.model(CHAT),
-        tokenizer: runner.tokenizer(),
-        crosscoder: crosscoder.clone(),
-        hook: runner.hook(),
-    };
+    let models = common::steering_models(&runner, &crosscoder);
     let items = preference_items(&PersonaDataset::shipped());
     assert_eq!(items.len(), 30);
     let latent = belief_latent(crosscoder.as_ref());
@@ -200,13 +194,7 @@ fn the_forced_choice_equals_an_independent_computation_and_reports_consistently(
 #[test]
 fn a_bad_request_is_a_typed_error() {
     let (runner, crosscoder, _) = common::demo_runner(false);
-    let models = SteeringModels {
-        base: runner.model(BASE),
-        chat: runner.model(CHAT),
-        tokenizer: runner.tokenizer(),
-        crosscoder: crosscoder.clone(),
-        hook: runner.hook(),
-    };
+    let models = common::steering_models(&runner, &crosscoder);
     let items = preference_items(&PersonaDataset::shipped());
     let too_far = run_preference(
         &models,
