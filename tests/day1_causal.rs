@@ -8,9 +8,8 @@ use diff_analysis::behaviour::test_sycophancy_behaviour;
 use diff_analysis::causal::{run_causal_tests, CausalOptions};
 use diff_analysis::output::summary::summarize;
 use diff_analysis::{Day1, Day1Options};
-use model_pair::{BASE, CHAT};
 use persona_dataset::PersonaDataset;
-use steering::{PreferenceSpec, SteeringModels};
+use steering::PreferenceSpec;
 
 #[test]
 fn the_child_latent_is_causal_for_the_simple_register() {
@@ -23,13 +22,7 @@ fn the_child_latent_is_causal_for_the_simple_register() {
         })
         .run()
         .unwrap();
-    let models = SteeringModels {
-        base: runner.model(BASE),
-        chat: runner.model(CHAT),
-        tokenizer: runner.tokenizer(),
-        crosscoder: crosscoder.clone(),
-        hook: runner.hook(),
-    };
+    let models = common::steering_models(&runner, &crosscoder);
     let options = CausalOptions {
         targets: manifest
             .reader

@@ -61,4 +61,18 @@ pub fn demo_runner(
     (runner, crosscoder, manifest)
 }
 
+/// The causal tests' view of a runner and a crosscoder: base to the hook, chat whole, their tokenizer.
+pub fn steering_models<'m>(
+    runner: &'m model_pair::StereoRunner,
+    crosscoder: &std::sync::Arc<dyn crosscoder::Crosscoder>,
+) -> steering::SteeringModels<'m> {
+    steering::SteeringModels {
+        base: runner.model(model_pair::BASE),
+        chat: runner.model(model_pair::CHAT),
+        tokenizer: runner.tokenizer(),
+        crosscoder: crosscoder.clone(),
+        hook: runner.hook(),
+    }
+}
+
 pub mod browser;

@@ -121,14 +121,7 @@ impl SteeringSpec {
     /// Checks the spec against a dictionary of `dict_size` latents.
     pub fn validate(&self, dict_size: usize) -> Result<()> {
         let bad = |reason: String| Err(SteeringError::InvalidInput { reason });
-        if self.latents.is_empty() {
-            return bad("name at least one latent".into());
-        }
-        if let Some(j) = self.latents.iter().find(|j| **j >= dict_size) {
-            return bad(format!(
-                "latent {j} is out of range: the crosscoder has {dict_size}"
-            ));
-        }
+        check_latents(&self.latents, dict_size)?;
         if self.kind.has_strength() && self.strengths.is_empty() {
             return bad("give at least one strength".into());
         }
@@ -168,6 +161,20 @@ impl SteeringSpec {
             },
         }
     }
+}
+
+/// Latents to edit: at least one, each within a dictionary of `dict_size`.
+pub(crate) fn check_latents(latents: &[usize], dict_size: usize) -> Result<()> {
+    let bad = |reason: String| Err(SteeringError::InvalidInput { reason });
+    if latents.is_empty() {
+        return bad("name at least one latent".into());
+    }
+    if let Some(j) = latents.iter().find(|j| **j >= dict_size) {
+        return bad(format!(
+            "latent {j} is out of range: the crosscoder has {dict_size}"
+        ));
+    }
+    Ok(())
 }
 
 /// The models of a causal test: the base model (loaded at least to the hook), the chat model (whole),

@@ -7,7 +7,7 @@ use figures::{draw_png, err, padded, tick, Drawn, FAMILY};
 use plotters::prelude::*;
 
 use super::KlEvaluation;
-use crate::error::{Result, SteeringError};
+use crate::error::Result;
 
 /// The JSON results.
 pub const JSON_FILE: &str = "kl_evaluation.json";
@@ -30,24 +30,14 @@ struct JsonFile<'a> {
 
 /// Writes `kl_evaluation.json` and `kl_evaluation.png` into `dir` (created if needed).
 pub fn write_kl_evaluation(results: &KlEvaluation, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|source| SteeringError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let json = dir.join(JSON_FILE);
-    let text = serde_json::to_string_pretty(&JsonFile {
-        schema_version: SCHEMA_VERSION,
-        results,
-    })
-    .map_err(|e| SteeringError::InvalidInput {
-        reason: format!("cannot serialise the KL evaluation: {e}"),
-    })?;
-    stereo_core::atomic_file::write_atomic(&json, text.as_bytes()).map_err(|e| {
-        SteeringError::Io {
-            path: e.path,
-            source: e.source,
-        }
-    })?;
+    let json = crate::output::write_json(
+        dir,
+        JSON_FILE,
+        &JsonFile {
+            schema_version: SCHEMA_VERSION,
+            results,
+        },
+    )?;
     let plot = dir.join(PLOT_FILE);
     draw_kl_evaluation(results, &plot)?;
     Ok(vec![json, plot])

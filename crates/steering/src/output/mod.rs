@@ -32,25 +32,33 @@ struct JsonFile<'a> {
 
 /// Writes the three files into `dir` (created if needed) and returns their paths.
 pub fn write_all(results: &SteeringResults, dir: &Path) -> Result<Vec<PathBuf>> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SteeringError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let json = dir.join(JSON_FILE);
-    let text = serde_json::to_string_pretty(&JsonFile {
-        schema_version: SCHEMA_VERSION,
-        results,
-    })
-    .map_err(|e| SteeringError::InvalidInput {
-        reason: format!("cannot serialise the results: {e}"),
-    })?;
-    write(&json, text.as_bytes())?;
+    let json = write_json(
+        dir,
+        JSON_FILE,
+        &JsonFile {
+            schema_version: SCHEMA_VERSION,
+            results,
+        },
+    )?;
     let plot = dir.join(PLOT_FILE);
     draw_dose_response(results, &plot)?;
     let html = dir.join(HTML_FILE);
     write(&html, report_html(results, &plot)?.as_bytes())?;
     Ok(vec![json, plot, html])
+}
+
+/// Creates `dir` if needed and writes `value` there as pretty JSON (atomically); returns the path.
+pub(crate) fn write_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|source| SteeringError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(name);
+    let text = serde_json::to_string_pretty(value).map_err(|e| SteeringError::InvalidInput {
+        reason: format!("cannot serialise {name}: {e}"),
+    })?;
+    write(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -120,14 +120,7 @@ impl PreferenceSpec {
 
     fn validate(&self, dict_size: usize, items: &[PreferenceItem]) -> Result<()> {
         let bad = |reason: String| Err(SteeringError::InvalidInput { reason });
-        if self.latents.is_empty() {
-            return bad("name at least one latent".into());
-        }
-        if let Some(j) = self.latents.iter().find(|j| **j >= dict_size) {
-            return bad(format!(
-                "latent {j} is out of range: the crosscoder has {dict_size}"
-            ));
-        }
+        crate::spec::check_latents(&self.latents, dict_size)?;
         if let PreferenceEdit::Clamp(v) | PreferenceEdit::Steer(v) = self.edit {
             if !v.is_finite() {
                 return bad(format!("edit value {v} is not a finite number"));

@@ -13,7 +13,7 @@ use plotters::prelude::*;
 use super::{JudgedAnswer, PreferenceResults, Verdict};
 use crate::error::{Result, SteeringError};
 use crate::output::html::CSS;
-use crate::output::write;
+use crate::output::{write, write_json};
 use crate::paired::{format_p, PairedStats};
 
 /// The JSON results.
@@ -35,20 +35,15 @@ struct JsonFile<'a> {
 
 /// Writes the three files into `dir` (created if needed) and returns their paths.
 pub fn write_preference(results: &PreferenceResults, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|source| SteeringError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let json = dir.join(JSON_FILE);
-    let text = serde_json::to_string_pretty(&JsonFile {
-        schema_version: SCHEMA_VERSION,
-        sentence: results.sentence(),
-        results,
-    })
-    .map_err(|e| SteeringError::InvalidInput {
-        reason: format!("cannot serialise the results: {e}"),
-    })?;
-    write(&json, text.as_bytes())?;
+    let json = write_json(
+        dir,
+        JSON_FILE,
+        &JsonFile {
+            schema_version: SCHEMA_VERSION,
+            sentence: results.sentence(),
+            results,
+        },
+    )?;
     let plot = dir.join(PLOT_FILE);
     draw_png(&plot, || draw(results, &plot))?;
     let png = std::fs::read(&plot).map_err(|source| SteeringError::Io {
