@@ -313,7 +313,7 @@ impl Gains {
         reader_threshold: 0.8,
         reader_up: 1.0,
         reader_write: 3.0,
-        belief_reader_write: 1.5,
+        belief_reader_write: 0.75,
         read_std: 0.125,
         write_std: 0.125,
         down_std: 0.088,
