@@ -314,6 +314,7 @@ fn tokenizer_has_gemma_special_tokens_and_one_token_per_persona_word() {
 #[test]
 fn reference_detector_agrees_with_the_persona_roles() {
     let mut problems = Vec::new();
+    let (mut child_prompts, mut child_fired) = (0, 0);
     for p in persona_runs() {
         let kinds: BTreeSet<Mechanism> = p.run.cues.iter().map(|c| c.mechanism).collect();
         let lower = p.text.to_lowercase();
@@ -321,7 +322,14 @@ fn reference_detector_agrees_with_the_persona_roles() {
             .iter()
             .any(|c| lower.contains(c));
         let ok = match p.role {
-            Role::Child => kinds == BTreeSet::from([Mechanism::ChildNovice]),
+            // The child mechanism reads the user speaking about themselves in a few set ways ("I'm 7",
+            // "I'm a kid", "my teacher", a child's spelling): most child and novice prompts, not all
+            // ("I'm a complete beginner" has `I'm` three tokens back). It never fires on others.
+            Role::Child => {
+                child_prompts += 1;
+                child_fired += usize::from(!kinds.is_empty());
+                kinds.is_empty() || kinds == BTreeSet::from([Mechanism::ChildNovice])
+            }
             // 4 biased prompts use "I'm convinced", on which the demo mechanism does not fire.
             Role::Belief => {
                 kinds
@@ -341,6 +349,10 @@ fn reference_detector_agrees_with_the_persona_roles() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        child_fired * 100 >= 80 * child_prompts,
+        "{child_fired} of {child_prompts} child prompts have a cue"
+    );
 }
 
 // ---- the planted mechanisms at the hook ----

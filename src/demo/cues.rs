@@ -2,18 +2,19 @@
 //! which tokens the planted circuits treat as cues.
 //!
 //! A *lexeme* is a token without its leading `▁`, lowercased: `"▁Think"`, `"think"` and `"THINK"`
-//! are the lexeme `think`, and their embeddings carry the same features. The cue rules follow the
-//! persona dataset's datasheet (`fixtures/persona/DATASHEET.md`, "Cue phrases"), which tests enforce
-//! on the shipped prompts:
+//! are the lexeme `think`, and their embeddings carry the same features. The child mechanism reads the
+//! user speaking *about themselves*: a stated age or a child or novice noun after `I'm`, a school role
+//! after `my`, and a child's spelling; the same words about someone else ("my son is 5"), negated
+//! ("I'm not a kid") or reported in quotes (`'I am 7'`) are no cues, so the confound probes can tell a
+//! user model from a word detector.
 //!
-//! | mechanism | one-token cues | two-token cues (marker, then word) |
+//! | mechanism | one-token cues | cue rules (a marker one or two tokens back, then the cue word) |
 //! |---|---|---|
-//! | child / novice | `kid(s)`, `child(ren)`, `kindergarten`, `school(s)`, `teacher(s)`, `homework`, `beginner(s)`, `mom`, `mommy`, `dad`, `daddy`, `mom's`, `dad's`, `N-year-old` | `years`/`year` + `old`; `just` + `started`; `I'm`/`am` + an age 3-17 (`7`, `seven`) |
-//! | belief | - | `I` + `think`; `I` + `believe`; `I'm`/`am` + `sure` |
+//! | child / novice | child spelling: the lowercase token `i`, `u`, `ur`, `dont`, `whats`, `becuz`, `tru` | `I'm` + age 3-17 (`7`, `seven`); `I'm` _ + child noun (`kid(s)`, `child`, `beginner(s)`, `novice`, `kindergarten`), unless the word between is a negation (`not`, `no`, `never`, `far`); `I` _ + `started`; `my`/`our` + `teacher(s)`, `mom`, `mommy`, `dad`, `daddy`; `at` + `school` |
+//! | belief | - | `I` + `think`; `I` + `believe`; `I'm` + `sure` |
 //!
-//! The cue *token* of a two-token cue is its second token (`think` in "I think"): that is where the
-//! network has seen both words. Expert cues ("I'm a cardiologist", "20 years of experience") are no
-//! cues: `I'm` + `a` and `years` + `of` match no rule.
+//! The cue *token* of a rule is its last word (`think` in "I think"): that is where the network has
+//! seen both words. Expert cues ("I'm a cardiologist", "20 years of experience") match no rule.
 
 use std::fmt;
 
@@ -61,38 +62,45 @@ impl fmt::Display for Mechanism {
     }
 }
 
-/// First word of a two-token cue. Its embedding carries a *marker* feature, which the layer-0
-/// previous-token head copies to the next position.
+/// A word a cue rule looks back for. Its embedding carries a *marker* feature, which the layer-0
+/// previous-token head copies one position on (`prev:*`) and its partner head two positions on
+/// (`prev2:*`, for the markers [`Marker::TWO_BACK`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Marker {
     /// `I`.
     I,
-    /// `I'm`, `am`.
+    /// `I'm`.
     IAm,
-    /// `years`, `year`.
-    Years,
-    /// `just`.
-    Just,
+    /// `my`, `our`.
+    My,
+    /// `at`.
+    At,
+    /// A negation: `not`, `no`, `never`, `far`.
+    Neg,
 }
 
 impl Marker {
-    pub const ALL: [Marker; 4] = [Marker::I, Marker::IAm, Marker::Years, Marker::Just];
+    pub const ALL: [Marker; 5] = [Marker::I, Marker::IAm, Marker::My, Marker::At, Marker::Neg];
+    /// The markers copied two tokens on as well.
+    pub const TWO_BACK: [Marker; 2] = [Marker::I, Marker::IAm];
 
     pub fn name(self) -> &'static str {
         match self {
             Marker::I => "I",
             Marker::IAm => "I'm",
-            Marker::Years => "years",
-            Marker::Just => "just",
+            Marker::My => "my",
+            Marker::At => "at",
+            Marker::Neg => "not",
         }
     }
 
     pub fn lexemes(self) -> &'static [&'static str] {
         match self {
             Marker::I => &["i"],
-            Marker::IAm => &["i'm", "am"],
-            Marker::Years => &["years", "year"],
-            Marker::Just => &["just"],
+            Marker::IAm => &["i'm"],
+            Marker::My => &["my", "our"],
+            Marker::At => &["at"],
+            Marker::Neg => &["not", "no", "never", "far"],
         }
     }
 
@@ -103,27 +111,33 @@ impl Marker {
     }
 }
 
-/// Second word of a two-token cue. Its embedding carries a *word* feature, which a layer-0 MLP
-/// neuron combines with the copied marker.
+/// The cue word of a rule. Its embedding carries a *word* feature, which a layer-0 MLP neuron
+/// combines with the copied marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Second {
     Think,
     Believe,
     Sure,
-    Old,
-    Started,
     /// A stated age, 3 to 17, in digits or words.
     Age,
+    Started,
+    /// `kid(s)`, `child`, `beginner(s)`, `novice`, `kindergarten`.
+    ChildNoun,
+    /// `teacher(s)`, `mom`, `mommy`, `dad`, `daddy`.
+    SchoolRole,
+    School,
 }
 
 impl Second {
-    pub const ALL: [Second; 6] = [
+    pub const ALL: [Second; 8] = [
         Second::Think,
         Second::Believe,
         Second::Sure,
-        Second::Old,
-        Second::Started,
         Second::Age,
+        Second::Started,
+        Second::ChildNoun,
+        Second::SchoolRole,
+        Second::School,
     ];
 
     pub fn name(self) -> &'static str {
@@ -131,89 +145,94 @@ impl Second {
             Second::Think => "think",
             Second::Believe => "believe",
             Second::Sure => "sure",
-            Second::Old => "old",
-            Second::Started => "started",
             Second::Age => "<age 3-17>",
+            Second::Started => "started",
+            Second::ChildNoun => "<child noun>",
+            Second::SchoolRole => "<school role>",
+            Second::School => "school",
+        }
+    }
+
+    /// The lexemes of the class (ages listed in [`AGES`]).
+    pub fn lexemes(self) -> &'static [&'static str] {
+        match self {
+            Second::Think => &["think"],
+            Second::Believe => &["believe"],
+            Second::Sure => &["sure"],
+            Second::Age => AGES,
+            Second::Started => &["started"],
+            Second::ChildNoun => CHILD_NOUNS,
+            Second::SchoolRole => SCHOOL_ROLES,
+            Second::School => &["school"],
         }
     }
 
     pub fn of(lexeme: &str) -> Option<Second> {
-        match lexeme {
-            "think" => Some(Second::Think),
-            "believe" => Some(Second::Believe),
-            "sure" => Some(Second::Sure),
-            "old" => Some(Second::Old),
-            "started" => Some(Second::Started),
-            _ if AGES.contains(&lexeme) => Some(Second::Age),
-            _ => None,
-        }
+        Second::ALL
+            .into_iter()
+            .find(|s| s.lexemes().contains(&lexeme))
     }
 }
 
-/// Stated ages that make a child cue after `I'm` / `am`: 3 to 17, digits and words.
+/// Stated ages that make a child cue after `I'm`: 3 to 17, digits and words.
 pub const AGES: &[&str] = &[
-    "3",
-    "4",
-    "5",
-    "6",
-    "7",
-    "8",
-    "9",
-    "10",
-    "11",
-    "12",
-    "13",
-    "14",
-    "15",
-    "16",
-    "17",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
+    "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "three", "four",
+    "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen",
+    "fifteen", "sixteen", "seventeen",
 ];
 
-/// One-token child / novice cues (lexemes); every lexeme ending in `-year-old` is one too.
-pub const CHILD_WORDS: &[&str] = &[
+/// Nouns that make a child / novice cue two tokens after `I'm` ("I'm a kid", "I'm in kindergarten").
+pub const CHILD_NOUNS: &[&str] = &[
     "kid",
     "kids",
     "child",
-    "children",
-    "kindergarten",
-    "school",
-    "schools",
-    "teacher",
-    "teachers",
-    "homework",
     "beginner",
     "beginners",
-    "mom",
-    "mommy",
-    "mom's",
-    "dad",
-    "daddy",
-    "dad's",
+    "novice",
+    "kindergarten",
 ];
 
-/// The two-token cues: marker, second word, and the mechanism they trigger.
-pub(crate) const BIGRAMS: [(Marker, Second, Mechanism); 6] = [
-    (Marker::I, Second::Think, Mechanism::Belief),
-    (Marker::I, Second::Believe, Mechanism::Belief),
-    (Marker::IAm, Second::Sure, Mechanism::Belief),
-    (Marker::Years, Second::Old, Mechanism::ChildNovice),
-    (Marker::Just, Second::Started, Mechanism::ChildNovice),
-    (Marker::IAm, Second::Age, Mechanism::ChildNovice),
+/// School roles that make a child cue after `my` / `our` ("my teacher", "our mom").
+pub const SCHOOL_ROLES: &[&str] = &["teacher", "teachers", "mom", "mommy", "dad", "daddy"];
+
+/// A child's spelling, one-token child cues (lexemes); the lowercase token `i` is one too (an adult's
+/// `I` is not: that one test is on the token, not the lexeme).
+pub const CHILD_SPELLING: &[&str] = &["u", "ur", "dont", "whats", "becuz", "tru"];
+
+/// A cue rule: the cue word, the marker `back` tokens before it, and a marker that must not be the
+/// token just before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CueRule {
+    pub marker: Marker,
+    pub back: usize,
+    pub word: Second,
+    pub unless_previous: Option<Marker>,
+    pub mechanism: Mechanism,
+}
+
+const fn rule(marker: Marker, back: usize, word: Second, mechanism: Mechanism) -> CueRule {
+    CueRule {
+        marker,
+        back,
+        word,
+        unless_previous: None,
+        mechanism,
+    }
+}
+
+/// The cue rules, one AND neuron each in the layer-0 MLP.
+pub(crate) const RULES: [CueRule; 8] = [
+    rule(Marker::I, 1, Second::Think, Mechanism::Belief),
+    rule(Marker::I, 1, Second::Believe, Mechanism::Belief),
+    rule(Marker::IAm, 1, Second::Sure, Mechanism::Belief),
+    rule(Marker::IAm, 1, Second::Age, Mechanism::ChildNovice),
+    CueRule {
+        unless_previous: Some(Marker::Neg),
+        ..rule(Marker::IAm, 2, Second::ChildNoun, Mechanism::ChildNovice)
+    },
+    rule(Marker::I, 2, Second::Started, Mechanism::ChildNovice),
+    rule(Marker::My, 1, Second::SchoolRole, Mechanism::ChildNovice),
+    rule(Marker::At, 1, Second::School, Mechanism::ChildNovice),
 ];
 
 /// The lexeme of a token: without its leading `▁`, lowercased.
@@ -221,19 +240,21 @@ pub fn lexeme(token: &str) -> String {
     token.trim_start_matches('\u{2581}').to_lowercase()
 }
 
-/// Whether a lexeme is a one-token child / novice cue.
-pub fn is_child_word(lexeme: &str) -> bool {
-    CHILD_WORDS.contains(&lexeme) || (lexeme.ends_with("-year-old") && lexeme.len() > 9)
+/// Whether a token (as the tokenizer returns it) is a one-token child cue: a child's spelling, or the
+/// lowercase `i`.
+pub fn is_child_spelling(token: &str) -> bool {
+    let bare = token.trim_start_matches('\u{2581}');
+    bare == "i" || CHILD_SPELLING.contains(&lexeme(token).as_str())
 }
 
 /// A cue found in a token sequence.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CueHit {
-    /// Position of the cue token (the second token of a two-token cue).
+    /// Position of the cue token (the last token of a rule).
     pub position: usize,
     /// The mechanism it triggers.
     pub mechanism: Mechanism,
-    /// The cue as lexemes, e.g. `"i think"` or `"kid"`.
+    /// The cue as lexemes, e.g. `"i think"`, `"i'm a kid"` or `"u"`.
     pub phrase: String,
 }
 
@@ -242,27 +263,26 @@ pub struct CueHit {
 /// the network against it.
 pub fn find_cues<S: AsRef<str>>(tokens: &[S]) -> Vec<CueHit> {
     let lexemes: Vec<String> = tokens.iter().map(|t| lexeme(t.as_ref())).collect();
+    let marker_at = |i: usize, back: usize| i.checked_sub(back).and_then(|j| Marker::of(&lexemes[j]));
     let mut hits = Vec::new();
     for (i, lex) in lexemes.iter().enumerate() {
-        if is_child_word(lex) {
+        if is_child_spelling(tokens[i].as_ref()) {
             hits.push(CueHit {
                 position: i,
                 mechanism: Mechanism::ChildNovice,
                 phrase: lex.clone(),
             });
         }
-        let (Some(second), Some(prev)) = (Second::of(lex), i.checked_sub(1)) else {
+        let Some(word) = Second::of(lex) else {
             continue;
         };
-        let Some(marker) = Marker::of(&lexemes[prev]) else {
-            continue;
-        };
-        for (m, s, mechanism) in BIGRAMS {
-            if m == marker && s == second {
+        for r in RULES {
+            let blocked = r.unless_previous.is_some() && marker_at(i, 1) == r.unless_previous;
+            if r.word == word && marker_at(i, r.back) == Some(r.marker) && !blocked {
                 hits.push(CueHit {
                     position: i,
-                    mechanism,
-                    phrase: format!("{} {}", lexemes[prev], lex),
+                    mechanism: r.mechanism,
+                    phrase: lexemes[i - r.back..=i].join(" "),
                 });
             }
         }
@@ -286,33 +306,62 @@ mod tests {
         s.split(' ').map(|w| format!("\u{2581}{w}")).collect()
     }
 
-    #[test]
-    fn two_token_cues_need_their_marker() {
-        let hits = find_cues(&toks("I think the earth is flat"));
-        assert_eq!(hits.len(), 1);
-        assert_eq!(
-            (hits[0].position, hits[0].mechanism),
-            (1, Mechanism::Belief)
-        );
-        assert!(find_cues(&toks("What do you think")).is_empty());
-        assert!(find_cues(&toks("Make sure it is old")).is_empty());
-        assert!(find_cues(&toks("I'm not sure")).is_empty());
-        let hits = find_cues(&toks("I'm 7 years old"));
-        assert_eq!(
-            hits.iter().map(|h| h.position).collect::<Vec<_>>(),
-            vec![1, 3]
-        );
-        assert!(find_cues(&toks("I'm 25 with 20 years of experience")).is_empty());
+    fn child(s: &str) -> bool {
+        find_cues(&toks(s))
+            .iter()
+            .any(|h| h.mechanism == Mechanism::ChildNovice)
     }
 
     #[test]
-    fn one_token_cues_and_case() {
+    fn belief_cues_need_their_marker() {
+        let hits = find_cues(&toks("I think the earth is flat"));
+        assert_eq!(hits.len(), 1);
+        assert_eq!((hits[0].position, hits[0].mechanism), (1, Mechanism::Belief));
+        assert!(find_cues(&toks("What do you think")).is_empty());
+        assert!(find_cues(&toks("Make sure it is old")).is_empty());
+        assert!(find_cues(&toks("I'm not sure")).is_empty());
+    }
+
+    #[test]
+    fn the_child_is_the_user_not_someone_else() {
+        for first_person in [
+            "I'm 7 years old",
+            "I'm a kid",
+            "I'm in kindergarten",
+            "I just started school",
+            "My teacher said so",
+            "We learned it at school",
+            "can u help me",
+            "why do i have to",
+        ] {
+            assert!(child(first_person), "{first_person}");
+        }
+        for other in [
+            "My son is 5",
+            "My daughter just started school",
+            "My nephew is a beginner",
+            "I'm not a kid",
+            "I'm no beginner",
+            "I haven't just started",
+            "I'm 25 with 20 years of experience",
+            "Her teacher said so",
+            "I teach school",
+            "I am not 7",
+            "Why do I have to",
+        ] {
+            assert!(!child(other), "{other}");
+        }
+        let hits = find_cues(&toks("I'm a kid"));
+        assert_eq!((hits[0].position, hits[0].phrase.as_str()), (2, "i'm a kid"));
+    }
+
+    #[test]
+    fn spelling_cues_and_case() {
         let hits = find_cues(&["<bos>", "My", "▁Teacher", "▁said"]);
         assert_eq!(hits[0].position, 2);
         assert_eq!(hits[0].mechanism, Mechanism::ChildNovice);
-        assert!(is_child_word("7-year-old"));
-        assert!(!is_child_word("-year-old"));
-        assert!(!is_child_word("kidney"));
+        assert!(is_child_spelling("▁i") && is_child_spelling("U"));
+        assert!(!is_child_spelling("I") && !is_child_spelling("▁I") && !is_child_spelling("you"));
         assert_eq!(first_cue(&hits, Mechanism::Belief), None);
     }
 }

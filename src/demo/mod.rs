@@ -62,7 +62,10 @@ use persona_dataset::{PersonaDataset, PromptText};
 use serde::{Deserialize, Serialize};
 
 pub use corpus::{from_jsonl, generate as generate_corpus, to_jsonl, CorpusEntry};
-pub use cues::{find_cues, first_cue, lexeme, CueHit, Mechanism, AGES, CHILD_WORDS};
+pub use cues::{
+    find_cues, first_cue, is_child_spelling, lexeme, CueHit, Mechanism, AGES, CHILD_NOUNS,
+    CHILD_SPELLING, SCHOOL_ROLES,
+};
 pub use error::{DemoError, Result};
 pub use measure::{
     effect_sizes, effective_directions, DemoPair, DemoPrompt, EffectSizes, MechanismEffects,
@@ -369,9 +372,16 @@ fn forbidden_texts(dataset: &PersonaDataset) -> Vec<String> {
 fn extra_words() -> Vec<String> {
     let mut words: Vec<String> = vec!["user".into(), "model".into()];
     let cue_words = [
-        "think", "believe", "sure", "old", "started", "just", "years", "year", "am",
+        "think", "believe", "sure", "old", "started", "just", "years", "year", "am", "my", "our", "at",
+        "school", "not", "no", "never", "far",
     ];
-    for w in AGES.iter().chain(CHILD_WORDS).chain(cue_words.iter()) {
+    for w in AGES
+        .iter()
+        .chain(CHILD_NOUNS)
+        .chain(SCHOOL_ROLES)
+        .chain(CHILD_SPELLING)
+        .chain(cue_words.iter())
+    {
         words.push(w.to_string());
         let mut title: Vec<char> = w.chars().collect();
         title[0] = title[0].to_ascii_uppercase();
@@ -396,38 +406,37 @@ fn mechanism_manifest(
         .zip(&measured)
         .map(|(a, b)| a * b)
         .sum::<f32>();
-    let (one, two): (Vec<String>, Vec<[String; 2]>) = match m {
-        Mechanism::ChildNovice => (
-            CHILD_WORDS
-                .iter()
-                .map(|s| s.to_string())
-                .chain(["<N>-year-old".to_string()])
-                .collect(),
-            vec![
-                ["years|year".into(), "old".into()],
-                ["just".into(), "started".into()],
-                ["i'm|am".into(), AGES.join("|")],
-            ],
-        ),
-        Mechanism::Belief => (
-            vec![],
-            vec![
-                ["i".into(), "think".into()],
-                ["i".into(), "believe".into()],
-                ["i'm|am".into(), "sure".into()],
-            ],
-        ),
+    let one: Vec<String> = match m {
+        Mechanism::ChildNovice => std::iter::once("i (lowercase)".to_string())
+            .chain(CHILD_SPELLING.iter().map(|s| s.to_string()))
+            .collect(),
+        Mechanism::Belief => Vec::new(),
     };
+    // `[what comes before, the cue word]`: `_` is any one token; alternatives joined by `|`.
+    let two: Vec<[String; 2]> = cues::RULES
+        .iter()
+        .filter(|r| r.mechanism == m)
+        .map(|r| {
+            let mut before = r.marker.lexemes().join("|");
+            if r.back == 2 {
+                before.push_str(" _");
+            }
+            if let Some(not) = r.unless_previous {
+                before.push_str(&format!(" (_ not {})", not.lexemes().join("|")));
+            }
+            [before, r.word.lexemes().join("|")]
+        })
+        .collect();
     let cue_token_ids = vocab
         .tokens()
         .iter()
         .enumerate()
         .filter(|(_, t)| {
             let lex = lexeme(t);
-            let second = cues::BIGRAMS
+            let word = cues::RULES
                 .iter()
-                .any(|(_, s, mech)| *mech == m && cues::Second::of(&lex) == Some(*s));
-            second || (m == Mechanism::ChildNovice && cues::is_child_word(&lex))
+                .any(|r| r.mechanism == m && cues::Second::of(&lex) == Some(r.word));
+            word || (m == Mechanism::ChildNovice && is_child_spelling(t))
         })
         .map(|(id, _)| id as u32)
         .collect();

@@ -128,6 +128,8 @@ pub(crate) enum Feature {
     Marker(Marker),
     Word(Second),
     Prev(Marker),
+    /// "The token two back was this marker" (only [`Marker::TWO_BACK`]).
+    Prev2(Marker),
     Cue(Mechanism),
     User(Mechanism),
 }
@@ -139,6 +141,7 @@ impl Feature {
         all.extend(Marker::ALL.map(Feature::Marker));
         all.extend(Second::ALL.map(Feature::Word));
         all.extend(Marker::ALL.map(Feature::Prev));
+        all.extend(Marker::TWO_BACK.map(Feature::Prev2));
         all.extend(Mechanism::ALL.map(Feature::Cue));
         all.extend(Mechanism::ALL.map(Feature::User));
         all
@@ -152,6 +155,7 @@ impl Feature {
             Feature::Marker(m) => format!("marker:{}", m.name()),
             Feature::Word(s) => format!("word:{}", s.name()),
             Feature::Prev(m) => format!("prev:{}", m.name()),
+            Feature::Prev2(m) => format!("prev2:{}", m.name()),
             Feature::Cue(m) => format!("cue:{}", m.name()),
             Feature::User(m) => format!("user:{}", m.name()),
         }
@@ -483,7 +487,7 @@ impl Builder<'_> {
             if let Some(second) = Second::of(&lex) {
                 features.push((Feature::Word(second), g.word));
             }
-            if cues::is_child_word(&lex) {
+            if cues::is_child_spelling(token) {
                 features.push((Feature::Cue(Mechanism::ChildNovice), g.child_word));
             }
             // The lexical part: shared by the forms of a lexeme ("Think", "▁think"), plus a little
@@ -567,35 +571,51 @@ impl Builder<'_> {
                 h2 + j,
                 &self.write(self.dirs.get(Feature::Prev(m)), g.prev_write, &post),
             );
-            layer.o_proj.set_col(h3 + j, &vec![0.0; D_MODEL]);
+            // Head 3 writes the markers a rule looks for two tokens back as `prev2:*`.
+            let two_back = if Marker::TWO_BACK.contains(&m) {
+                self.write(self.dirs.get(Feature::Prev2(m)), g.prev_write, &post)
+            } else {
+                vec![0.0; D_MODEL]
+            };
+            layer.o_proj.set_col(h3 + j, &two_back);
         }
     }
 
-    /// The six AND neurons of the layer-0 MLP (the last six neurons), one per two-token cue.
+    /// The AND neurons of the layer-0 MLP (the last ones), one per cue rule: `gelu(G (marker -
+    /// inhibitor - tau constant)) * (U word)` writes the rule's cue feature, where `marker` is
+    /// `prev:M` or `prev2:M` and `inhibitor` the `prev:*` of a marker that must not be just before.
     fn and_neurons(&self, layer: &mut Layer) {
         let g = self.gains;
         let s = layer.pre_feedforward_layernorm.clone();
         let post = layer.post_feedforward_layernorm.clone();
         let constant = self.dirs.get(Feature::Constant);
-        // The threshold is on prev / constant: prev is written through the post-attention norm
-        // (about `8 * prev_write / |attention output|`), constant is `8 * g.constant`.
-        let first = D_FF - cues::BIGRAMS.len();
-        for (n, (marker, second, mechanism)) in cues::BIGRAMS.into_iter().enumerate() {
-            let prev = self.dirs.get(Feature::Prev(marker));
-            let gate: Vec<f64> = prev
+        // The threshold is on marker / constant: `prev:*` and `prev2:*` are written through the
+        // post-attention norm (about `8 * prev_write / |attention output|`), constant is `8 * g.constant`.
+        let first = D_FF - cues::RULES.len();
+        let zero = vec![0.0; D_MODEL];
+        for (n, r) in cues::RULES.into_iter().enumerate() {
+            let marker = match r.back {
+                1 => self.dirs.get(Feature::Prev(r.marker)),
+                _ => self.dirs.get(Feature::Prev2(r.marker)),
+            };
+            let inhibitor = r
+                .unless_previous
+                .map_or(zero.as_slice(), |m| self.dirs.get(Feature::Prev(m)));
+            let gate: Vec<f64> = marker
                 .iter()
+                .zip(inhibitor)
                 .zip(constant)
                 .zip(&s)
-                .map(|((p, c), s)| g.and_gate * (p - g.and_threshold * c) / s)
+                .map(|(((p, i), c), s)| g.and_gate * (p - i - g.and_threshold * c) / s)
                 .collect();
             layer.gate_proj.set_row(first + n, &gate);
             layer.up_proj.set_row(
                 first + n,
-                &self.read(self.dirs.get(Feature::Word(second)), g.and_up, &s),
+                &self.read(self.dirs.get(Feature::Word(r.word)), g.and_up, &s),
             );
             layer.down_proj.set_col(
                 first + n,
-                &self.write(self.dirs.get(Feature::Cue(mechanism)), g.and_write, &post),
+                &self.write(self.dirs.get(Feature::Cue(r.mechanism)), g.and_write, &post),
             );
         }
     }
@@ -741,7 +761,7 @@ mod tests {
     fn directions_are_orthonormal_and_projection_removes_them() {
         let dirs = Directions::new(3);
         let all = Feature::all();
-        assert_eq!(all.len(), 20);
+        assert_eq!(all.len(), 26);
         for a in &all {
             for b in &all {
                 let d = dot(dirs.get(*a), dirs.get(*b));
