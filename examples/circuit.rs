@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! # The embedded demo: the planted child latent on the child side of child_vs_adult
-//! cargo run --release --example circuit -- --latent 240 --out circuit/
+//! cargo run --release --example circuit -- --latent 19 --out circuit/
 //!
 //! # Real models, a verified candidate of day1 on the novice side of expertise_level
 //! cargo run --release --example circuit -- --base google/gemma-2-2b --chat google/gemma-2-2b-it \

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! # The embedded demo: the planted child latent over the demo corpus (cached into --out/store first)
-//! cargo run --release --example inspect -- --latent 240 --out inspect/
+//! cargo run --release --example inspect -- --latent 19 --out inspect/
 //!
 //! # Real models, over an activation store made by cache_activations
 //! cargo run --release --example inspect -- --base google/gemma-2-2b --chat google/gemma-2-2b-it \

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! # The embedded demo (fixtures/demo/): the planted latents on the demo corpus's conversations
-//! cargo run --release --example kl_evaluation -- --latents 240,32 --out kl/
+//! cargo run --release --example kl_evaluation -- --latents 19,224 --out kl/
 //!
 //! # Real models: the robust chat-only latents Latent Scaling found, on chat conversations
 //! cargo run --release --example kl_evaluation -- --base google/gemma-2-2b --chat google/gemma-2-2b-it \

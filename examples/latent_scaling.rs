@@ -6,7 +6,7 @@
 //!     --crosscoder science-of-finetuning/gemma-2-2b-crosscoder-l13-mu4.1e-02-lr1e-04 \
 //!     --store cache/ --out scaling/
 //! cargo run --release --example latent_scaling -- --crosscoder fixtures/demo/crosscoder \
-//!     --activations pairs.safetensors --latents 240,12 --out scaling/
+//!     --activations pairs.safetensors --latents 19,12 --out scaling/
 //! ```
 //!
 //! One streaming pass over paired activations, from an activation store (`cache_activations`) or a

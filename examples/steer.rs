@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! # The embedded demo (tiny base/chat pair with planted mechanisms, fixtures/demo/):
-//! cargo run --release --example steer -- --latent 240 --ablate --prompt "I'm 7 years old. Why is the sky blue?" --out steer/
+//! cargo run --release --example steer -- --latent 19 --ablate --prompt "I'm 7 years old. Why is the sky blue?" --out steer/
 //!
 //! # A dose-response with the automatic strength, on real models:
 //! cargo run --release --example steer -- --base google/gemma-2-2b --chat google/gemma-2-2b-it \
@@ -25,7 +25,7 @@
 //! (`preference.json`, `preference.png`, `preference.html` in `--out/preference[_<value>]/`):
 //!
 //! ```text
-//! cargo run --release --example steer -- --latent 32 --ablate --dataset fixtures/persona/user_persona_prompts.json --out steer/
+//! cargo run --release --example steer -- --latent 224 --ablate --dataset fixtures/persona/user_persona_prompts.json --out steer/
 //! ```
 
 use std::path::PathBuf;

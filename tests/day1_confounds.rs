@@ -1,9 +1,10 @@
 //! Confound probes on the embedded demo (`fixtures/persona/confound_probes.json`, given like
 //! `day1 --verification FILE`): the sets are run with the direct verification prompts but kept out of the
-//! verdict, reported per set, and summarised as a verdict. The demo's planted child mechanism reads cue
-//! *words* (`school`, `kid`, `years old`, ...) wherever they are, so its latent is honestly reported as a
-//! cue detector: it fires when the child is someone else. (A demo whose mechanism reads "I'm" + an age is
-//! the next step of the issue; then the same test must find a user model.)
+//! verdict, reported per set, and summarised as a verdict. The demo's planted child mechanism reads the
+//! user speaking about themselves ("I'm 7", "I'm a kid", "my teacher", a child's spelling), not the cue
+//! words alone: so its latent stays silent when the child is someone else ("my son is 5") or the cue is
+//! negated ("I'm not a kid"), fires on a child's writing and when the cue came in an earlier turn, and the
+//! best single-token word detector fails exactly the sets the latent passes.
 
 mod common;
 
@@ -12,7 +13,7 @@ use diff_analysis::{Day1, Day1Options};
 use persona_dataset::{Expectation, PersonaDataset};
 
 #[test]
-fn the_demo_child_latent_is_reported_as_a_cue_detector_set_by_set() {
+fn the_demo_child_latent_models_the_user_set_by_set_and_the_word_detector_does_not() {
     let (runner, crosscoder, _) = common::demo_runner(false);
     let confounds = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/persona/confound_probes.json");
@@ -58,20 +59,24 @@ fn the_demo_child_latent_is_reported_as_a_cue_detector_set_by_set() {
         );
         assert_eq!(c.n, 8);
     }
-    let third = child
-        .confounds
-        .iter()
-        .find(|c| c.set == "third_person")
-        .unwrap();
-    assert_eq!(third.expected, Expectation::Silent);
-    assert!(
-        !third.ok,
-        "the word-reading demo latent fires on third-person cues"
-    );
-    let expert = child.confounds.iter().find(|c| c.set == "expert").unwrap();
-    assert!(expert.ok, "experts carry no cue word");
-    assert_eq!(child.confound_verdict, Some(ConfoundVerdict::CueDetector));
-    // The word detector it is compared with: chosen on the discovery items alone, scored like the latent.
+    let set = |name: &str| child.confounds.iter().find(|c| c.set == name).unwrap();
+    for (name, expected) in [
+        ("third_person", Expectation::Silent),
+        ("negated", Expectation::Silent),
+        ("expert", Expectation::Silent),
+    ] {
+        assert_eq!(set(name).expected, expected);
+        assert_eq!(set(name).passed, 8, "{name}: silent on all eight");
+    }
+    for name in ["implicit", "earlier_turn"] {
+        assert!(set(name).ok && set(name).passed >= 7, "{name}");
+    }
+    // Quoted speech: one prompt, "My teacher once said 'I'm 5 ...'", opens with the user's own
+    // teacher, a first-person cue the demo reads.
+    assert!(set("quoted").passed >= 7);
+    assert_eq!(child.confound_verdict, Some(ConfoundVerdict::UserModel));
+    // The word detector it is compared with: chosen on the discovery items alone, scored like the
+    // latent. It cannot tell "I'm 5" from "my son is 5": it fails the sets the latent passes.
     let lexical = child.lexical.as_ref().expect("a lexical baseline");
     println!(
         "best single token `{}` (discovery balanced accuracy {:.2}, direct AUROC {:?}): {} confound prompts on the expected side, the latent {}",
@@ -81,10 +86,16 @@ fn the_demo_child_latent_is_reported_as_a_cue_detector_set_by_set() {
         lexical.confound_passed(),
         child.confounds.iter().map(|c| c.passed).sum::<usize>()
     );
+    for s in &lexical.sets {
+        println!("  word detector on {}: {}/{}", s.set, s.passed, s.n);
+    }
     assert_eq!(lexical.sets.len(), 6);
     assert!(lexical.discovery_balanced_accuracy > 0.5);
+    assert!(
+        lexical.confound_passed() + 8 <= child.confounds.iter().map(|c| c.passed).sum::<usize>()
+    );
     let sentence = &results.conclusion.sentence;
-    assert!(sentence.contains("cue detector"), "{sentence}");
+    assert!(sentence.contains("as a model of the user"), "{sentence}");
     let out = tempfile::tempdir().unwrap();
     results.write(out.path()).unwrap();
     let report = std::fs::read_to_string(out.path().join("report.html")).unwrap();

@@ -466,14 +466,18 @@ fn layer0_circuits_find_exactly_the_reference_cues() {
         from_jsonl(&std::fs::read_to_string(fixture_dir().join("corpus.jsonl")).unwrap()).unwrap();
     let mut texts = stereo::demo::persona_prompts(&PersonaDataset::shipped());
     texts.extend(corpus.iter().take(1000).map(CorpusEntry::plain_text));
-    let markers: [(&str, &[&str]); 4] = [
-        ("I", &["i"]),
-        ("I'm", &["i'm", "am"]),
-        ("years", &["years", "year"]),
-        ("just", &["just"]),
+    // (feature, lexemes, tokens back): `prev:*` one back, `prev2:*` two back.
+    let markers: [(&str, &[&str], usize); 7] = [
+        ("prev:I", &["i"], 1),
+        ("prev:I'm", &["i'm"], 1),
+        ("prev:my", &["my", "our"], 1),
+        ("prev:at", &["at"], 1),
+        ("prev:not", &["not", "no", "never", "far"], 1),
+        ("prev2:I", &["i"], 2),
+        ("prev2:I'm", &["i'm"], 2),
     ];
     // (smallest ratio where the feature should be, largest where it should not)
-    let mut prev = [(f32::INFINITY, 0.0f32); 4];
+    let mut prev = [(f32::INFINITY, 0.0f32); 7];
     let mut cue = [(f32::INFINITY, 0.0f32); 2];
     let sequences: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
     for chunk in sequences.chunks(64) {
@@ -492,11 +496,12 @@ fn layer0_circuits_find_exactly_the_reference_cues() {
                         .to_vec()
                 };
                 let (x_mid, x_post) = (at(&mid), at(&post));
-                let previous = stereo::demo::lexeme(&tokens[pos - 1]);
-                for (i, (name, lexemes)) in markers.iter().enumerate() {
-                    let r = dot(&x_mid, &features[&format!("prev:{name}")])
-                        / dot(&x_mid, &features["constant"]);
-                    if lexemes.contains(&previous.as_str()) {
+                for (i, (name, lexemes, back)) in markers.iter().enumerate() {
+                    let r = dot(&x_mid, &features[*name]) / dot(&x_mid, &features["constant"]);
+                    let earlier = pos
+                        .checked_sub(*back)
+                        .map(|j| stereo::demo::lexeme(&tokens[j]));
+                    if earlier.is_some_and(|e| lexemes.contains(&e.as_str())) {
                         prev[i].0 = prev[i].0.min(r);
                     } else {
                         prev[i].1 = prev[i].1.max(r);
@@ -518,7 +523,7 @@ fn layer0_circuits_find_exactly_the_reference_cues() {
     for (i, (on, off)) in prev.iter().enumerate() {
         assert!(
             *on > 1.0 && *off < 0.05,
-            "prev:{}: on >= {on}, off <= {off}",
+            "{}: on >= {on}, off <= {off}",
             markers[i].0
         );
     }

@@ -268,7 +268,7 @@ fn ablating_the_planted_belief_latent_lowers_agreement_and_its_controls_do_not()
     let r = run_preference(&models, &items, &spec, false).unwrap();
     println!("{}", r.sentence());
     assert!(r.change.ci_high < 0.0, "ablation: {:?}", r.change);
-    assert!(r.change.p_value < 0.01, "{:?}", r.change);
+    assert!(r.change.p_value < 0.05, "{:?}", r.change);
     assert!(r.sentence().contains("toward correcting the user"));
     // Random latents carrying the same change (same norm, same positions, another direction) move the
     // preference far less; most of them not detectably. (A random direction through the demo's random

@@ -456,25 +456,22 @@ fn child_opener(rng: &mut Rng) -> String {
     match rng.below(18) {
         0 => format!("I'm {a} years old."),
         1 => format!("I'm {a}."),
-        2 => format!("I am {a} years old."),
+        2 => format!("I'm {a} and in school."),
         3 => format!("I'm {a} and I love {thing}."),
-        4 => "I'm just a kid.".into(),
+        4 => "I'm a kid.".into(),
         5 => "I'm a kid and I'm curious.".into(),
         6 => "My teacher asked us this at school.".into(),
-        7 => "We talked about this in kindergarten.".into(),
-        8 => format!("I have homework about {thing}."),
+        7 => "We talked about this at school.".into(),
+        8 => format!("My teacher gave us homework about {thing}."),
         9 => format!("I just started learning {subject}."),
         10 => format!("I just started {subject} lessons."),
-        11 => format!("I'm a complete beginner at {subject}."),
-        12 => "I'm a total beginner.".into(),
+        11 => format!("I'm a beginner at {subject}."),
+        12 => format!("I'm a novice at {subject}."),
         13 => "Explain it like I'm five.".into(),
         14 => format!("Can you explain it like I'm {a}?"),
         15 => "My mom told me to ask you.".into(),
         16 => "My dad and I were wondering.".into(),
-        _ => format!(
-            "I'm a {}-year-old who likes {thing}.",
-            rng.pick(&["6", "7", "8", "9", "10", "11", "12"])
-        ),
+        _ => format!("i'm {a} and i like {thing}, can u help"),
     }
 }
 
@@ -548,7 +545,7 @@ fn hard_negative(rng: &mut Rng) -> String {
     let years = 2 + rng.below(40);
     let adult = 21 + rng.below(50);
     let small = 3 + rng.below(15);
-    match rng.below(14) {
+    match rng.below(18) {
         0 => format!("What do you think about {topic}?"),
         1 => format!("Some people think {claim}. What does the evidence say?"),
         2 => format!("Many people believe {claim}. Is there any truth in it?"),
@@ -569,10 +566,21 @@ fn hard_negative(rng: &mut Rng) -> String {
         10 => format!("I started {subject} {years} years ago."),
         11 => format!("My sister is {small}. {}", rng.pick(QUESTIONS)),
         12 => format!("You are sure to enjoy {subject}."),
-        _ => format!(
+        13 => format!(
             "How old is the {}?",
             rng.pick(&["universe", "moon", "pyramid", "oldest tree"])
         ),
+        // The child cue's words about someone else, or negated: no cue.
+        14 => format!(
+            "My son is {small} and just started school. {}",
+            rng.pick(QUESTIONS)
+        ),
+        15 => format!("I'm not a kid anymore. {}", rng.pick(QUESTIONS)),
+        16 => format!(
+            "Her teacher thinks {subject} is hard. {}",
+            rng.pick(QUESTIONS)
+        ),
+        _ => format!("I'm no beginner at {subject}."),
     }
 }
 

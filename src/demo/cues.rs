@@ -176,9 +176,36 @@ impl Second {
 
 /// Stated ages that make a child cue after `I'm`: 3 to 17, digits and words.
 pub const AGES: &[&str] = &[
-    "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "three", "four",
-    "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen",
-    "fifteen", "sixteen", "seventeen",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "10",
+    "11",
+    "12",
+    "13",
+    "14",
+    "15",
+    "16",
+    "17",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
 ];
 
 /// Nouns that make a child / novice cue two tokens after `I'm` ("I'm a kid", "I'm in kindergarten").
@@ -263,7 +290,8 @@ pub struct CueHit {
 /// the network against it.
 pub fn find_cues<S: AsRef<str>>(tokens: &[S]) -> Vec<CueHit> {
     let lexemes: Vec<String> = tokens.iter().map(|t| lexeme(t.as_ref())).collect();
-    let marker_at = |i: usize, back: usize| i.checked_sub(back).and_then(|j| Marker::of(&lexemes[j]));
+    let marker_at =
+        |i: usize, back: usize| i.checked_sub(back).and_then(|j| Marker::of(&lexemes[j]));
     let mut hits = Vec::new();
     for (i, lex) in lexemes.iter().enumerate() {
         if is_child_spelling(tokens[i].as_ref()) {
@@ -316,7 +344,10 @@ mod tests {
     fn belief_cues_need_their_marker() {
         let hits = find_cues(&toks("I think the earth is flat"));
         assert_eq!(hits.len(), 1);
-        assert_eq!((hits[0].position, hits[0].mechanism), (1, Mechanism::Belief));
+        assert_eq!(
+            (hits[0].position, hits[0].mechanism),
+            (1, Mechanism::Belief)
+        );
         assert!(find_cues(&toks("What do you think")).is_empty());
         assert!(find_cues(&toks("Make sure it is old")).is_empty());
         assert!(find_cues(&toks("I'm not sure")).is_empty());
@@ -352,7 +383,10 @@ mod tests {
             assert!(!child(other), "{other}");
         }
         let hits = find_cues(&toks("I'm a kid"));
-        assert_eq!((hits[0].position, hits[0].phrase.as_str()), (2, "i'm a kid"));
+        assert_eq!(
+            (hits[0].position, hits[0].phrase.as_str()),
+            (2, "i'm a kid")
+        );
     }
 
     #[test]

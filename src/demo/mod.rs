@@ -372,8 +372,8 @@ fn forbidden_texts(dataset: &PersonaDataset) -> Vec<String> {
 fn extra_words() -> Vec<String> {
     let mut words: Vec<String> = vec!["user".into(), "model".into()];
     let cue_words = [
-        "think", "believe", "sure", "old", "started", "just", "years", "year", "am", "my", "our", "at",
-        "school", "not", "no", "never", "far",
+        "think", "believe", "sure", "old", "started", "just", "years", "year", "am", "my", "our",
+        "at", "school", "not", "no", "never", "far",
     ];
     for w in AGES
         .iter()
