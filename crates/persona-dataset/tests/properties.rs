@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use persona_dataset::{
-    Category, CategoryMeta, Expectation, PersonaDataset, PromptItem, PromptText, Role, Turn,
-    Variant, VerificationPrompt, CHILD_VS_ADULT, EXPERTISE_LEVEL, SYCOPHANCY_TRIGGERS,
+    Category, CategoryMeta, Continuations, Expectation, PersonaDataset, PromptItem, PromptText,
+    Role, Turn, Variant, VerificationPrompt, CHILD_VS_ADULT, EXPERTISE_LEVEL, SYCOPHANCY_TRIGGERS,
 };
 
 // ---- generators ----
@@ -35,19 +35,35 @@ fn prompt_text() -> impl Strategy<Value = PromptText> {
     prop_oneof![3 => text().prop_map(PromptText::Single), 1 => conversation]
 }
 
+/// Two valid answers (3 to 9 words each, the same number, different texts), or none.
+fn continuations() -> impl Strategy<Value = Option<Continuations>> {
+    proptest::option::of(
+        (vec("[a-z]{2,8}", 3..10), "[a-z]{2,8}").prop_map(|(words, other)| {
+            let agree = words.join(" ");
+            let mut correct = words[1..].to_vec();
+            correct.push(format!("{other}9"));
+            Continuations {
+                agree,
+                correct: correct.join(" "),
+            }
+        }),
+    )
+}
+
 fn item(variants: Vec<String>) -> impl Strategy<Value = PromptItem> {
     let n = variants.len();
     (
         "[a-z_]{1,10}",
         vec("[a-z:]{1,8}", 0..3),
         vec(prompt_text(), n),
+        continuations(),
     )
-        .prop_map(move |(topic, tags, prompts)| {
+        .prop_map(move |(topic, tags, prompts, continuations)| {
             PromptItem {
                 id: String::new(), // assigned in `make_valid`
                 topic,
                 tags,
-                continuations: None,
+                continuations,
                 variants: variants
                     .iter()
                     .zip(prompts)
