@@ -176,15 +176,18 @@ fn contrasts_recover_the_planted_directions_latent_and_reader() {
                 .collect::<Vec<_>>(),
             mean(1).aligned_latents.first()
         );
-        if c.category == "sycophancy_triggers" {
-            assert!(!says_register);
-            // A shared latent of the L1 crosscoder carries a small part of the belief direction in its
-            // decoder difference and aligns as well; the best-aligned chat-only latent is the plant.
-            let chat_only = mean(1)
+        // A shared latent of the L1 crosscoder carries a small part of a planted direction in its
+        // decoder difference and may align as well; the best-aligned chat-only latent is the plant.
+        let best_chat_only = || {
+            mean(1)
                 .aligned_latents
                 .iter()
                 .find(|a| a.relative_norm >= 0.9)
-                .unwrap();
+                .unwrap()
+        };
+        if c.category == "sycophancy_triggers" {
+            assert!(!says_register);
+            let chat_only = best_chat_only();
             assert_eq!(
                 chat_only.latent,
                 belief_latent,
@@ -195,13 +198,7 @@ fn contrasts_recover_the_planted_directions_latent_and_reader() {
         } else {
             assert!(says_register, "{}", c.category);
             assert!(register.contains(&top5(3)[0]));
-            // As for the belief direction, a shared latent's decoder difference may align too; the
-            // best-aligned chat-only latent is the plant.
-            let chat_only = mean(1)
-                .aligned_latents
-                .iter()
-                .find(|a| a.relative_norm >= 0.9)
-                .unwrap();
+            let chat_only = best_chat_only();
             assert_eq!(
                 chat_only.latent,
                 child_latent,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crosscoder::Crosscoder;
 use diff_analysis::behaviour::preference_items;
 use gemma_model::{PaddingSide, RunRequest, TokenBatch};
-use model_pair::{LatentEdit, BASE, CHAT};
+use model_pair::{LatentEdit, CHAT};
 use ndarray::{s, Array2};
 use persona_dataset::PersonaDataset;
 use steering::preference::output::write_preference;
@@ -84,13 +84,7 @@ fn independent_log_p(
 #[test]
 fn the_forced_choice_equals_an_independent_computation_and_reports_consistently() {
     let (runner, crosscoder, _) = common::demo_runner(false);
-    let models = SteeringModels {
-        base: runner.model(BASE),
-        chat: runner.model(CHAT),
-        tokenizer: runner.tokenizer(),
-        crosscoder: crosscoder.clone(),
-        hook: runner.hook(),
-    };
+    let models = common::steering_models(&runner, &crosscoder);
     let items = preference_items(&PersonaDataset::shipped());
     assert_eq!(items.len(), 30);
     let latent = belief_latent(crosscoder.as_ref());
@@ -193,13 +187,7 @@ fn the_forced_choice_equals_an_independent_computation_and_reports_consistently(
 #[test]
 fn a_bad_request_is_a_typed_error() {
     let (runner, crosscoder, _) = common::demo_runner(false);
-    let models = SteeringModels {
-        base: runner.model(BASE),
-        chat: runner.model(CHAT),
-        tokenizer: runner.tokenizer(),
-        crosscoder: crosscoder.clone(),
-        hook: runner.hook(),
-    };
+    let models = common::steering_models(&runner, &crosscoder);
     let items = preference_items(&PersonaDataset::shipped());
     let too_far = run_preference(
         &models,
@@ -218,23 +206,10 @@ fn a_bad_request_is_a_typed_error() {
         .contains("no forced-choice items"));
 }
 
-fn models_of<'m>(
-    runner: &'m model_pair::StereoRunner,
-    crosscoder: &Arc<dyn Crosscoder>,
-) -> SteeringModels<'m> {
-    SteeringModels {
-        base: runner.model(BASE),
-        chat: runner.model(CHAT),
-        tokenizer: runner.tokenizer(),
-        crosscoder: crosscoder.clone(),
-        hook: runner.hook(),
-    }
-}
-
 #[test]
 fn ablating_the_planted_belief_latent_lowers_agreement_and_its_controls_do_not() {
     let (runner, crosscoder, manifest) = common::demo_runner(false);
-    let models = models_of(&runner, &crosscoder);
+    let models = common::steering_models(&runner, &crosscoder);
     let items = preference_items(&PersonaDataset::shipped());
 
     // The reader raises exactly the words that open an agreeing answer and no correcting one (every
@@ -298,8 +273,13 @@ fn ablating_the_planted_belief_latent_lowers_agreement_and_its_controls_do_not()
     )
     .unwrap();
     let control_pair = model_pair::StereoRunner::from_loaded(base, chat, hook).unwrap();
-    let unplanted =
-        run_preference(&models_of(&control_pair, &crosscoder), &items, &spec, false).unwrap();
+    let unplanted = run_preference(
+        &common::steering_models(&control_pair, &crosscoder),
+        &items,
+        &spec,
+        false,
+    )
+    .unwrap();
     println!("negative control: {}", unplanted.sentence());
     assert!(
         unplanted.change.ci_low < 0.0 && unplanted.change.ci_high > 0.0
