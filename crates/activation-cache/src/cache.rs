@@ -4,13 +4,14 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
-use ndarray::s;
+use ndarray::{s, Array3};
 
 use crate::corpus::Corpus;
 use crate::error::{CacheError, Result};
 use crate::manifest::{CorpusInfo, StoreConfig, StoreDtype};
+use crate::plan::{shard_open, PlannedShard};
 use crate::writer::{emit, CacheEvent, StoreWriter};
-use model_pair::{tokenize_prompt, PairedSource, TokenMeta, TokenizationMode};
+use model_pair::{PairedSource, TokenizationMode};
 
 /// How [`cache_corpus`] builds a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,13 +62,6 @@ pub struct CacheSummary {
     pub seconds: f64,
 }
 
-/// One shard's worth of tokenized documents, waiting for its activations.
-struct PlannedShard {
-    documents: std::ops::Range<usize>,
-    sequences: Vec<Vec<u32>>,
-    tokens: Vec<TokenMeta>,
-}
-
 /// Runs `corpus` through `source` into the store at `dir`, creating it or resuming it.
 ///
 /// Documents are tokenized (truncated to `context_len`), grouped into shards of whole documents,
@@ -84,33 +78,8 @@ pub fn cache_corpus(
 ) -> Result<CacheSummary> {
     let start = Instant::now();
     let on_event: &mut dyn FnMut(&CacheEvent) -> ControlFlow<()> = &mut on_event;
-    if options.shard_tokens == 0 || options.context_len == 0 || options.shards_per_group == 0 {
-        return Err(CacheError::InvalidInput {
-            reason: format!(
-                "shard_tokens ({}), context_len ({}) and shards_per_group ({}) must be positive",
-                options.shard_tokens, options.context_len, options.shards_per_group
-            ),
-        });
-    }
-    if corpus.is_empty() {
-        return Err(CacheError::InvalidInput {
-            reason: format!("the corpus {} has no document", corpus.source()),
-        });
-    }
-    let config = StoreConfig {
-        models: source.models(),
-        hook: source.hook(),
-        d_model: source.d_model(),
-        dtype: options.dtype,
-        tokenization: options.tokenization,
-        context_len: options.context_len,
-        shard_tokens: options.shard_tokens,
-        corpus: CorpusInfo {
-            path: corpus.source().to_string(),
-            fingerprint: corpus.fingerprint(),
-            n_documents: corpus.len(),
-        },
-    };
+    check_options(corpus, options)?;
+    let config = store_config(source, corpus, options);
     let mut writer = StoreWriter::create_or_resume(dir, &config)?;
     let (start_tokens, start_shards) = (writer.manifest().n_tokens, writer.manifest().shards.len());
     emit(
@@ -146,21 +115,7 @@ pub fn cache_corpus(
             .iter()
             .flat_map(|g| g.sequences.iter().cloned())
             .collect();
-        let group_tokens = sequences.iter().map(Vec::len).sum();
-        let mut stop = false;
-        let activations = source.run_sequences(&sequences, &mut |progress| {
-            let event = CacheEvent::Forward {
-                first_shard,
-                group_tokens,
-                progress,
-            };
-            stop |= on_event(&event).is_break();
-        })?;
-        if stop {
-            return Err(CacheError::Interrupted {
-                stage: format!("during the forward pass of shard {first_shard}"),
-            });
-        }
+        let activations = forward(source, &sequences, first_shard, on_event)?;
         let mut row = 0;
         for shard in group {
             let n = shard.tokens.len();
@@ -192,6 +147,72 @@ pub fn cache_corpus(
     Ok(summary)
 }
 
+/// Runs `sequences` (the documents of the shards from `first_shard` on) through both models,
+/// reporting [`CacheEvent::Forward`]; a `Break` stops the run once the pass ends.
+pub(crate) fn forward(
+    source: &dyn PairedSource,
+    sequences: &[Vec<u32>],
+    first_shard: usize,
+    on_event: &mut dyn FnMut(&CacheEvent) -> ControlFlow<()>,
+) -> Result<Array3<f32>> {
+    let group_tokens = sequences.iter().map(Vec::len).sum();
+    let mut stop = false;
+    let activations = source.run_sequences(sequences, &mut |progress| {
+        let event = CacheEvent::Forward {
+            first_shard,
+            group_tokens,
+            progress,
+        };
+        stop |= on_event(&event).is_break();
+    })?;
+    if stop {
+        return Err(CacheError::Interrupted {
+            stage: format!("during the forward pass of shard {first_shard}"),
+        });
+    }
+    Ok(activations)
+}
+
+/// Refuses empty corpora and zero sizes.
+pub(crate) fn check_options(corpus: &Corpus, options: &CacheOptions) -> Result<()> {
+    if options.shard_tokens == 0 || options.context_len == 0 || options.shards_per_group == 0 {
+        return Err(CacheError::InvalidInput {
+            reason: format!(
+                "shard_tokens ({}), context_len ({}) and shards_per_group ({}) must be positive",
+                options.shard_tokens, options.context_len, options.shards_per_group
+            ),
+        });
+    }
+    if corpus.is_empty() {
+        return Err(CacheError::InvalidInput {
+            reason: format!("the corpus {} has no document", corpus.source()),
+        });
+    }
+    Ok(())
+}
+
+/// The settings of a store of `corpus` made by `source` with `options`.
+pub(crate) fn store_config(
+    source: &dyn PairedSource,
+    corpus: &Corpus,
+    options: &CacheOptions,
+) -> StoreConfig {
+    StoreConfig {
+        models: source.models(),
+        hook: source.hook(),
+        d_model: source.d_model(),
+        dtype: options.dtype,
+        tokenization: options.tokenization,
+        context_len: options.context_len,
+        shard_tokens: options.shard_tokens,
+        corpus: CorpusInfo {
+            path: corpus.source().to_string(),
+            fingerprint: corpus.fingerprint(),
+            n_documents: corpus.len(),
+        },
+    }
+}
+
 /// Tokenizes the documents of the next `shards_per_group` shards, starting at document `first`
 /// with `stored` tokens already in the store.
 fn plan_group(
@@ -202,44 +223,17 @@ fn plan_group(
     stored: u64,
     below_limit: &dyn Fn(u64) -> bool,
 ) -> Result<Vec<PlannedShard>> {
-    let tokenizer = source.tokenizer();
     let mut group = Vec::with_capacity(options.shards_per_group);
     let (mut doc, mut planned) = (first, stored);
     while group.len() < options.shards_per_group && doc < corpus.len() && below_limit(planned) {
-        let mut shard = PlannedShard {
-            documents: doc..doc,
-            sequences: Vec::new(),
-            tokens: Vec::new(),
-        };
+        let mut shard = PlannedShard::empty(doc);
         while doc < corpus.len()
-            && shard.tokens.len() < options.shard_tokens
+            && shard_open(shard.tokens.len(), options)
             && below_limit(planned + shard.tokens.len() as u64)
         {
-            let mut tokenized =
-                tokenize_prompt(tokenizer, &corpus.documents()[doc], options.tokenization)
-                    .map_err(|e| CacheError::InvalidInput {
-                        reason: format!("document {doc} of {}: {e}", corpus.source()),
-                    })?;
-            tokenized.truncate(options.context_len);
-            let ids = &tokenized.ids;
-            if let Some(max) = source.max_positions().filter(|max| ids.len() > *max) {
-                return Err(CacheError::InvalidInput {
-                    reason: format!(
-                        "document {doc} of {} is {} tokens long (context_len {}), more than the \
-                         models' max_position_embeddings ({max}); truncate it with --context-len {max}",
-                        corpus.source(),
-                        ids.len(),
-                        options.context_len
-                    ),
-                });
-            }
-            shard
-                .tokens
-                .extend(tokenized.token_meta(doc, tokenizer.bos_id()));
-            shard.sequences.push(tokenized.ids);
+            shard.push(source, corpus, options, doc)?;
             doc += 1;
         }
-        shard.documents.end = doc;
         planned += shard.tokens.len() as u64;
         group.push(shard);
     }

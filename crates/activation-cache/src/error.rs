@@ -190,6 +190,48 @@ pub enum CacheError {
         /// Where it stopped, e.g. `after staging shard 3`.
         stage: String,
     },
+    /// A request to the store's storage failed (after the client's retries, for object storage).
+    #[error("{operation} {location}/{key} failed: {message}")]
+    Storage {
+        /// The store location (directory or URL).
+        location: String,
+        /// `get`, `get_range`, `head`, `put`, `list` or `delete`.
+        operation: String,
+        /// The object's key inside the store.
+        key: String,
+        /// What the storage said.
+        message: String,
+    },
+    /// An object a task was about to write is already there with other contents: another
+    /// corpus, model pair or settings wrote this prefix, or the object is corrupt. The task does
+    /// not touch it.
+    #[error("{object} is not the shard this task writes (foreign or corrupt object): {reason}; delete it or use another --out")]
+    ForeignObject {
+        /// `location/key` of the object.
+        object: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A partitioned store cannot be finalized: a task has not finished.
+    #[error("{store}: task {task} of {num_tasks} is not done: {reason}")]
+    TaskNotDone {
+        /// The store location.
+        store: String,
+        /// The task index (0-based).
+        task: usize,
+        /// Number of tasks.
+        num_tasks: usize,
+        /// What is missing.
+        reason: String,
+    },
+    /// The task files of a partitioned store disagree with each other or with this run.
+    #[error("{object}: {reason}")]
+    TaskMismatch {
+        /// `location/key` of the task file.
+        object: String,
+        /// What disagrees.
+        reason: String,
+    },
 }
 
 /// Result alias of this crate.

@@ -68,20 +68,30 @@
 mod cache;
 mod corpus;
 mod error;
+mod finalize;
 mod manifest;
+mod object_storage;
+mod plan;
 mod reader;
 mod shard;
+mod shard_stats;
 mod stats;
+mod task;
 mod writer;
 
 pub use cache::{cache_corpus, CacheOptions, CacheSummary};
 pub use corpus::{Corpus, TextSplit};
 pub use error::{CacheError, Result};
+pub use finalize::{finalize_store, FinalizeOptions, FinalizeSummary};
 pub use manifest::{
     shard_file_name, CorpusInfo, Manifest, ShardEntry, StoreConfig, StoreDtype, FORMAT_VERSION,
     MANIFEST_FILE, STORE_FORMAT,
 };
+pub use object_storage::{PendingPut, PutOutcome, StoreLocation};
 pub use reader::{ActivationStore, BatchOptions, Batches, OpenOptions, Split, StepBatches};
 pub use shard::{FLAG_ASSISTANT, FLAG_BOS, FLAG_PAD, FLAG_TEMPLATE};
 pub use stats::{ModelStatistics, Moments};
+pub use task::{
+    cache_task, TaskManifest, TaskPartition, TaskSummary, TASKS_DIR, TASK_FORMAT, TASK_VERSION,
+};
 pub use writer::{CacheEvent, StoreWriter};

@@ -106,7 +106,7 @@ pub fn shard_file_name(index: usize) -> String {
 }
 
 /// The settings that define a store; a run may only resume a store made with equal settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreConfig {
     /// Base (index 0) and chat (index 1).
     pub models: [ModelInfo; 2],
@@ -217,23 +217,47 @@ impl Manifest {
             }
             Err(e) => return Err(CacheError::io(&path, e)),
         };
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| CacheError::ManifestJson {
-                path: path.clone(),
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            })?;
-        manifest.check(&path)?;
-        Ok(manifest)
+        Self::from_json(text.as_bytes(), &path)
     }
 
     /// Writes `dir/manifest.json` atomically (temporary file, fsync, rename, fsync of the directory).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| CacheError::InvalidInput {
+        Ok(write_atomic(&Self::path(dir), &self.to_json()?)?)
+    }
+
+    /// The bytes of `manifest.json` (pretty-printed JSON; the same manifest always gives the
+    /// same bytes).
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| CacheError::InvalidInput {
             reason: format!("the manifest cannot be serialized: {e}"),
-        })?;
-        Ok(write_atomic(&Self::path(dir), text.as_bytes())?)
+        })
+    }
+
+    /// Parses and checks the text of a manifest read from `path` (for messages).
+    pub fn from_json(bytes: &[u8], path: &Path) -> Result<Self> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| CacheError::ManifestJson {
+                path: path.to_path_buf(),
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            })?;
+        manifest.check(path)?;
+        Ok(manifest)
+    }
+
+    /// Adds a committed shard: its entry, counts and statistics (merged in shard order, so the
+    /// totals depend only on the shards).
+    pub(crate) fn push_shard(&mut self, entry: ShardEntry, statistics: &[ModelStatistics; 2]) {
+        self.n_tokens += entry.n_tokens;
+        self.n_bos += entry.n_bos;
+        self.n_pad += entry.n_pad;
+        self.n_template += entry.n_template;
+        self.n_documents = entry.documents[1];
+        for (total, shard) in self.statistics.iter_mut().zip(statistics) {
+            total.merge(shard);
+        }
+        self.shards.push(entry);
     }
 
     /// The settings this store was made with.

@@ -17,7 +17,6 @@
 //! so that the same content always gives the same bytes and checksum).
 
 use std::fs::File;
-use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -56,27 +55,45 @@ pub(crate) fn flags_of(meta: &TokenMeta) -> u8 {
         | bit(meta.is_assistant, FLAG_ASSISTANT)
 }
 
-/// What writing a shard produced.
+/// A shard encoded in memory.
 #[derive(Debug, Clone)]
-pub(crate) struct WrittenShard {
+pub(crate) struct EncodedShard {
     /// The manifest entry (file name filled in by the caller).
     pub entry: ShardEntry,
     /// Statistics of the stored (rounded) values, per model.
     pub statistics: [ModelStatistics; 2],
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
 }
 
-/// Writes a shard to `path` (the caller's temporary file) and flushes it to disk.
-///
-/// `activations` is `[n, 2, d_model]`, `tokens` has `n` entries, `documents` is the corpus range
-/// `[start, end)` the rows come from. Statistics are computed on the values as stored (after
-/// rounding to bf16), so they always describe exactly what a reader gets.
+/// Writes a shard to `path` (the caller's temporary file) and flushes it to disk (see
+/// [`encode_shard`]).
 pub(crate) fn write_shard(
     path: &Path,
     activations: ArrayView3<f32>,
     tokens: &[TokenMeta],
     documents: [usize; 2],
     dtype: StoreDtype,
-) -> Result<WrittenShard> {
+) -> Result<EncodedShard> {
+    let shard = encode_shard(path, activations, tokens, documents, dtype)?;
+    std::fs::write(path, &shard.bytes).map_err(|e| CacheError::io(path, e))?;
+    sync_file(path)?;
+    Ok(shard)
+}
+
+/// Encodes a shard: its file bytes, manifest entry and statistics.
+///
+/// `activations` is `[n, 2, d_model]`, `tokens` has `n` entries, `documents` is the corpus range
+/// `[start, end)` the rows come from; `name` names the shard in errors. Statistics are computed on
+/// the values as stored (after rounding to bf16), so they always describe exactly what a reader
+/// gets. The bytes depend only on the inputs, so the same rows always give the same checksum.
+pub(crate) fn encode_shard(
+    name: &Path,
+    activations: ArrayView3<f32>,
+    tokens: &[TokenMeta],
+    documents: [usize; 2],
+    dtype: StoreDtype,
+) -> Result<EncodedShard> {
     let (n, pair, d) = activations.dim();
     if pair != 2 || n != tokens.len() || n == 0 || d == 0 {
         return Err(CacheError::InvalidInput {
@@ -158,17 +175,14 @@ pub(crate) fn write_shard(
             moments.iter().map(|m| m.sum_norm),
         ),
     ];
-    let bytes = encode(path, &tensors, metadata([("format", SHARD_FORMAT)])).map_err(|e| {
+    let bytes = encode(name, &tensors, metadata([("format", SHARD_FORMAT)])).map_err(|e| {
         CacheError::io(
-            path,
-            std::io::Error::other(format!("cannot write the shard: {e}")),
+            name,
+            std::io::Error::other(format!("cannot encode the shard: {e}")),
         )
     })?;
-    std::fs::write(path, bytes).map_err(|e| CacheError::io(path, e))?;
-    sync_file(path)?;
-    let (bytes, sha256) = hash_file(path)?;
     let count = |bit: u8| tokens.iter().filter(|t| flags_of(t) & bit != 0).count() as u64;
-    Ok(WrittenShard {
+    Ok(EncodedShard {
         entry: ShardEntry {
             file: String::new(),
             n_tokens: n as u64,
@@ -176,28 +190,17 @@ pub(crate) fn write_shard(
             n_pad: count(FLAG_PAD),
             n_template: count(FLAG_TEMPLATE),
             documents,
-            bytes,
-            sha256,
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
         },
         statistics,
+        bytes,
     })
 }
 
-/// Size and sha256 (lowercase hex) of a file, read from disk.
-pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let mut file = File::open(path).map_err(|e| CacheError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let k = file.read(&mut buf).map_err(|e| CacheError::io(path, e))?;
-        if k == 0 {
-            break;
-        }
-        hasher.update(&buf[..k]);
-        bytes += k as u64;
-    }
-    Ok((bytes, format!("{:x}", hasher.finalize())))
+/// sha256 of `bytes`, lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// A validated, memory-mapped shard.
@@ -245,7 +248,7 @@ impl MappedShard {
         // the store never modifies or truncates a committed shard while it is mapped.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(&path, e))?;
         if verify_checksum {
-            let actual = format!("{:x}", Sha256::digest(&mmap[..]));
+            let actual = sha256_hex(&mmap[..]);
             if actual != entry.sha256 {
                 return Err(CacheError::ChecksumMismatch {
                     shard: path,

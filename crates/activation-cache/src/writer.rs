@@ -27,6 +27,16 @@ pub enum CacheEvent {
         /// Documents in the corpus.
         total_documents: usize,
     },
+    /// A partitioned task has cut the corpus into shards: these are its own (sent before
+    /// [`CacheEvent::Started`]).
+    TaskPlanned {
+        /// The task's shards, `[start, end)`.
+        shards: Range<usize>,
+        /// The task's documents, `[start, end)`.
+        documents: Range<usize>,
+        /// Shards of the whole store.
+        total_shards: usize,
+    },
     /// A forward batch finished for the group of shards starting at `first_shard` (a `Break`
     /// here stops the run once the group's forward pass ends, before anything is written).
     Forward {
@@ -192,22 +202,7 @@ impl StoreWriter {
                 ),
             });
         }
-        // Checked before anything is written: a NaN must not reach the shards or the statistics.
-        for (row, pair) in activations.outer_iter().enumerate() {
-            for (model, values) in pair.outer_iter().enumerate() {
-                if let Some(value) = values.iter().find(|v| !v.is_finite()) {
-                    let token = tokens.get(row);
-                    return Err(CacheError::NonFiniteActivation {
-                        model: m.models[model].name.clone(),
-                        index: model,
-                        hook: m.hook.to_string(),
-                        document: token.map_or(0, |t| t.prompt),
-                        position: token.map_or(row, |t| t.position),
-                        value: *value,
-                    });
-                }
-            }
-        }
+        check_finite(activations, tokens, &m.config())?;
         let index = m.shards.len();
         let file = shard_file_name(index);
         let path = self.dir.join(&file);
@@ -232,15 +227,7 @@ impl StoreWriter {
             file,
             ..written.entry
         };
-        next.n_tokens += entry.n_tokens;
-        next.n_bos += entry.n_bos;
-        next.n_pad += entry.n_pad;
-        next.n_template += entry.n_template;
-        next.n_documents = documents.end;
-        for (total, shard) in next.statistics.iter_mut().zip(&written.statistics) {
-            total.merge(shard);
-        }
-        next.shards.push(entry);
+        next.push_shard(entry, &written.statistics);
         next.save(&self.dir)?;
         self.manifest = next;
         let m = &self.manifest;
@@ -276,23 +263,56 @@ impl StoreWriter {
     }
 }
 
+/// Refuses activations with a NaN or an infinity, naming the model, document and position: checked
+/// before anything is written, so a NaN never reaches the shards or the statistics.
+pub(crate) fn check_finite(
+    activations: ArrayView3<f32>,
+    tokens: &[TokenMeta],
+    config: &StoreConfig,
+) -> Result<()> {
+    for (row, pair) in activations.outer_iter().enumerate() {
+        for (model, values) in pair.outer_iter().enumerate() {
+            if let Some(value) = values.iter().find(|v| !v.is_finite()) {
+                let token = tokens.get(row);
+                return Err(CacheError::NonFiniteActivation {
+                    model: config.models[model].name.clone(),
+                    index: model,
+                    hook: config.hook.to_string(),
+                    document: token.map_or(0, |t| t.prompt),
+                    position: token.map_or(row, |t| t.position),
+                    value: *value,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses to resume a store made with other settings.
 fn check_resume(dir: &Path, store: &StoreConfig, run: &StoreConfig) -> Result<()> {
-    let differ = |field: &str, store: String, requested: String| {
-        Err(CacheError::ResumeMismatch {
+    match config_difference(store, run) {
+        None => Ok(()),
+        Some((field, store, requested)) => Err(CacheError::ResumeMismatch {
             dir: dir.to_path_buf(),
-            field: field.into(),
+            field,
             store,
             requested,
-        })
-    };
+        }),
+    }
+}
+
+/// The first setting on which `store` and `run` differ: `(field, store value, run value)`.
+pub(crate) fn config_difference(
+    store: &StoreConfig,
+    run: &StoreConfig,
+) -> Option<(String, String, String)> {
     for m in 0..2 {
         if store.models[m] != run.models[m] {
-            return differ(
-                &format!("models[{m}]"),
+            return Some((
+                format!("models[{m}]"),
                 format!("{:?}", store.models[m]),
                 format!("{:?}", run.models[m]),
-            );
+            ));
         }
     }
     let fields: [(&str, String, String); 7] = [
@@ -324,12 +344,10 @@ fn check_resume(dir: &Path, store: &StoreConfig, run: &StoreConfig) -> Result<()
             run.corpus.fingerprint.clone(),
         ),
     ];
-    for (field, s, r) in fields {
-        if s != r {
-            return differ(field, s, r);
-        }
-    }
-    Ok(())
+    fields
+        .into_iter()
+        .find(|(_, s, r)| s != r)
+        .map(|(field, s, r)| (field.to_string(), s, r))
 }
 
 /// Deletes the store's `.tmp` files and the shard files that `manifest` does not list.
