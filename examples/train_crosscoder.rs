@@ -18,26 +18,37 @@
 //! - `training_summary.json`: validation FVU / L0 / dead latents and latent class counts (schema in
 //!   `crosscoder_train::store`, which does the whole run: this example is its command line).
 //!
+//! The store may also be on object storage (`--store s3://bucket/prefix`, `gs://`, `az://`; a
+//! partitioned store finalized by `cache_activations --finalize`): its shards are streamed a window at
+//! a time (`--shuffle-buffer-shards`, the memory bound), with a seeded two-level shuffle (shard order per
+//! epoch, then rows within the window) that gives the same batches, step for step, from the bucket or
+//! from a local copy read with the same `--shuffle-buffer-shards`.
+//!
 //! Activations are scaled per model by `sqrt(d) / mean ||x||` from the store's statistics (BOS excluded;
 //! the ckkissane normalisation), and the factors are saved with the crosscoder so it takes raw activations.
 
 use std::path::PathBuf;
 
-use activation_cache::ActivationStore;
+use activation_cache::{ActivationStore, StoreLocation, StreamOptions, StreamingStore};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use crosscoder::{BackendKind, BASE, CHAT};
 use crosscoder_train::{
-    train_on_store, Objective, Reconstruction, Start, StoreTraining, TrainConfig,
+    train_on_store, Objective, Reconstruction, Start, StoreTraining, TrainConfig, TrainingData,
 };
 
 /// Train a crosscoder (L1 or BatchTopK) on cached paired activations.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Activation store directory (from the cache_activations example).
+    /// Activation store (from the cache_activations example): a directory, or s3://, gs://, az:// (streamed).
     #[arg(long)]
-    store: PathBuf,
+    store: String,
+    /// Stream the store's shards this many at a time, shuffling rows within the window (the memory
+    /// bound: twice this many shards are held; part of the batch order, so keep it when resuming).
+    /// Default for object storage: 8; a local directory without it is memory-mapped whole.
+    #[arg(long, value_parser = stereo::cli::count)]
+    shuffle_buffer_shards: Option<usize>,
     /// Number of latents F.
     #[arg(long, value_parser = stereo::cli::count)]
     dict_size: usize,
@@ -93,12 +104,30 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let store = ActivationStore::open(&args.store)
-        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    let streamed = args.store.contains("://") || args.shuffle_buffer_shards.is_some();
+    let (mapped, streaming) = if streamed {
+        let location = StoreLocation::parse(&args.store)?;
+        let options = StreamOptions {
+            buffer_shards: args.shuffle_buffer_shards.unwrap_or(8),
+            ..StreamOptions::default()
+        };
+        let store = StreamingStore::open(location, options)
+            .with_context(|| format!("opening the store {}", args.store))?;
+        (None, Some(store))
+    } else {
+        let store = ActivationStore::open(&args.store)
+            .with_context(|| format!("opening the store {}", args.store))?;
+        (Some(store), None)
+    };
+    let store: TrainingData<'_> = match (&mapped, &streaming) {
+        (Some(store), _) => store.into(),
+        (_, Some(store)) => store.into(),
+        (None, None) => unreachable!("one store is open"),
+    };
     let start = if args.resume {
         Start::Resume
     } else {
-        Start::Fresh(build_config(&args, store.d_model())?)
+        Start::Fresh(build_config(&args, store.manifest().d_model)?)
     };
     let run = StoreTraining {
         out: args.out.clone(),
@@ -109,13 +138,8 @@ fn main() -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         progress: true,
     };
-    let outcome = train_on_store(&store, start, &run).with_context(|| {
-        format!(
-            "training on {} into {}",
-            args.store.display(),
-            args.out.display()
-        )
-    })?;
+    let outcome = train_on_store(store, start, &run)
+        .with_context(|| format!("training on {} into {}", args.store, args.out.display()))?;
     let (state, s) = (&outcome.started, &outcome.summary);
     let config = &state.config;
     if args.resume {

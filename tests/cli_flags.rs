@@ -12,6 +12,10 @@ const ANY_VALUE: &[(&str, &str)] = &[
     ("seed", "every seed is a seed"),
     ("control_seed", "every seed is a seed"),
     (
+        "task_index",
+        "0 is a task; checked against --num-tasks (TaskPartition::resolve)",
+    ),
+    (
         "layer",
         "checked against the model's config once it is read",
     ),

@@ -76,3 +76,17 @@ pub fn steering_models<'m>(
 }
 
 pub mod browser;
+pub mod s3;
+
+/// `target/<profile>/examples/<name>`, next to the running test's own binary.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `cargo test --workspace`, which builds the examples",
+        path.display()
+    );
+    path
+}

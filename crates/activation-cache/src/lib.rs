@@ -76,6 +76,7 @@ mod reader;
 mod shard;
 mod shard_stats;
 mod stats;
+mod stream;
 mod task;
 mod writer;
 
@@ -91,6 +92,7 @@ pub use object_storage::{PendingPut, PutOutcome, StoreLocation};
 pub use reader::{ActivationStore, BatchOptions, Batches, OpenOptions, Split, StepBatches};
 pub use shard::{FLAG_ASSISTANT, FLAG_BOS, FLAG_PAD, FLAG_TEMPLATE};
 pub use stats::{ModelStatistics, Moments};
+pub use stream::{StreamOptions, StreamedBatches, StreamingStore};
 pub use task::{
     cache_task, TaskManifest, TaskPartition, TaskSummary, TASKS_DIR, TASK_FORMAT, TASK_VERSION,
 };

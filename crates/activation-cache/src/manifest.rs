@@ -260,6 +260,54 @@ impl Manifest {
         self.shards.push(entry);
     }
 
+    /// Per-model normalisation factors `sqrt(d_model) / mean ||x||` (the ckkissane recipe: a factor
+    /// multiplies that model's activations before encoding), from the stored statistics. BOS rows
+    /// are excluded unless `include_bos` (the replication included them; pass `true` for parity).
+    /// A model with no counted row gets 1.
+    pub fn normalization_factors(&self, include_bos: bool) -> [f32; 2] {
+        [0, 1].map(|m| self.statistics[m].normalization_factor(include_bos))
+    }
+
+    /// Checks that the store (at `store`, for messages) was made from `models` (base, chat;
+    /// compared with the model names) at `hook` with width `d_model`:
+    /// [`CacheError::IncompatibleStore`] names what differs.
+    pub fn check_compatible(
+        &self,
+        store: &Path,
+        models: [&str; 2],
+        hook: HookPoint,
+        d_model: usize,
+    ) -> Result<()> {
+        let differ = |field: String, found: String, expected: String| {
+            Err(CacheError::IncompatibleStore {
+                dir: store.to_path_buf(),
+                field,
+                store: found,
+                expected,
+            })
+        };
+        for (m, name) in models.iter().enumerate() {
+            if self.models[m].name != *name {
+                return differ(
+                    format!("models[{m}]"),
+                    self.models[m].name.clone(),
+                    name.to_string(),
+                );
+            }
+        }
+        if self.hook != hook {
+            return differ("hook".into(), self.hook.to_string(), hook.to_string());
+        }
+        if self.d_model != d_model {
+            return differ(
+                "d_model".into(),
+                self.d_model.to_string(),
+                d_model.to_string(),
+            );
+        }
+        Ok(())
+    }
+
     /// The settings this store was made with.
     pub fn config(&self) -> StoreConfig {
         StoreConfig {

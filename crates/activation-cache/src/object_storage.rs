@@ -222,6 +222,24 @@ impl StoreLocation {
         Ok(bytes)
     }
 
+    /// Byte `ranges` of the object at `key`, in one call (the store coalesces nearby ranges and
+    /// runs the requests concurrently).
+    pub fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let path = self.path(key);
+        let got = self.runtime.block_on(self.store.get_ranges(&path, ranges));
+        let parts = got.map_err(|e| self.error("get_range", key, e.to_string()))?;
+        for (part, range) in parts.iter().zip(ranges) {
+            if part.len() as u64 != range.end - range.start {
+                return Err(self.error(
+                    "get_range",
+                    key,
+                    format!("asked for bytes {range:?}, got {}", part.len()),
+                ));
+            }
+        }
+        Ok(parts)
+    }
+
     /// The size of the object at `key`, or `None` if there is none.
     pub fn size(&self, key: &str) -> Result<Option<u64>> {
         let path = self.path(key);

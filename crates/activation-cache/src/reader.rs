@@ -166,12 +166,10 @@ impl ActivationStore {
         &self.manifest.statistics
     }
 
-    /// Per-model normalisation factors `sqrt(d_model) / mean ||x||` (the ckkissane recipe: a factor
-    /// multiplies that model's activations before encoding), from the stored statistics. BOS rows
-    /// are excluded unless `include_bos` (the replication included them; pass `true` for parity).
-    /// A model with no counted row gets 1.
+    /// Per-model normalisation factors `sqrt(d_model) / mean ||x||` (see
+    /// [`Manifest::normalization_factors`]).
     pub fn normalization_factors(&self, include_bos: bool) -> [f32; 2] {
-        [0, 1].map(|m| self.manifest.statistics[m].normalization_factor(include_bos))
+        self.manifest.normalization_factors(include_bos)
     }
 
     /// Checks that the store was made from `models` (base, chat; compared with the manifest's model
@@ -182,38 +180,8 @@ impl ActivationStore {
         hook: HookPoint,
         d_model: usize,
     ) -> Result<()> {
-        let differ = |field: String, store: String, expected: String| {
-            Err(CacheError::IncompatibleStore {
-                dir: self.dir.clone(),
-                field,
-                store,
-                expected,
-            })
-        };
-        for (m, name) in models.iter().enumerate() {
-            if self.manifest.models[m].name != *name {
-                return differ(
-                    format!("models[{m}]"),
-                    self.manifest.models[m].name.clone(),
-                    name.to_string(),
-                );
-            }
-        }
-        if self.manifest.hook != hook {
-            return differ(
-                "hook".into(),
-                self.manifest.hook.to_string(),
-                hook.to_string(),
-            );
-        }
-        if self.manifest.d_model != d_model {
-            return differ(
-                "d_model".into(),
-                self.manifest.d_model.to_string(),
-                d_model.to_string(),
-            );
-        }
-        Ok(())
+        self.manifest
+            .check_compatible(&self.dir, models, hook, d_model)
     }
 
     /// The shard holding global row `row` and the row's index inside it.
@@ -233,62 +201,26 @@ impl ActivationStore {
     /// Global rows `rows` as `[rows.len(), 2, d_model]` f32 (base `[.., 0, ..]`, chat `[.., 1, ..]`).
     pub fn read_rows(&self, rows: &[u64]) -> Result<Array3<f32>> {
         let mut out = Array3::<f32>::zeros((rows.len(), 2, self.d_model()));
-        for (mut dst, &row) in out.outer_iter_mut().zip(rows) {
+        for (dst, &row) in out.outer_iter_mut().zip(rows) {
             let (shard, i) = self.locate(row).ok_or_else(|| CacheError::InvalidInput {
                 reason: format!("row {row} is past the store's {} rows", self.n_tokens()),
             })?;
-            shard.read_row(i, dst.iter_mut());
-            // A store written elsewhere (or before non-finite values were refused at writing) may
-            // hold them: named here by shard, row and token, never handed to a trainer.
-            if let Some((flat, value)) = dst.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                let meta = shard.meta(i);
-                return Err(CacheError::NonFiniteInStore {
-                    shard: shard.path().to_path_buf(),
-                    row: i,
-                    model: flat / self.d_model(),
-                    document: meta.prompt,
-                    position: meta.position,
-                    value: *value,
-                });
-            }
+            shard.read_row_finite(i, dst)?;
         }
         Ok(out)
     }
 
     /// The global rows `options` selects (BOS, padding and split filters), in store order.
     pub fn selected_rows(&self, options: &BatchOptions) -> Result<Vec<u64>> {
-        if !(0.0..=1.0).contains(&options.validation_fraction) {
-            return Err(CacheError::InvalidInput {
-                reason: format!(
-                    "validation_fraction {} is outside [0, 1]",
-                    options.validation_fraction
-                ),
-            });
-        }
-        let mut skip = 0u8;
-        if !options.include_bos {
-            skip |= FLAG_BOS;
-        }
-        if !options.include_pad {
-            skip |= FLAG_PAD;
-        }
+        let filter = RowFilter::new(options)?;
         let mut rows = Vec::new();
         for (shard, &offset) in self.shards.iter().zip(&self.offsets) {
-            for i in 0..shard.n_tokens() {
-                if shard.flags(i) & skip != 0 {
-                    continue;
-                }
-                let keep = match options.split {
-                    Split::All => true,
-                    Split::Train => !in_validation(shard.prompt(i), options.validation_fraction),
-                    Split::Validation => {
-                        in_validation(shard.prompt(i), options.validation_fraction)
-                    }
-                };
-                if keep {
-                    rows.push(offset + i as u64);
-                }
-            }
+            rows.extend(
+                filter
+                    .select(shard)
+                    .into_iter()
+                    .map(|i| offset + u64::from(i)),
+            );
         }
         Ok(rows)
     }
@@ -430,6 +362,63 @@ fn shuffle(rows: &mut [u64], seed: u64) {
     for i in (1..rows.len()).rev() {
         let j = rng.below(i + 1);
         rows.swap(i, j);
+    }
+}
+
+/// Which rows of a shard a batch iterator takes (BOS, padding and split filters).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowFilter {
+    skip: u8,
+    split: Split,
+    fraction: f64,
+}
+
+impl RowFilter {
+    /// The filter of `options` ([`CacheError::InvalidInput`] for a fraction outside `[0, 1]`).
+    pub fn new(options: &BatchOptions) -> Result<Self> {
+        if !(0.0..=1.0).contains(&options.validation_fraction) {
+            return Err(CacheError::InvalidInput {
+                reason: format!(
+                    "validation_fraction {} is outside [0, 1]",
+                    options.validation_fraction
+                ),
+            });
+        }
+        let mut skip = 0u8;
+        if !options.include_bos {
+            skip |= FLAG_BOS;
+        }
+        if !options.include_pad {
+            skip |= FLAG_PAD;
+        }
+        Ok(RowFilter {
+            skip,
+            split: options.split,
+            fraction: options.validation_fraction,
+        })
+    }
+
+    /// Whether a row with `flags` from document `prompt` is taken.
+    pub fn keeps(&self, flags: u8, prompt: u64) -> bool {
+        flags & self.skip == 0
+            && match self.split {
+                Split::All => true,
+                Split::Train => !in_validation(prompt, self.fraction),
+                Split::Validation => in_validation(prompt, self.fraction),
+            }
+    }
+
+    /// Whether the filter looks at documents (a split), not only at flags.
+    pub fn needs_documents(&self) -> bool {
+        self.split != Split::All && self.fraction > 0.0
+    }
+
+    /// The rows of `shard` taken, in order.
+    pub(crate) fn select(&self, shard: &MappedShard) -> Vec<u32> {
+        (0..shard.n_tokens())
+            .filter(|&i| self.keeps(shard.flags(i), shard.prompt(i)))
+            .map(|i| i as u32)
+            .collect()
     }
 }
 

@@ -203,11 +203,30 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-/// A validated, memory-mapped shard.
+/// The bytes of a shard: memory-mapped from a local file, or fetched from object storage.
+#[derive(Debug)]
+pub(crate) enum ShardBytes {
+    /// A local file, mapped.
+    Mapped(Mmap),
+    /// Fetched into memory.
+    Owned(bytes::Bytes),
+}
+
+impl std::ops::Deref for ShardBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ShardBytes::Mapped(mmap) => mmap,
+            ShardBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// A validated shard, memory-mapped or in memory.
 #[derive(Debug)]
 pub(crate) struct MappedShard {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: ShardBytes,
     n: usize,
     d: usize,
     dtype: StoreDtype,
@@ -257,10 +276,43 @@ impl MappedShard {
                 });
             }
         }
-        Self::parse(path, mmap, entry, manifest)
+        Self::parse(path, ShardBytes::Mapped(mmap), entry, manifest)
     }
 
-    fn parse(path: PathBuf, mmap: Mmap, entry: &ShardEntry, manifest: &Manifest) -> Result<Self> {
+    /// Checks a shard fetched into memory (`name` names it in errors) like [`Self::open`] does.
+    pub fn from_bytes(
+        name: PathBuf,
+        bytes: bytes::Bytes,
+        entry: &ShardEntry,
+        manifest: &Manifest,
+        verify_checksum: bool,
+    ) -> Result<Self> {
+        if bytes.len() as u64 != entry.bytes {
+            return Err(CacheError::ShardSize {
+                shard: name,
+                expected: entry.bytes,
+                actual: bytes.len() as u64,
+            });
+        }
+        if verify_checksum {
+            let actual = sha256_hex(&bytes);
+            if actual != entry.sha256 {
+                return Err(CacheError::ChecksumMismatch {
+                    shard: name,
+                    expected: entry.sha256.clone(),
+                    actual,
+                });
+            }
+        }
+        Self::parse(name, ShardBytes::Owned(bytes), entry, manifest)
+    }
+
+    fn parse(
+        path: PathBuf,
+        mmap: ShardBytes,
+        entry: &ShardEntry,
+        manifest: &Manifest,
+    ) -> Result<Self> {
         check_format(&path, &mmap)?;
         let st = SafeTensors::deserialize(&mmap[..])
             .map_err(|e| CacheError::corrupt(&path, format!("not a safetensors file: {e}")))?;
@@ -423,6 +475,25 @@ impl MappedShard {
                 }
             }
         }
+    }
+
+    /// Writes row `i` into `out` (`[2, d_model]`), refusing a NaN or an infinity: a store written
+    /// elsewhere (or before non-finite values were refused at writing) may hold them, named here by
+    /// shard, row and token, never handed to a trainer.
+    pub fn read_row_finite(&self, i: usize, mut out: ndarray::ArrayViewMut2<f32>) -> Result<()> {
+        self.read_row(i, out.iter_mut());
+        if let Some((flat, value)) = out.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            let meta = self.meta(i);
+            return Err(CacheError::NonFiniteInStore {
+                shard: self.path.clone(),
+                row: i,
+                model: flat / self.d,
+                document: meta.prompt,
+                position: meta.position,
+                value: *value,
+            });
+        }
+        Ok(())
     }
 
     /// The shard's own statistics (`stats.*` tensors), per model.

@@ -1,10 +1,11 @@
-//! A shard's statistics read through range requests: the safetensors header, then the `stats.*`
+//! A shard's tensors read through range requests; its statistics: the safetensors header, then the `stats.*`
 //! and `documents` tensors only, so finalizing a store on object storage reads kilobytes per shard,
 //! not the activations.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::error::{CacheError, Result};
@@ -30,14 +31,19 @@ pub(crate) struct ShardSummary {
     pub statistics: [ModelStatistics; 2],
 }
 
-/// Reads the `documents` and `stats.*` tensors of the shard at `key` (of `size` bytes, width
-/// `d_model`) with range reads, checking dtypes, shapes and offsets against the file size.
-pub(crate) fn read_shard_summary(
+/// A tensor to read from a shard: name, dtype (safetensors name) and shape.
+pub(crate) type WantedTensor<'a> = (&'a str, &'a str, Vec<usize>);
+
+/// Reads tensors `wanted` of the shard at `key` (of `size` bytes) with range reads: the header,
+/// then one request for the wanted tensors' bytes (the store coalesces the ranges). Dtypes,
+/// shapes and offsets are checked against the header and the file size; the bytes come back in the
+/// order of `wanted`.
+pub(crate) fn read_tensors(
     location: &StoreLocation,
     key: &str,
     size: u64,
-    d_model: usize,
-) -> Result<ShardSummary> {
+    wanted: &[WantedTensor<'_>],
+) -> Result<Vec<Bytes>> {
     let object = location.describe(key);
     let corrupt = |reason: String| CacheError::CorruptShard {
         shard: object.clone().into(),
@@ -72,26 +78,20 @@ pub(crate) fn read_shard_summary(
             data_start + data_len
         )));
     }
-    let wanted: [(&str, &str, Vec<usize>); 5] = [
-        ("documents", "I64", vec![2]),
-        ("stats.count", "I64", vec![2]),
-        ("stats.sum", "F64", vec![2, 2, d_model]),
-        ("stats.sum_sq", "F64", vec![2, 2, d_model]),
-        ("stats.sum_norm", "F64", vec![2, 2]),
-    ];
     let mut ranges: Vec<Range<u64>> = Vec::with_capacity(wanted.len());
-    for (name, dtype, shape) in &wanted {
+    for (name, dtype, shape) in wanted {
         let value = tensors
             .get(*name)
             .ok_or_else(|| corrupt(format!("tensor `{name}` is missing")))?;
         let tensor: TensorHeader = serde_json::from_value(value.clone())
             .map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
         let [start, end] = tensor.data_offsets;
+        let element = if *dtype == "U8" { 1 } else { 8 };
         let elements: usize = shape.iter().product();
         if tensor.dtype != *dtype
             || tensor.shape != *shape
             || end < start
-            || end - start != 8 * elements as u64
+            || end - start != element * elements as u64
         {
             return Err(corrupt(format!(
                 "tensor `{name}` is {} {:?} at bytes [{start}, {end}), expected {dtype} {shape:?}",
@@ -100,17 +100,34 @@ pub(crate) fn read_shard_summary(
         }
         ranges.push(data_start + start..data_start + end);
     }
-    // One request for the span of all five tensors (they sit together at the end of a shard).
-    let span_start = ranges.iter().map(|r| r.start).min().expect("five ranges");
-    let span_end = ranges.iter().map(|r| r.end).max().expect("five ranges");
-    let span = location.get_range(key, span_start..span_end)?;
-    let words = |range: &Range<u64>| -> Vec<u64> {
-        span[(range.start - span_start) as usize..(range.end - span_start) as usize]
-            .chunks_exact(8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect()
-    };
-    let [documents, count, sum, sum_sq, sum_norm] = [0, 1, 2, 3, 4].map(|i| words(&ranges[i]));
+    location.get_ranges(key, &ranges)
+}
+
+/// Little-endian 64-bit words of `bytes`.
+pub(crate) fn words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect()
+}
+
+/// Reads the `documents` and `stats.*` tensors of the shard at `key` (of `size` bytes, width
+/// `d_model`) with range reads, checking dtypes, shapes and offsets against the file size.
+pub(crate) fn read_shard_summary(
+    location: &StoreLocation,
+    key: &str,
+    size: u64,
+    d_model: usize,
+) -> Result<ShardSummary> {
+    let wanted: [WantedTensor<'_>; 5] = [
+        ("documents", "I64", vec![2]),
+        ("stats.count", "I64", vec![2]),
+        ("stats.sum", "F64", vec![2, 2, d_model]),
+        ("stats.sum_sq", "F64", vec![2, 2, d_model]),
+        ("stats.sum_norm", "F64", vec![2, 2]),
+    ];
+    let tensors = read_tensors(location, key, size, &wanted)?;
+    let [documents, count, sum, sum_sq, sum_norm] = [0, 1, 2, 3, 4].map(|i| words(&tensors[i]));
     let documents = [documents[0] as usize, documents[1] as usize];
     let f64s = |w: &[u64]| -> Vec<f64> { w.iter().map(|&b| f64::from_bits(b)).collect() };
     let (sum, sum_sq, sum_norm) = (f64s(&sum), f64s(&sum_sq), f64s(&sum_norm));

@@ -59,7 +59,8 @@ pub use device::L1_DEAD_WINDOW_TOKENS;
 pub use fit::{fit, FitOptions, FitSummary};
 pub use state::TrainerState;
 pub use store::{
-    train_on_store, Start, StoreTraining, StoreTrainingOutcome, TrainError, TrainingSummary,
+    train_on_store, Start, StoreTraining, StoreTrainingOutcome, TrainError, TrainingData,
+    TrainingSummary,
 };
 
 use crosscoder::Result;

@@ -34,11 +34,15 @@
 
 use std::path::{Path, PathBuf};
 
-use activation_cache::{ActivationStore, BatchOptions, CacheError, Split, StepBatches};
+use activation_cache::{
+    ActivationStore, BatchOptions, CacheError, Manifest, Split, StepBatches, StreamedBatches,
+    StreamingStore,
+};
 use crosscoder::{
     relative_norm_histogram, BackendKind, CrosscoderError, DecoderAnalysis, HistogramOptions,
     LatentActivity, MetricsAccumulator, RelativeNormThresholds, BASE, CHAT,
 };
+use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
 use crate::fit::{fit, FitOptions, FitSummary};
@@ -62,6 +66,99 @@ pub enum TrainError {
     /// Training, saving or evaluating the crosscoder failed.
     #[error(transparent)]
     Crosscoder(#[from] CrosscoderError),
+}
+
+/// The store a run trains on.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainingData<'a> {
+    /// Memory-mapped shards: batches shuffled across the whole store.
+    Mapped(&'a ActivationStore),
+    /// Shards streamed from a directory or object storage: the two-level shuffle of
+    /// [`activation_cache::StreamingStore`] (the same batches from a bucket or a local copy).
+    Streamed(&'a StreamingStore),
+}
+
+impl<'a> From<&'a ActivationStore> for TrainingData<'a> {
+    fn from(store: &'a ActivationStore) -> Self {
+        TrainingData::Mapped(store)
+    }
+}
+
+impl<'a> From<&'a StreamingStore> for TrainingData<'a> {
+    fn from(store: &'a StreamingStore) -> Self {
+        TrainingData::Streamed(store)
+    }
+}
+
+impl TrainingData<'_> {
+    /// The store's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            TrainingData::Mapped(store) => store.manifest(),
+            TrainingData::Streamed(store) => store.manifest(),
+        }
+    }
+
+    fn step_batches(&self, options: BatchOptions) -> Result<StepSource<'_>, CacheError> {
+        Ok(match self {
+            TrainingData::Mapped(store) => StepSource::Mapped(StepBatches::new(store, options)?),
+            TrainingData::Streamed(store) => {
+                StepSource::Streamed(Box::new(store.step_batches(options)?))
+            }
+        })
+    }
+
+    /// Every selected row once, in batches, given to `each`.
+    fn for_each_batch(
+        &self,
+        options: BatchOptions,
+        mut each: impl FnMut(Array3<f32>) -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        match self {
+            TrainingData::Mapped(store) => {
+                for batch in store.batches(options)? {
+                    each(batch)?;
+                }
+                Ok(())
+            }
+            TrainingData::Streamed(store) => {
+                let mut failure = None;
+                store
+                    .for_each_batch(options, |batch| match each(batch) {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            failure = Some(e);
+                            Err(CacheError::Interrupted {
+                                stage: "by the evaluation".into(),
+                            })
+                        }
+                    })
+                    .map_err(|e| failure.take().unwrap_or(TrainError::Store(e)))
+            }
+        }
+    }
+}
+
+/// Step-addressed batches of either kind of store.
+enum StepSource<'a> {
+    Mapped(StepBatches<'a>),
+    Streamed(Box<StreamedBatches>),
+}
+
+impl StepSource<'_> {
+    fn batches_per_epoch(&self) -> usize {
+        match self {
+            StepSource::Mapped(b) => b.batches_per_epoch(),
+            StepSource::Streamed(b) => b.batches_per_epoch(),
+        }
+    }
+
+    fn batch(&mut self, step: usize) -> Result<Array3<f32>, CacheError> {
+        match self {
+            StepSource::Mapped(b) => b.batch(step),
+            StepSource::Streamed(b) => b.batch(step),
+        }
+    }
 }
 
 /// How a run starts.
@@ -149,7 +246,7 @@ pub struct StoreTrainingOutcome {
 /// The trainer state a run starts from: fresh (with the store's models, hook and, if asked, input
 /// scaling) or resumed (checked against the store).
 fn starting_state(
-    store: &ActivationStore,
+    store: TrainingData<'_>,
     start: Start,
     run: &StoreTraining,
 ) -> Result<TrainerState, TrainError> {
@@ -158,14 +255,14 @@ fn starting_state(
     match start {
         Start::Resume => {
             let state = TrainerState::load(run.out.join(TRAINER_FILE))?;
-            state.check_same_data(&models, Some(manifest.hook), store.d_model())?;
+            state.check_same_data(&models, Some(manifest.hook), manifest.d_model)?;
             Ok(state)
         }
         Start::Fresh(config) => {
             let mut state =
                 TrainerState::new(config, run.seed)?.with_metadata(models, Some(manifest.hook));
             if run.input_scaling {
-                state = state.with_input_scaling(store.normalization_factors(false).to_vec())?;
+                state = state.with_input_scaling(manifest.normalization_factors(false).to_vec())?;
             }
             Ok(state)
         }
@@ -178,24 +275,22 @@ fn starting_state(
 /// [`TrainError::Store`] when the store cannot be read; [`TrainError::Crosscoder`] for an invalid
 /// configuration, a resume on other data, a diverged step, or a file that cannot be written (each error
 /// names its file or field).
-pub fn train_on_store(
-    store: &ActivationStore,
+pub fn train_on_store<'a>(
+    store: impl Into<TrainingData<'a>>,
     start: Start,
     run: &StoreTraining,
 ) -> Result<StoreTrainingOutcome, TrainError> {
+    let store = store.into();
     std::fs::create_dir_all(&run.out).map_err(|e| CrosscoderError::io(&run.out, e))?;
     let started = starting_state(store, start, run)?;
     let config = started.config.clone();
-    let mut batches = StepBatches::new(
-        store,
-        BatchOptions {
-            batch_size: config.batch_size,
-            seed: run.seed,
-            split: Split::Train,
-            validation_fraction: run.validation_fraction,
-            ..BatchOptions::default()
-        },
-    )?;
+    let mut batches = store.step_batches(BatchOptions {
+        batch_size: config.batch_size,
+        seed: run.seed,
+        split: Split::Train,
+        validation_fraction: run.validation_fraction,
+        ..BatchOptions::default()
+    })?;
     let batches_per_epoch = batches.batches_per_epoch();
     let mut trainer = started.clone().build(run.backend)?;
     let fitted = fit(
@@ -231,7 +326,7 @@ pub fn train_on_store(
 /// Reconstruction and dead latents on the held-out documents (all rows without a split), the latent
 /// classes and their histogram.
 fn evaluate(
-    store: &ActivationStore,
+    store: TrainingData<'_>,
     checkpoint: crosscoder::CrosscoderCheckpoint,
     config: &TrainConfig,
     run: &StoreTraining,
@@ -243,18 +338,20 @@ fn evaluate(
     } else {
         Split::All
     };
-    let mut accumulator = MetricsAccumulator::new(2, store.d_model());
+    let mut accumulator = MetricsAccumulator::new(2, store.manifest().d_model);
     let mut activity = LatentActivity::new(config.dict_size);
-    for batch in store.batches(BatchOptions {
+    let options = BatchOptions {
         batch_size: 1024,
         split,
         validation_fraction: run.validation_fraction,
         ..BatchOptions::default()
-    })? {
+    };
+    store.for_each_batch(options, |batch| {
         let out = crosscoder.forward(batch.view())?;
         accumulator.update(batch.view(), out.reconstruction.view(), out.latents.view())?;
         activity.update(out.latents.view())?;
-    }
+        Ok(())
+    })?;
     let validation = accumulator.finish();
     let thresholds = RelativeNormThresholds::default();
     let analysis = DecoderAnalysis::new(crosscoder.as_ref(), BASE, CHAT, thresholds)?;
