@@ -190,6 +190,15 @@ pub enum CacheError {
         /// Where it stopped, e.g. `after staging shard 3`.
         stage: String,
     },
+    /// A file of a foreign activation cache (`dictionary_learning`'s `cache.py`) is not what that
+    /// code writes, or two caches do not pair.
+    #[error("{path}: {reason}")]
+    ForeignCache {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A request to the store's storage failed (after the client's retries, for object storage).
     #[error("{operation} {location}/{key} failed: {message}")]
     Storage {

@@ -283,40 +283,13 @@ pub fn cache_task(
         (Some(first), false) => first.start..ranges[shards.end - 1].end,
         _ => 0..0,
     };
-    let mut manifest = match existing {
-        Some(manifest) => {
-            if manifest.shard_range != [shards.start, shards.end]
-                || manifest.total_shards != ranges.len()
-            {
-                return Err(CacheError::TaskMismatch {
-                    object: location.describe(&key),
-                    reason: format!(
-                        "it holds shards {:?} of {}, this run plans shards {shards:?} of {}",
-                        manifest.shard_range,
-                        manifest.total_shards,
-                        ranges.len()
-                    ),
-                });
-            }
-            manifest
-        }
-        None => {
-            let manifest = TaskManifest {
-                format: TASK_FORMAT.into(),
-                version: TASK_VERSION,
-                task: task.index,
-                num_tasks: task.count,
-                config,
-                total_shards: ranges.len(),
-                shard_range: [shards.start, shards.end],
-                documents: [documents.start, documents.end],
-                shards: Vec::new(),
-                finished: false,
-            };
-            location.put(&key, manifest.to_json())?;
-            manifest
-        }
+    let plan = TaskPlan {
+        task,
+        shards: shards.clone(),
+        documents: documents.clone(),
+        total_shards: ranges.len(),
     };
+    let mut manifest = continue_or_start(location, &key, existing, config, &plan)?;
     let resume_at = shards.start + manifest.shards.len();
     emit(
         on_event,
@@ -396,6 +369,62 @@ pub fn cache_task(
         already_done: false,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// What a task is to cache.
+struct TaskPlan {
+    task: TaskPartition,
+    shards: Range<usize>,
+    documents: Range<usize>,
+    total_shards: usize,
+}
+
+/// The task manifest to continue (checked against `plan`), or a new one, written at `key`.
+fn continue_or_start(
+    location: &StoreLocation,
+    key: &str,
+    existing: Option<TaskManifest>,
+    config: StoreConfig,
+    plan: &TaskPlan,
+) -> Result<TaskManifest> {
+    let TaskPlan {
+        task,
+        shards,
+        documents,
+        total_shards,
+    } = plan;
+    match existing {
+        Some(manifest) => {
+            if manifest.shard_range != [shards.start, shards.end]
+                || manifest.total_shards != *total_shards
+            {
+                return Err(CacheError::TaskMismatch {
+                    object: location.describe(key),
+                    reason: format!(
+                        "it holds shards {:?} of {}, this run plans shards {shards:?} of {total_shards}",
+                        manifest.shard_range, manifest.total_shards,
+                    ),
+                });
+            }
+            Ok(manifest)
+        }
+        None => {
+            let manifest = TaskManifest {
+                format: TASK_FORMAT.into(),
+                version: TASK_VERSION,
+                task: task.index,
+                num_tasks: task.count,
+                config,
+                total_shards: *total_shards,
+                shard_range: [shards.start, shards.end],
+                documents: [documents.start, documents.end],
+                shards: Vec::new(),
+                finished: false,
+            };
+            location.put(key, manifest.to_json())?;
+            Ok(manifest)
+        }
+    }
 }
 
 /// Waits for a shard's upload, checks what is at its key, and commits it to the task manifest;
