@@ -137,11 +137,7 @@ fn deploy_commands() -> Vec<(String, String, Vec<String>)> {
         let body = &body[body
             .find("exec ")
             .unwrap_or_else(|| panic!("{name} has no exec"))..];
-        commands.push((
-            name.to_string(),
-            "cache_activations".into(),
-            flags_in(&body),
-        ));
+        commands.push((name.to_string(), "cache_activations".into(), flags_in(body)));
     }
     commands
 }
