@@ -97,6 +97,11 @@ struct Args {
     /// Write the trainer checkpoint every this many steps.
     #[arg(long, default_value_t = 1000, value_parser = stereo::cli::count)]
     checkpoint_every: usize,
+    /// Train on this many devices at once (the first N GPUs with --backend cuda; CPU replicas share the
+    /// CPU): burn's collective all-reduce averages the gradients; L1 objectives only; the batch size
+    /// must divide by N.
+    #[arg(long, default_value_t = 1, value_parser = stereo::cli::count)]
+    data_parallel: usize,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
@@ -137,6 +142,7 @@ fn main() -> Result<()> {
         input_scaling: !args.no_input_scaling,
         checkpoint_every: args.checkpoint_every,
         progress: true,
+        replicas: args.data_parallel,
     };
     let outcome = train_on_store(store, start, &run)
         .with_context(|| format!("training on {} into {}", args.store, args.out.display()))?;

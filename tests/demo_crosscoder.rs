@@ -106,6 +106,7 @@ fn negative_control_trains_to_no_chat_only_latent() {
         input_scaling: true,
         checkpoint_every: 200,
         progress: false,
+        replicas: 1,
     };
     let outcome = train_on_store(&store, Start::Fresh(config), &run).unwrap();
     let last = outcome.summary.last_step.clone().unwrap();

@@ -143,6 +143,7 @@ fn trained_batch_top_k(dir: &std::path::Path) -> Arc<dyn Crosscoder> {
         input_scaling: true,
         checkpoint_every: 10_000,
         progress: false,
+        replicas: 1,
     };
     train_on_store(&store, Start::Fresh(config), &run).unwrap();
     Arc::from(

@@ -417,3 +417,75 @@ fn training_from_s3_equals_training_from_disk_step_for_step_and_resumes_after_a_
         "the resumed run's crosscoder differs from the uninterrupted one"
     );
 }
+
+/// The largest difference between the tensors of two safetensors files, relative to the largest value.
+fn relative_difference(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let floats = |t: safetensors::tensor::TensorView<'_>| -> Vec<f32> {
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let (mut diff, mut scale) = (0f32, 0f32);
+    for (name, tensor) in a.tensors() {
+        if tensor.dtype() != safetensors::Dtype::F32 {
+            continue;
+        }
+        let other = b.tensor(&name).unwrap();
+        for (x, y) in floats(tensor).iter().zip(floats(other)) {
+            diff = diff.max((x - y).abs());
+            scale = scale.max(x.abs());
+        }
+    }
+    diff / scale
+}
+
+#[test]
+fn train_crosscoder_data_parallel_takes_the_steps_of_one_trainer() {
+    let (local, _) = reference_store();
+    let store = local.path().display().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let (one, two) = (out.path().join("one"), out.path().join("two"));
+    run(train_command(&store, &one, 30));
+    let mut replicas = train_command(&store, &two, 30);
+    replicas.args(["--data-parallel", "2"]);
+    run(replicas);
+    let difference = relative_difference(
+        &one.join("crosscoder.safetensors"),
+        &two.join("crosscoder.safetensors"),
+    );
+    eprintln!("2 replicas vs one trainer after 30 steps: relative difference {difference:e}");
+    assert!(difference < 1e-4, "relative difference {difference}");
+    // BatchTopK is refused by name.
+    let output = Command::new(example("train_crosscoder"))
+        .args([
+            "--store",
+            &store,
+            "--dict-size",
+            "32",
+            "--objective",
+            "batch-topk",
+            "--k",
+            "4",
+        ])
+        .args([
+            "--batch-size",
+            "256",
+            "--steps",
+            "2",
+            "--data-parallel",
+            "2",
+        ])
+        .arg("--out")
+        .arg(out.path().join("topk"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("mean over rows"), "{message}");
+}

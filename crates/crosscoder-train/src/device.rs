@@ -11,9 +11,11 @@ use stereo_core::hook::HookPoint;
 use stereo_core::{BackendKind, BackendVisitor};
 
 use crate::config::{BatchTopKObjective, DecoderBiasInit, Objective, Reconstruction, TrainConfig};
+use crate::data_parallel::{self, Replica};
 use crate::select::{aux_k_mask, batch_top_k_cut, geometric_median};
 use crate::state::TrainerState;
 use crate::{CrosscoderTrainer, StepMetrics};
+use burn_collective::ReduceOperation;
 use crosscoder::CodeNormalization;
 use crosscoder::CrosscoderWeights;
 use crosscoder::{CrosscoderError, Result};
@@ -132,6 +134,8 @@ pub(crate) struct DeviceTrainer<B: Backend> {
     input_scaling: Option<Vec<f32>>,
     models: Vec<String>,
     hook: Option<HookPoint>,
+    /// The data-parallel group this replica belongs to, if any.
+    replica: Option<Replica>,
 }
 
 /// The latents one step keeps, and what the step records about them.
@@ -154,6 +158,7 @@ struct Selection<B: Backend> {
 
 /// What a selection leaves once the autodiff graph is gone.
 struct SelectionRecord {
+    fired: Vec<bool>,
     l0: f32,
     k_used: Option<usize>,
     threshold: f32,
@@ -163,6 +168,7 @@ struct SelectionRecord {
 impl<B: Backend> Selection<B> {
     fn into_record(self) -> SelectionRecord {
         SelectionRecord {
+            fired: self.fired,
             l0: self.l0,
             k_used: self.k_used,
             threshold: self.threshold,
@@ -207,6 +213,7 @@ impl<B: Backend> DeviceTrainer<B> {
             input_scaling: state.input_scaling,
             models: state.models,
             hook: state.hook,
+            replica: None,
         }
     }
 
@@ -274,9 +281,16 @@ impl<B: Backend> DeviceTrainer<B> {
         keep_gradients: bool,
     ) -> Result<(StepMetrics, Option<CrosscoderWeights>)> {
         let step = self.step;
-        let x_host = self.prepare_batch(batch)?;
-        let b_dec_start = self.decoder_bias_at_start(&x_host);
-        let pass = self.forward_backward(x_host, &b_dec_start)?;
+        let prepared = self.prepare_batch(batch).and_then(|x_host| {
+            let b_dec_start = self.decoder_bias_at_start(&x_host);
+            let rows = x_host.dim().0;
+            let pass = self.forward_backward(x_host, &b_dec_start)?;
+            Ok((pass, b_dec_start, rows))
+        });
+        let (pass, b_dec_start) = match self.replica {
+            Some(replica) => self.reduce_over_replicas(prepared, replica)?,
+            None => prepared.map(|(pass, b_dec_start, _)| (pass, b_dec_start))?,
+        };
         let recorded = if keep_gradients {
             let (n, d) = (self.config.n_models, self.config.d_model);
             Some(pass.gradients.download(n, d)?)
@@ -320,6 +334,38 @@ impl<B: Backend> DeviceTrainer<B> {
             clipped,
         };
         Ok((metrics, recorded))
+    }
+
+    /// A replica's pass made the group's: gradients averaged over the replicas, the fired latents
+    /// merged and the dead counters advanced by the group's rows.
+    /// Every replica takes part even when its own pass failed (so no replica waits forever): the
+    /// failures are counted first, and if any replica failed, all of them return an error.
+    fn reduce_over_replicas(
+        &self,
+        prepared: Result<(ForwardBackward<B>, Tensor<B, 2>, usize)>,
+        replica: Replica,
+    ) -> Result<(ForwardBackward<B>, Tensor<B, 2>)> {
+        let failed = f32::from(u8::from(prepared.is_err()));
+        let status = Tensor::<B, 1>::from_floats([failed], &self.device).reshape([1, 1]);
+        let failures =
+            scalar(data_parallel::reduce(replica, status, ReduceOperation::Sum)?.reshape([1]))?;
+        let (mut pass, b_dec_start, rows) = prepared?;
+        if failures > 0.0 {
+            return Err(CrosscoderError::Diverged {
+                step: self.step,
+                what: format!(
+                    "{} {failures} other replica(s)",
+                    data_parallel::OTHER_REPLICAS
+                ),
+            });
+        }
+        let [w_enc, b_enc, w_dec, b_dec] = pass.gradients.into_array();
+        let mean = |t| data_parallel::reduce(replica, t, ReduceOperation::Mean);
+        pass.gradients =
+            Params::from_array([mean(w_enc)?, mean(b_enc)?, mean(w_dec)?, mean(b_dec)?]);
+        let fired = data_parallel::merge_fired::<B>(replica, &pass.selection.fired, &self.device)?;
+        pass.counters = self.dead_counters(&fired, rows * replica.replicas);
+        Ok((pass, b_dec_start))
     }
 
     /// The decoder bias this step starts from: the batch's geometric median on step 0 when the config asks
@@ -663,6 +709,20 @@ impl<B: Backend> CrosscoderTrainer for DeviceTrainer<B> {
 
     fn step_index(&self) -> usize {
         self.step
+    }
+
+    fn join_data_parallel(&mut self, replica: Replica) -> Result<()> {
+        data_parallel::check_splittable(&self.config, self.step)?;
+        data_parallel::join::<B>(replica, &self.device)?;
+        self.replica = Some(replica);
+        Ok(())
+    }
+
+    fn leave_data_parallel(&mut self) -> Result<()> {
+        match self.replica.take() {
+            Some(replica) => data_parallel::leave::<B>(replica),
+            None => Ok(()),
+        }
     }
 
     fn step(&mut self, batch: ArrayView3<'_, f32>) -> Result<StepMetrics> {

@@ -42,6 +42,7 @@
 //! - `cuda`: the CUDA backend (`stereo-core/cuda`).
 
 mod config;
+pub mod data_parallel;
 mod device;
 mod fit;
 mod select;
@@ -132,6 +133,22 @@ pub trait CrosscoderTrainer: Send {
         batch: ArrayView3<'_, f32>,
     ) -> Result<(StepMetrics, CrosscoderWeights)>;
 
+    /// Joins a data-parallel group as `replica` (see [`data_parallel`]): from then on each step
+    /// averages its gradients with the other replicas' (burn's collective all-reduce) before clipping
+    /// and Adam. Call it on every replica, each from its own thread.
+    ///
+    /// # Errors
+    /// [`crosscoder::CrosscoderError::InvalidOption`] for an objective that does not split by rows;
+    /// [`crosscoder::CrosscoderError::Device`] when the collective refuses the registration.
+    fn join_data_parallel(&mut self, replica: data_parallel::Replica) -> Result<()>;
+
+    /// Leaves the data-parallel group (every replica, after its last step), so that another group
+    /// can form in this process. Nothing happens outside a group.
+    ///
+    /// # Errors
+    /// [`crosscoder::CrosscoderError::Device`] when the collective refuses.
+    fn leave_data_parallel(&mut self) -> Result<()>;
+
     /// A host snapshot of everything needed to resume (see [`TrainerState::save`]).
     ///
     /// # Errors
@@ -155,6 +172,26 @@ impl TrainerState {
     pub fn build(self, backend: BackendKind) -> Result<Box<dyn CrosscoderTrainer>> {
         Ok(stereo_core::dispatch(
             backend,
+            device::BuildTrainer {
+                state: self,
+                kind: backend,
+            },
+        )?)
+    }
+
+    /// Like [`TrainerState::build`], on device `index` of the backend (the `index`-th GPU for CUDA; the
+    /// CPU backends have one device).
+    ///
+    /// # Errors
+    /// As [`TrainerState::build`].
+    pub fn build_on(
+        self,
+        backend: BackendKind,
+        index: usize,
+    ) -> Result<Box<dyn CrosscoderTrainer>> {
+        Ok(stereo_core::dispatch_on(
+            backend,
+            index,
             device::BuildTrainer {
                 state: self,
                 kind: backend,

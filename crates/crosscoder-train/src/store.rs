@@ -45,6 +45,7 @@ use crosscoder::{
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
+use crate::data_parallel::DataParallelTrainer;
 use crate::fit::{fit, FitOptions, FitSummary};
 use crate::{StepMetrics, TrainConfig, TrainerState};
 
@@ -188,6 +189,9 @@ pub struct StoreTraining {
     pub checkpoint_every: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Train on this many devices at once ([`crate::data_parallel::DataParallelTrainer`]; 1: one
+    /// trainer). The batch size must divide by it.
+    pub replicas: usize,
 }
 
 /// Latent counts per class.
@@ -292,7 +296,15 @@ pub fn train_on_store<'a>(
         ..BatchOptions::default()
     })?;
     let batches_per_epoch = batches.batches_per_epoch();
-    let mut trainer = started.clone().build(run.backend)?;
+    let mut trainer: Box<dyn crate::CrosscoderTrainer> = if run.replicas > 1 {
+        Box::new(DataParallelTrainer::new(
+            started.clone(),
+            run.backend,
+            run.replicas,
+        )?)
+    } else {
+        started.clone().build(run.backend)?
+    };
     let fitted = fit(
         trainer.as_mut(),
         |step| {

@@ -199,6 +199,26 @@ pub fn dispatch<V: BackendVisitor>(
     }
 }
 
+/// Like [`dispatch`], on device `index` of the backend: the `index`-th GPU for CUDA; the CPU backends
+/// have one device, which every index names (data-parallel replicas then share the CPU's cores).
+pub fn dispatch_on<V: BackendVisitor>(
+    kind: BackendKind,
+    index: usize,
+    visitor: V,
+) -> Result<V::Output, BackendError> {
+    match kind {
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            kind.ensure_available()?;
+            Ok(visitor.visit::<CudaBackend>(burn::backend::cuda::CudaDevice::new(index)))
+        }
+        _ => {
+            let _ = index;
+            dispatch(kind, visitor)
+        }
+    }
+}
+
 #[cfg(not(feature = "cuda"))]
 fn unreachable_without_cuda<T>() -> Result<T, BackendError> {
     Err(BackendError::NotCompiled {
