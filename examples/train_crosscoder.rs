@@ -29,7 +29,9 @@
 
 use std::path::PathBuf;
 
-use activation_cache::{ActivationStore, StoreLocation, StreamOptions, StreamingStore};
+use activation_cache::{
+    ActivationStore, DictionaryLearningCache, StoreLocation, StreamOptions, StreamingStore,
+};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use crosscoder::{BackendKind, BASE, CHAT};
@@ -42,8 +44,19 @@ use crosscoder_train::{
 #[command(version, about)]
 struct Args {
     /// Activation store (from the cache_activations example): a directory, or s3://, gs://, az:// (streamed).
-    #[arg(long)]
-    store: String,
+    #[arg(long, required_unless_present = "dictionary_learning_cache")]
+    store: Option<String>,
+    /// Train on a cache written by the science-of-finetuning dictionary_learning code instead, read in
+    /// place: the base and the chat model's cache directories (PairedActivationCache's two store dirs).
+    #[arg(long, num_args = 2, value_names = ["BASE_DIR", "CHAT_DIR"], conflicts_with_all = ["store", "shuffle_buffer_shards"])]
+    dictionary_learning_cache: Option<Vec<PathBuf>>,
+    /// With --dictionary-learning-cache: the submodule folder inside each directory.
+    #[arg(
+        long,
+        default_value = "layer_13_out",
+        requires = "dictionary_learning_cache"
+    )]
+    submodule: String,
     /// Stream the store's shards this many at a time, shuffling rows within the window (the memory
     /// bound: twice this many shards are held; part of the batch order, so keep it when resuming).
     /// Default for object storage: 8; a local directory without it is memory-mapped whole.
@@ -107,32 +120,68 @@ struct Args {
     out: PathBuf,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let streamed = args.store.contains("://") || args.shuffle_buffer_shards.is_some();
-    let (mapped, streaming) = if streamed {
-        let location = StoreLocation::parse(&args.store)?;
+/// The training data the flags name, opened.
+struct Opened {
+    name: String,
+    mapped: Option<ActivationStore>,
+    streaming: Option<StreamingStore>,
+    foreign: Option<DictionaryLearningCache>,
+}
+
+impl Opened {
+    fn data(&self) -> TrainingData<'_> {
+        match (&self.mapped, &self.streaming, &self.foreign) {
+            (Some(store), _, _) => store.into(),
+            (_, Some(store), _) => store.into(),
+            (_, _, Some(cache)) => cache.into(),
+            _ => unreachable!("open_training_data opens one"),
+        }
+    }
+}
+
+/// Opens --store (memory-mapped, or streamed for URLs and --shuffle-buffer-shards) or
+/// --dictionary-learning-cache.
+fn open_training_data(args: &Args) -> Result<Opened> {
+    let mut opened = Opened {
+        name: String::new(),
+        mapped: None,
+        streaming: None,
+        foreign: None,
+    };
+    if let Some(dirs) = &args.dictionary_learning_cache {
+        let cache = DictionaryLearningCache::open(&dirs[0], &dirs[1], &args.submodule)
+            .with_context(|| format!("opening the dictionary_learning cache {dirs:?}"))?;
+        opened.name = format!("{} and {}", dirs[0].display(), dirs[1].display());
+        opened.foreign = Some(cache);
+        return Ok(opened);
+    }
+    let store = args.store.as_deref().unwrap_or_default();
+    opened.name = store.to_string();
+    if store.contains("://") || args.shuffle_buffer_shards.is_some() {
+        let location = StoreLocation::parse(store)?;
         let options = StreamOptions {
             buffer_shards: args.shuffle_buffer_shards.unwrap_or(8),
             ..StreamOptions::default()
         };
-        let store = StreamingStore::open(location, options)
-            .with_context(|| format!("opening the store {}", args.store))?;
-        (None, Some(store))
+        let streaming = StreamingStore::open(location, options)
+            .with_context(|| format!("opening the store {store}"))?;
+        opened.streaming = Some(streaming);
     } else {
-        let store = ActivationStore::open(&args.store)
-            .with_context(|| format!("opening the store {}", args.store))?;
-        (Some(store), None)
-    };
-    let store: TrainingData<'_> = match (&mapped, &streaming) {
-        (Some(store), _) => store.into(),
-        (_, Some(store)) => store.into(),
-        (None, None) => unreachable!("one store is open"),
-    };
+        let mapped =
+            ActivationStore::open(store).with_context(|| format!("opening the store {store}"))?;
+        opened.mapped = Some(mapped);
+    }
+    Ok(opened)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let opened = open_training_data(&args)?;
+    let store = opened.data();
     let start = if args.resume {
         Start::Resume
     } else {
-        Start::Fresh(build_config(&args, store.manifest().d_model)?)
+        Start::Fresh(build_config(&args, store.d_model())?)
     };
     let run = StoreTraining {
         out: args.out.clone(),
@@ -145,7 +194,7 @@ fn main() -> Result<()> {
         replicas: args.data_parallel,
     };
     let outcome = train_on_store(store, start, &run)
-        .with_context(|| format!("training on {} into {}", args.store, args.out.display()))?;
+        .with_context(|| format!("training on {} into {}", opened.name, args.out.display()))?;
     let (state, s) = (&outcome.started, &outcome.summary);
     let config = &state.config;
     if args.resume {

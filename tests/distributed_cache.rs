@@ -489,3 +489,35 @@ fn train_crosscoder_data_parallel_takes_the_steps_of_one_trainer() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("mean over rows"), "{message}");
 }
+
+#[test]
+fn an_unreachable_object_store_is_retried_then_reported_by_name() {
+    // Nothing listens on port 9 of loopback (discard); two retries with backoff, then the error.
+    let start = Instant::now();
+    let output = cache_command("s3://stereo-unreachable/store")
+        .args(["--num-tasks", "2", "--task-index", "1"])
+        .env("AWS_ENDPOINT", "http://127.0.0.1:9")
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("STEREO_OBJECT_STORE_RETRIES", "2")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("s3://stereo-unreachable/store/tasks/task-00001-of-00002.json"),
+        "{message}"
+    );
+    assert!(
+        message.contains("after 2 retries") || message.contains("retries"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+    eprintln!(
+        "reported after {:.1}s: {}",
+        start.elapsed().as_secs_f64(),
+        message.lines().last().unwrap_or("")
+    );
+}

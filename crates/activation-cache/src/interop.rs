@@ -24,6 +24,9 @@ use ndarray::{Array3, ArrayViewMut2};
 use serde::Deserialize;
 
 use crate::error::{CacheError, Result};
+use crate::reader::{shuffle, BatchOptions, Split};
+use crate::stats::{ModelStatistics, Moments};
+use gemma_model::HookPoint;
 
 /// How a `dictionary_learning` shard stores its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,5 +309,146 @@ impl DictionaryLearningCache {
             self.read_row(row, dst)?;
         }
         Ok(out)
+    }
+}
+
+impl DictionaryLearningCache {
+    /// The hook the cache holds, from its submodule name: `layer_{l}_out` is the output of decoder
+    /// layer `l` (`blocks.{l}.hook_resid_post`), `layer_{l}_in` its input (`blocks.{l}.hook_resid_pre`).
+    pub fn hook(&self) -> Result<HookPoint> {
+        let dir = &self.models[0].dir;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parsed = name.strip_prefix("layer_").and_then(|rest| {
+            let (layer, io) = rest.rsplit_once('_')?;
+            let layer: usize = layer.parse().ok()?;
+            match io {
+                "out" => Some(HookPoint::ResidPost(layer)),
+                "in" => Some(HookPoint::ResidPre(layer)),
+                _ => None,
+            }
+        });
+        parsed.ok_or_else(|| CacheError::ForeignCache {
+            path: dir.clone(),
+            reason: format!(
+                "submodule `{name}` is not layer_<l>_out or layer_<l>_in: the hook is unknown"
+            ),
+        })
+    }
+
+    /// The two caches' directories (`<store>/<submodule>`), base then chat.
+    pub fn dirs(&self) -> [&Path; 2] {
+        [self.models[0].dir.as_path(), self.models[1].dir.as_path()]
+    }
+
+    /// Per-model statistics over every row, in one pass (`cache.py` does not mark `<bos>` rows, so
+    /// `without_bos` counts them too; its own `mean.pt`/`std.pt` hold no norms).
+    pub fn statistics(&self) -> [ModelStatistics; 2] {
+        let d = self.d_model();
+        let mut moments = [Moments::new(d), Moments::new(d)];
+        let mut row = vec![0f32; d];
+        for (model, stats) in self.models.iter().zip(moments.iter_mut()) {
+            for r in 0..model.len() {
+                model.read_row(r, row.iter_mut());
+                stats.push(ndarray::ArrayView1::from(&row[..]));
+            }
+        }
+        moments.map(|m| ModelStatistics {
+            all: m.clone(),
+            without_bos: m,
+        })
+    }
+
+    /// The rows of `split`: the cache keeps documents in order, so the validation split is the last
+    /// `validation_fraction` of the rows (whole documents but for the one at the boundary).
+    fn split_rows(&self, options: &BatchOptions) -> Result<std::ops::Range<u64>> {
+        if !(0.0..=1.0).contains(&options.validation_fraction) {
+            return Err(CacheError::InvalidInput {
+                reason: format!(
+                    "validation_fraction {} is outside [0, 1]",
+                    options.validation_fraction
+                ),
+            });
+        }
+        let n = self.len();
+        let boundary = n - (n as f64 * options.validation_fraction).round() as u64;
+        Ok(match options.split {
+            Split::All => 0..n,
+            Split::Train => 0..boundary,
+            Split::Validation => boundary..n,
+        })
+    }
+
+    /// Training batches by step, as [`crate::StepBatches`] draws them: epoch `e` is the split's
+    /// rows shuffled with seed `options.seed + e`, cut into full batches.
+    pub fn step_batches(&self, options: BatchOptions) -> Result<ForeignStepBatches<'_>> {
+        let rows = self.split_rows(&options)?;
+        let selected = rows.end - rows.start;
+        if options.batch_size == 0 || options.batch_size as u64 > selected {
+            return Err(CacheError::InvalidInput {
+                reason: format!(
+                    "batch_size {} does not fit the {selected} rows of {}",
+                    options.batch_size,
+                    self.models[0].dir.display()
+                ),
+            });
+        }
+        Ok(ForeignStepBatches {
+            cache: self,
+            options,
+            rows,
+            epoch: None,
+        })
+    }
+
+    /// Every row of the split once, in order, in batches of `options.batch_size`.
+    pub fn for_each_batch(
+        &self,
+        options: BatchOptions,
+        mut each: impl FnMut(Array3<f32>) -> Result<()>,
+    ) -> Result<()> {
+        let rows: Vec<u64> = self.split_rows(&options)?.collect();
+        if options.batch_size == 0 {
+            return Err(CacheError::InvalidInput {
+                reason: "batch_size must be positive".into(),
+            });
+        }
+        for chunk in rows.chunks(options.batch_size) {
+            each(self.read_rows(chunk)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Step-addressed training batches of a [`DictionaryLearningCache`].
+#[derive(Debug)]
+pub struct ForeignStepBatches<'a> {
+    cache: &'a DictionaryLearningCache,
+    options: BatchOptions,
+    rows: std::ops::Range<u64>,
+    epoch: Option<(u64, Vec<u64>)>,
+}
+
+impl ForeignStepBatches<'_> {
+    /// Full batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        ((self.rows.end - self.rows.start) / self.options.batch_size as u64) as usize
+    }
+
+    /// The batch of `step`, `[batch_size, 2, d_model]`.
+    pub fn batch(&mut self, step: usize) -> Result<Array3<f32>> {
+        let per_epoch = self.batches_per_epoch();
+        let epoch = (step / per_epoch) as u64;
+        if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let mut order: Vec<u64> = self.rows.clone().collect();
+            shuffle(&mut order, self.options.seed.wrapping_add(epoch));
+            self.epoch = Some((epoch, order));
+        }
+        let order = &self.epoch.as_ref().expect("set above").1;
+        let start = (step % per_epoch) * self.options.batch_size;
+        self.cache
+            .read_rows(&order[start..start + self.options.batch_size])
     }
 }

@@ -85,7 +85,7 @@ pub use cache::{cache_corpus, CacheOptions, CacheSummary};
 pub use corpus::{Corpus, TextSplit};
 pub use error::{CacheError, Result};
 pub use finalize::{finalize_store, FinalizeOptions, FinalizeSummary};
-pub use interop::{DictionaryLearningCache, ForeignDtype};
+pub use interop::{DictionaryLearningCache, ForeignDtype, ForeignStepBatches};
 pub use manifest::{
     shard_file_name, CorpusInfo, Manifest, ShardEntry, StoreConfig, StoreDtype, FORMAT_VERSION,
     MANIFEST_FILE, STORE_FORMAT,

@@ -5,8 +5,9 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP` for S3-compatible
 //! servers such as MinIO, Ceph or R2; `GOOGLE_SERVICE_ACCOUNT`/`GOOGLE_APPLICATION_CREDENTIALS`;
 //! `AZURE_STORAGE_ACCOUNT_NAME`/`AZURE_STORAGE_ACCOUNT_KEY`). Network errors are retried with
-//! exponential backoff by the client ([`StoreLocation::RETRIES`] tries, at most
-//! [`StoreLocation::RETRY_TIMEOUT`]) and then reported as [`CacheError::Storage`] naming the object.
+//! exponential backoff by the client ([`StoreLocation::RETRIES`] tries, or
+//! `STEREO_OBJECT_STORE_RETRIES`, for at most [`StoreLocation::RETRY_TIMEOUT`]) and then reported as
+//! [`CacheError::Storage`] naming the operation and the object.
 
 use std::fmt;
 use std::ops::Range;
@@ -86,6 +87,8 @@ impl PendingPut {
 impl StoreLocation {
     /// Retries of a failed request before it is reported.
     pub const RETRIES: usize = 8;
+    /// The variable that overrides [`Self::RETRIES`] (a number).
+    pub const RETRIES_VARIABLE: &'static str = "STEREO_OBJECT_STORE_RETRIES";
     /// The longest a request is retried for.
     pub const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -108,9 +111,18 @@ impl StoreLocation {
         }
         let (scheme, prefix) =
             object_store::ObjectStoreScheme::parse(&url).map_err(|e| bad(e.to_string()))?;
+        let retries = match std::env::var(Self::RETRIES_VARIABLE) {
+            Ok(value) => value.trim().parse().map_err(|_| {
+                bad(format!(
+                    "{}={value:?} is not a number of retries",
+                    Self::RETRIES_VARIABLE
+                ))
+            })?,
+            Err(_) => Self::RETRIES,
+        };
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
-            max_retries: Self::RETRIES,
+            max_retries: retries,
             retry_timeout: Self::RETRY_TIMEOUT,
         };
         let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {

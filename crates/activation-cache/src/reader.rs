@@ -357,7 +357,7 @@ impl Iterator for Batches<'_> {
 impl ExactSizeIterator for Batches<'_> {}
 
 /// Fisher-Yates shuffle seeded by `seed`.
-fn shuffle(rows: &mut [u64], seed: u64) {
+pub(crate) fn shuffle(rows: &mut [u64], seed: u64) {
     let mut rng = SplitMix64::new(seed);
     for i in (1..rows.len()).rev() {
         let j = rng.below(i + 1);

@@ -122,3 +122,59 @@ fn damaged_caches_are_refused_by_name() {
     assert!(matches!(err, CacheError::Io { .. }), "{err}");
     assert!(err.to_string().contains("config.json"), "{err}");
 }
+
+#[test]
+fn training_batches_cover_the_split_once_per_epoch_and_the_hook_is_named() {
+    use activation_cache::{BatchOptions, Split};
+    use gemma_model::HookPoint;
+    let cache =
+        DictionaryLearningCache::open(fixture().join("base"), fixture().join("chat"), SUBMODULE)
+            .unwrap();
+    assert_eq!(cache.hook().unwrap(), HookPoint::ResidPost(1));
+    let options = |split, batch_size| BatchOptions {
+        batch_size,
+        seed: 4,
+        split,
+        validation_fraction: 0.25,
+        ..BatchOptions::default()
+    };
+    let n = cache.len() as usize;
+    let validation = (n as f64 * 0.25).round() as usize;
+    let mut batches = cache.step_batches(options(Split::Train, 1)).unwrap();
+    assert_eq!(batches.batches_per_epoch(), n - validation);
+    let mut seen: Vec<Vec<u32>> = (0..batches.batches_per_epoch())
+        .map(|s| {
+            batches
+                .batch(s)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        })
+        .collect();
+    let mut want: Vec<Vec<u32>> = (0..(n - validation) as u64)
+        .map(|r| {
+            cache
+                .read_rows(&[r])
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        })
+        .collect();
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+    let mut rows = 0;
+    cache
+        .for_each_batch(options(Split::Validation, 7), |b| {
+            rows += b.shape()[0];
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(rows, validation);
+    // Statistics over every row of each model.
+    let statistics = cache.statistics();
+    assert_eq!(statistics[0].all.count, cache.len());
+    assert!(statistics[0].normalization_factor(false) != statistics[1].normalization_factor(false));
+}

@@ -35,8 +35,8 @@
 use std::path::{Path, PathBuf};
 
 use activation_cache::{
-    ActivationStore, BatchOptions, CacheError, Manifest, Split, StepBatches, StreamedBatches,
-    StreamingStore,
+    ActivationStore, BatchOptions, CacheError, DictionaryLearningCache, ForeignStepBatches,
+    Manifest, Split, StepBatches, StreamedBatches, StreamingStore,
 };
 use crosscoder::{
     relative_norm_histogram, BackendKind, CrosscoderError, DecoderAnalysis, HistogramOptions,
@@ -44,6 +44,7 @@ use crosscoder::{
 };
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
+use stereo_core::hook::HookPoint;
 
 use crate::data_parallel::DataParallelTrainer;
 use crate::fit::{fit, FitOptions, FitSummary};
@@ -77,6 +78,15 @@ pub enum TrainingData<'a> {
     /// Shards streamed from a directory or object storage: the two-level shuffle of
     /// [`activation_cache::StreamingStore`] (the same batches from a bucket or a local copy).
     Streamed(&'a StreamingStore),
+    /// A science-of-finetuning `dictionary_learning` cache read in place: batches shuffled across
+    /// all rows, the validation split the last rows ([`DictionaryLearningCache`]).
+    DictionaryLearning(&'a DictionaryLearningCache),
+}
+
+impl<'a> From<&'a DictionaryLearningCache> for TrainingData<'a> {
+    fn from(cache: &'a DictionaryLearningCache) -> Self {
+        TrainingData::DictionaryLearning(cache)
+    }
 }
 
 impl<'a> From<&'a ActivationStore> for TrainingData<'a> {
@@ -92,11 +102,43 @@ impl<'a> From<&'a StreamingStore> for TrainingData<'a> {
 }
 
 impl TrainingData<'_> {
-    /// The store's manifest.
-    pub fn manifest(&self) -> &Manifest {
+    /// The store's manifest (`None` for a foreign cache).
+    pub fn manifest(&self) -> Option<&Manifest> {
         match self {
-            TrainingData::Mapped(store) => store.manifest(),
-            TrainingData::Streamed(store) => store.manifest(),
+            TrainingData::Mapped(store) => Some(store.manifest()),
+            TrainingData::Streamed(store) => Some(store.manifest()),
+            TrainingData::DictionaryLearning(_) => None,
+        }
+    }
+
+    /// Width of the activations.
+    pub fn d_model(&self) -> usize {
+        match self {
+            TrainingData::Mapped(store) => store.d_model(),
+            TrainingData::Streamed(store) => store.manifest().d_model,
+            TrainingData::DictionaryLearning(cache) => cache.d_model(),
+        }
+    }
+
+    /// The models' names (base, chat), the hook and the per-model normalisation factors (BOS
+    /// excluded where the store marks it).
+    fn describe(&self) -> Result<(Vec<String>, HookPoint, [f32; 2]), TrainError> {
+        let of_manifest = |m: &Manifest| {
+            (
+                m.models.iter().map(|m| m.name.clone()).collect(),
+                m.hook,
+                m.normalization_factors(false),
+            )
+        };
+        match self {
+            TrainingData::Mapped(store) => Ok(of_manifest(store.manifest())),
+            TrainingData::Streamed(store) => Ok(of_manifest(store.manifest())),
+            TrainingData::DictionaryLearning(cache) => {
+                let names = cache.dirs().map(|d| d.display().to_string()).to_vec();
+                let statistics = cache.statistics();
+                let factors = [0, 1].map(|m| statistics[m].normalization_factor(false));
+                Ok((names, cache.hook()?, factors))
+            }
         }
     }
 
@@ -105,6 +147,9 @@ impl TrainingData<'_> {
             TrainingData::Mapped(store) => StepSource::Mapped(StepBatches::new(store, options)?),
             TrainingData::Streamed(store) => {
                 StepSource::Streamed(Box::new(store.step_batches(options)?))
+            }
+            TrainingData::DictionaryLearning(cache) => {
+                StepSource::Foreign(cache.step_batches(options)?)
             }
         })
     }
@@ -121,6 +166,20 @@ impl TrainingData<'_> {
                     each(batch)?;
                 }
                 Ok(())
+            }
+            TrainingData::DictionaryLearning(cache) => {
+                let mut failure = None;
+                cache
+                    .for_each_batch(options, |batch| match each(batch) {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            failure = Some(e);
+                            Err(CacheError::Interrupted {
+                                stage: "by the evaluation".into(),
+                            })
+                        }
+                    })
+                    .map_err(|e| failure.take().unwrap_or(TrainError::Store(e)))
             }
             TrainingData::Streamed(store) => {
                 let mut failure = None;
@@ -144,6 +203,7 @@ impl TrainingData<'_> {
 enum StepSource<'a> {
     Mapped(StepBatches<'a>),
     Streamed(Box<StreamedBatches>),
+    Foreign(ForeignStepBatches<'a>),
 }
 
 impl StepSource<'_> {
@@ -151,6 +211,7 @@ impl StepSource<'_> {
         match self {
             StepSource::Mapped(b) => b.batches_per_epoch(),
             StepSource::Streamed(b) => b.batches_per_epoch(),
+            StepSource::Foreign(b) => b.batches_per_epoch(),
         }
     }
 
@@ -158,6 +219,7 @@ impl StepSource<'_> {
         match self {
             StepSource::Mapped(b) => b.batch(step),
             StepSource::Streamed(b) => b.batch(step),
+            StepSource::Foreign(b) => b.batch(step),
         }
     }
 }
@@ -254,19 +316,17 @@ fn starting_state(
     start: Start,
     run: &StoreTraining,
 ) -> Result<TrainerState, TrainError> {
-    let manifest = store.manifest();
-    let models: Vec<String> = manifest.models.iter().map(|m| m.name.clone()).collect();
+    let (models, hook, factors) = store.describe()?;
     match start {
         Start::Resume => {
             let state = TrainerState::load(run.out.join(TRAINER_FILE))?;
-            state.check_same_data(&models, Some(manifest.hook), manifest.d_model)?;
+            state.check_same_data(&models, Some(hook), store.d_model())?;
             Ok(state)
         }
         Start::Fresh(config) => {
-            let mut state =
-                TrainerState::new(config, run.seed)?.with_metadata(models, Some(manifest.hook));
+            let mut state = TrainerState::new(config, run.seed)?.with_metadata(models, Some(hook));
             if run.input_scaling {
-                state = state.with_input_scaling(manifest.normalization_factors(false).to_vec())?;
+                state = state.with_input_scaling(factors.to_vec())?;
             }
             Ok(state)
         }
@@ -350,7 +410,7 @@ fn evaluate(
     } else {
         Split::All
     };
-    let mut accumulator = MetricsAccumulator::new(2, store.manifest().d_model);
+    let mut accumulator = MetricsAccumulator::new(2, store.d_model());
     let mut activity = LatentActivity::new(config.dict_size);
     let options = BatchOptions {
         batch_size: 1024,
