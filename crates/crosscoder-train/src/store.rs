@@ -168,35 +168,33 @@ impl TrainingData<'_> {
                 Ok(())
             }
             TrainingData::DictionaryLearning(cache) => {
-                let mut failure = None;
-                cache
-                    .for_each_batch(options, |batch| match each(batch) {
-                        Ok(()) => Ok(()),
-                        Err(e) => {
-                            failure = Some(e);
-                            Err(CacheError::Interrupted {
-                                stage: "by the evaluation".into(),
-                            })
-                        }
-                    })
-                    .map_err(|e| failure.take().unwrap_or(TrainError::Store(e)))
+                relay(each, |forward| cache.for_each_batch(options, forward))
             }
             TrainingData::Streamed(store) => {
-                let mut failure = None;
-                store
-                    .for_each_batch(options, |batch| match each(batch) {
-                        Ok(()) => Ok(()),
-                        Err(e) => {
-                            failure = Some(e);
-                            Err(CacheError::Interrupted {
-                                stage: "by the evaluation".into(),
-                            })
-                        }
-                    })
-                    .map_err(|e| failure.take().unwrap_or(TrainError::Store(e)))
+                relay(each, |forward| store.for_each_batch(options, forward))
             }
         }
     }
+}
+
+/// Runs a store's batch loop `run` with a callback that hands each batch to `each`; an error of
+/// `each` stops the loop and comes back as itself, not as the store's.
+fn relay(
+    mut each: impl FnMut(Array3<f32>) -> Result<(), TrainError>,
+    run: impl FnOnce(&mut dyn FnMut(Array3<f32>) -> Result<(), CacheError>) -> Result<(), CacheError>,
+) -> Result<(), TrainError> {
+    let mut failure = None;
+    let mut forward = |batch| match each(batch) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            failure = Some(e);
+            Err(CacheError::Interrupted {
+                stage: "by the evaluation".into(),
+            })
+        }
+    };
+    let outcome = run(&mut forward);
+    outcome.map_err(|e| failure.take().unwrap_or(TrainError::Store(e)))
 }
 
 /// Step-addressed batches of either kind of store.
