@@ -318,12 +318,17 @@ fn the_slurm_array_script_run_once_per_task_gives_the_one_process_store() {
 
 /// `train_crosscoder` on `store` into `out` for `steps` steps (a small L1 run).
 fn train_command(store: &str, out: &Path, steps: usize) -> Command {
+    train_command_window(store, out, steps, "3")
+}
+
+/// [`train_command`] with `window` shards per shuffle window.
+fn train_command_window(store: &str, out: &Path, steps: usize, window: &str) -> Command {
     let mut command = Command::new(example("train_crosscoder"));
     command.args([
         "--store",
         store,
         "--shuffle-buffer-shards",
-        "3",
+        window,
         "--dict-size",
         "32",
         "--objective",
@@ -415,6 +420,16 @@ fn training_from_s3_equals_training_from_disk_step_for_step_and_resumes_after_a_
         std::fs::read(killed.join("crosscoder.safetensors")).unwrap()
             == std::fs::read(from_s3.join("crosscoder.safetensors")).unwrap(),
         "the resumed run's crosscoder differs from the uninterrupted one"
+    );
+    // Resuming with another window would draw other batches: refused by name.
+    let mut other_window = train_command_window(&prefix, &killed, steps, "2");
+    other_window.arg("--resume");
+    let output = other_window.output().unwrap();
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("batch order") && message.contains("windows of 3 shards"),
+        "{message}"
     );
 }
 

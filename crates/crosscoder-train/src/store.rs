@@ -15,6 +15,7 @@
 //! | `metrics.jsonl` | one [`StepMetrics`](crate::StepMetrics) per line |
 //! | `relative_norms.png` | the relative decoder-norm histogram with the class thresholds |
 //! | `training_summary.json` | a [`TrainingSummary`] |
+//! | `batch_order.json` | `{"batch_order": ...}`: the reader and its window; a resume with another is refused |
 //!
 //! `training_summary.json` (keys in this order):
 //!
@@ -58,6 +59,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const HISTOGRAM_FILE: &str = "relative_norms.png";
 /// The summary in the output directory.
 pub const SUMMARY_FILE: &str = "training_summary.json";
+/// How the run draws its batches, in the output directory: a resumed run must draw them the same way.
+pub const BATCH_ORDER_FILE: &str = "batch_order.json";
 
 /// A training run could not start, continue or finish.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,20 @@ impl TrainingData<'_> {
             TrainingData::Mapped(store) => store.d_model(),
             TrainingData::Streamed(store) => store.manifest().d_model,
             TrainingData::DictionaryLearning(cache) => cache.d_model(),
+        }
+    }
+
+    /// How the batches are drawn (which reader, which window): part of the run's batch order.
+    pub fn batch_order(&self) -> String {
+        match self {
+            TrainingData::Mapped(_) => "memory-mapped store, shuffled across all rows".into(),
+            TrainingData::Streamed(store) => format!(
+                "streamed store, rows shuffled within windows of {} shards",
+                store.options().buffer_shards
+            ),
+            TrainingData::DictionaryLearning(_) => {
+                "dictionary_learning cache, shuffled across all rows".into()
+            }
         }
     }
 
@@ -315,13 +332,34 @@ fn starting_state(
     run: &StoreTraining,
 ) -> Result<TrainerState, TrainError> {
     let (models, hook, factors) = store.describe()?;
+    let order_path = run.out.join(BATCH_ORDER_FILE);
     match start {
         Start::Resume => {
             let state = TrainerState::load(run.out.join(TRAINER_FILE))?;
             state.check_same_data(&models, Some(hook), store.d_model())?;
+            // Runs from before the file existed resume as they are.
+            if let Ok(text) = std::fs::read_to_string(&order_path) {
+                let recorded: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| CrosscoderError::json(&order_path, e))?;
+                let recorded = recorded["batch_order"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if recorded != store.batch_order() {
+                    return Err(CrosscoderError::ResumeMismatch {
+                        field: "batch order".into(),
+                        checkpoint: recorded,
+                        data: store.batch_order(),
+                    }
+                    .into());
+                }
+            }
             Ok(state)
         }
         Start::Fresh(config) => {
+            let order = serde_json::json!({ "batch_order": store.batch_order() });
+            stereo_core::atomic_file::write_atomic(&order_path, format!("{order:#}\n").as_bytes())
+                .map_err(CrosscoderError::from)?;
             let mut state = TrainerState::new(config, run.seed)?.with_metadata(models, Some(hook));
             if run.input_scaling {
                 state = state.with_input_scaling(factors.to_vec())?;
