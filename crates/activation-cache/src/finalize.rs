@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::error::{CacheError, Result};
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::object_storage::StoreLocation;
-use crate::shard::sha256_hex;
+use crate::shard::check_checksum;
 use crate::shard_stats::read_shard_summary;
 use crate::task::{TaskManifest, TaskPartition, TASKS_DIR};
 
@@ -126,14 +126,7 @@ pub fn finalize_store(
                 });
             }
             if options.verify_checksums {
-                let actual = sha256_hex(&location.get(&entry.file)?);
-                if actual != entry.sha256 {
-                    return Err(CacheError::ChecksumMismatch {
-                        shard: shard_path(),
-                        expected: entry.sha256.clone(),
-                        actual,
-                    });
-                }
+                check_checksum(&shard_path(), &location.get(&entry.file)?, entry)?;
             }
             let summary = read_shard_summary(location, &entry.file, size, store.d_model)?;
             if summary.documents != entry.documents {

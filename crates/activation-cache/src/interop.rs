@@ -24,7 +24,7 @@ use ndarray::{Array3, ArrayViewMut2};
 use serde::Deserialize;
 
 use crate::error::{CacheError, Result};
-use crate::reader::{shuffle, BatchOptions, Split};
+use crate::reader::{BatchOptions, EpochOrder, Split};
 use crate::stats::{ModelStatistics, Moments};
 use gemma_model::HookPoint;
 
@@ -397,9 +397,7 @@ impl DictionaryLearningCache {
         }
         Ok(ForeignStepBatches {
             cache: self,
-            options,
-            rows,
-            epoch: None,
+            order: EpochOrder::new(rows.collect(), options.batch_size, options.seed),
         })
     }
 
@@ -426,29 +424,17 @@ impl DictionaryLearningCache {
 #[derive(Debug)]
 pub struct ForeignStepBatches<'a> {
     cache: &'a DictionaryLearningCache,
-    options: BatchOptions,
-    rows: std::ops::Range<u64>,
-    epoch: Option<(u64, Vec<u64>)>,
+    order: EpochOrder,
 }
 
 impl ForeignStepBatches<'_> {
     /// Full batches per epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        ((self.rows.end - self.rows.start) / self.options.batch_size as u64) as usize
+        self.order.batches_per_epoch()
     }
 
     /// The batch of `step`, `[batch_size, 2, d_model]`.
     pub fn batch(&mut self, step: usize) -> Result<Array3<f32>> {
-        let per_epoch = self.batches_per_epoch();
-        let epoch = (step / per_epoch) as u64;
-        if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
-            let mut order: Vec<u64> = self.rows.clone().collect();
-            shuffle(&mut order, self.options.seed.wrapping_add(epoch));
-            self.epoch = Some((epoch, order));
-        }
-        let order = &self.epoch.as_ref().expect("set above").1;
-        let start = (step % per_epoch) * self.options.batch_size;
-        self.cache
-            .read_rows(&order[start..start + self.options.batch_size])
+        self.cache.read_rows(self.order.rows(step))
     }
 }

@@ -254,9 +254,48 @@ impl ActivationStore {
 #[derive(Debug)]
 pub struct StepBatches<'a> {
     store: &'a ActivationStore,
-    options: BatchOptions,
+    order: EpochOrder,
+}
+
+/// The rows of each step of a step-addressed run: epoch `e = step / batches_per_epoch` is `selected`
+/// shuffled with seed `seed + e`, step `s` its `s % batches_per_epoch`-th full batch.
+#[derive(Debug)]
+pub(crate) struct EpochOrder {
     selected: Vec<u64>,
+    batch_size: usize,
+    seed: u64,
     epoch: Option<(u64, Vec<u64>)>,
+}
+
+impl EpochOrder {
+    /// The order of `selected` rows in batches of `batch_size` (positive, at most the rows).
+    pub fn new(selected: Vec<u64>, batch_size: usize, seed: u64) -> Self {
+        EpochOrder {
+            selected,
+            batch_size,
+            seed,
+            epoch: None,
+        }
+    }
+
+    /// Full batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.selected.len() / self.batch_size
+    }
+
+    /// The rows of `step`.
+    pub fn rows(&mut self, step: usize) -> &[u64] {
+        let per_epoch = self.batches_per_epoch();
+        let epoch = (step / per_epoch) as u64;
+        if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let mut order = self.selected.clone();
+            shuffle(&mut order, self.seed.wrapping_add(epoch));
+            self.epoch = Some((epoch, order));
+        }
+        let order = &self.epoch.as_ref().expect("set above").1;
+        let start = (step % per_epoch) * self.batch_size;
+        &order[start..start + self.batch_size]
+    }
 }
 
 impl<'a> StepBatches<'a> {
@@ -278,15 +317,13 @@ impl<'a> StepBatches<'a> {
         }
         Ok(StepBatches {
             store,
-            options,
-            selected,
-            epoch: None,
+            order: EpochOrder::new(selected, options.batch_size, options.seed),
         })
     }
 
     /// Full batches per epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        self.selected.len() / self.options.batch_size
+        self.order.batches_per_epoch()
     }
 
     /// The batch of `step`, `[batch_size, 2, d_model]`.
@@ -294,17 +331,7 @@ impl<'a> StepBatches<'a> {
     /// # Errors
     /// As [`ActivationStore::read_rows`].
     pub fn batch(&mut self, step: usize) -> Result<Array3<f32>> {
-        let per_epoch = self.batches_per_epoch();
-        let epoch = (step / per_epoch) as u64;
-        if self.epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
-            let mut order = self.selected.clone();
-            shuffle(&mut order, self.options.seed.wrapping_add(epoch));
-            self.epoch = Some((epoch, order));
-        }
-        let order = &self.epoch.as_ref().expect("set above").1;
-        let start = (step % per_epoch) * self.options.batch_size;
-        self.store
-            .read_rows(&order[start..start + self.options.batch_size])
+        self.store.read_rows(self.order.rows(step))
     }
 }
 

@@ -198,6 +198,19 @@ pub(crate) fn encode_shard(
     })
 }
 
+/// [`CacheError::ChecksumMismatch`] naming `shard` unless `bytes` hash to `entry.sha256`.
+pub(crate) fn check_checksum(shard: &Path, bytes: &[u8], entry: &ShardEntry) -> Result<()> {
+    let actual = sha256_hex(bytes);
+    if actual != entry.sha256 {
+        return Err(CacheError::ChecksumMismatch {
+            shard: shard.to_path_buf(),
+            expected: entry.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// sha256 of `bytes`, lowercase hex.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
@@ -267,14 +280,7 @@ impl MappedShard {
         // the store never modifies or truncates a committed shard while it is mapped.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| CacheError::io(&path, e))?;
         if verify_checksum {
-            let actual = sha256_hex(&mmap[..]);
-            if actual != entry.sha256 {
-                return Err(CacheError::ChecksumMismatch {
-                    shard: path,
-                    expected: entry.sha256.clone(),
-                    actual,
-                });
-            }
+            check_checksum(&path, &mmap, entry)?;
         }
         Self::parse(path, ShardBytes::Mapped(mmap), entry, manifest)
     }
@@ -295,14 +301,7 @@ impl MappedShard {
             });
         }
         if verify_checksum {
-            let actual = sha256_hex(&bytes);
-            if actual != entry.sha256 {
-                return Err(CacheError::ChecksumMismatch {
-                    shard: name,
-                    expected: entry.sha256.clone(),
-                    actual,
-                });
-            }
+            check_checksum(&name, &bytes, entry)?;
         }
         Self::parse(name, ShardBytes::Owned(bytes), entry, manifest)
     }
