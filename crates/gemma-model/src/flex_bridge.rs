@@ -7,7 +7,7 @@
 use std::any::{Any, TypeId};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Element, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 
 /// Whether `B` keeps its float tensors as burn-flex host buffers.
@@ -15,31 +15,41 @@ pub(crate) fn is_flex<B: Backend>() -> bool {
     TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>()
 }
 
-/// The f32 values of a burn-flex tensor, row-major.
-pub(crate) struct HostTensor(FlexTensor);
+/// The values of a burn-flex tensor of element type `T` (f32, or bf16 for weights), row-major.
+pub(crate) struct HostTensor<T: Element + bytemuck::Pod = f32>(
+    FlexTensor,
+    std::marker::PhantomData<T>,
+);
 
-impl HostTensor {
+impl<T: Element + bytemuck::Pod> HostTensor<T> {
     /// The values (the tensor's own buffer).
-    pub fn values(&self) -> &[f32] {
-        // Contiguous f32 by construction (`host`).
-        self.0.as_slice::<f32>().unwrap_or_default()
+    pub fn values(&self) -> &[T] {
+        // Contiguous `T` by construction (`host_as`).
+        self.0.as_slice::<T>().unwrap_or_default()
     }
 }
 
 /// `x`'s values when `B` is burn-flex and `x` is f32: a view of its buffer, copied only when `x`
 /// is a strided view. `None` on any other backend or dtype.
 pub(crate) fn host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Option<HostTensor> {
+    host_as(x)
+}
+
+/// [`host`] for tensors of element type `T` (`None` when `x` holds another type).
+pub(crate) fn host_as<T: Element + bytemuck::Pod, B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Option<HostTensor<T>> {
     let primitive: Box<dyn Any> = Box::new(x.into_primitive().tensor());
     let flex = *primitive.downcast::<FlexTensor>().ok()?;
-    if flex.dtype() != DType::F32 {
+    if flex.dtype() != T::dtype() {
         return None;
     }
-    let flex = if flex.as_slice::<f32>().is_some() {
+    let flex = if flex.as_slice::<T>().is_some() {
         flex
     } else {
         flex.to_contiguous()
     };
-    Some(HostTensor(flex))
+    Some(HostTensor(flex, std::marker::PhantomData))
 }
 
 /// A burn-flex tensor of `shape` that takes ownership of `values`; `None` when `B` is not
@@ -73,6 +83,21 @@ mod tests {
         assert_eq!(host_t.values(), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
         let back = from_host::<FlexBackend, 2>(vec![7.0, 8.0], [1, 2]).expect("flex");
         assert_eq!(back.into_data().to_vec::<f32>().unwrap(), vec![7.0, 8.0]);
+    }
+
+    #[test]
+    fn bf16_tensors_are_read_as_bf16_only() {
+        let device = Default::default();
+        let values = vec![half::bf16::from_f32(1.5), half::bf16::from_f32(-2.0)];
+        let x = Tensor::<FlexBackend, 1>::from_data(
+            TensorData::new(values.clone(), [2]),
+            (&device, burn::tensor::DType::BF16),
+        );
+        assert!(host(x.clone()).is_none());
+        assert_eq!(
+            host_as::<half::bf16, _, 1>(x).expect("bf16").values(),
+            &values[..]
+        );
     }
 
     #[test]

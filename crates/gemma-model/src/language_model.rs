@@ -94,8 +94,35 @@ pub enum ComputeDtype {
     /// f32 everywhere (weights stored as BF16 are widened exactly).
     #[default]
     F32,
-    /// bf16 weights and activations (not available on the CPU backends).
+    /// bf16 weights (stored BF16 kept as they are, F32 and F16 rounded to the nearest bf16, ties
+    /// to even, once at load) and bf16 inputs to every weight product, with f32 sums. The residual
+    /// stream, RMSNorm, attention (softmax, soft-caps) and GeGLU stay f32. burn-flex and CUDA;
+    /// burn-ndarray has no bf16 tensors and refuses it.
     Bf16,
+}
+
+impl ComputeDtype {
+    /// The burn dtype weight matrices are held in.
+    pub fn weight_dtype(self) -> burn::tensor::DType {
+        match self {
+            ComputeDtype::F32 => burn::tensor::DType::F32,
+            ComputeDtype::Bf16 => burn::tensor::DType::BF16,
+        }
+    }
+
+    /// The name on the command line: `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ComputeDtype::F32 => "f32",
+            ComputeDtype::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for ComputeDtype {
@@ -179,7 +206,7 @@ impl LoadOptions {
                 });
             }
         }
-        if self.dtype == ComputeDtype::Bf16 {
+        if self.dtype == ComputeDtype::Bf16 && self.backend == BackendKind::NdArray {
             return Err(GemmaError::UnsupportedDtype {
                 dtype: "bf16".into(),
                 backend: self.backend.to_string(),
@@ -261,14 +288,15 @@ pub fn random_model(
         seed: u64,
         kind: BackendKind,
         fused_kernels: bool,
+        dtype: ComputeDtype,
     }
     impl BackendVisitor for Random<'_> {
         type Output = Box<dyn LanguageModel>;
         fn visit<B: Backend>(self, device: B::Device) -> Self::Output {
             let model = Gemma2::<B>::random(
                 self.config,
-                self.n_layers,
-                self.unembedding,
+                (self.n_layers, self.unembedding),
+                self.dtype,
                 self.seed,
                 &device,
             )
@@ -287,6 +315,7 @@ pub fn random_model(
         seed,
         kind: options.backend,
         fused_kernels: options.fused_kernels,
+        dtype: options.dtype,
     };
     Ok(dispatch(options.backend, visitor)?)
 }
@@ -305,6 +334,7 @@ fn load_checkpoint(
         unembedding: bool,
         kind: BackendKind,
         fused_kernels: bool,
+        dtype: ComputeDtype,
     }
     impl BackendVisitor for Load<'_> {
         type Output = Result<Box<dyn LanguageModel>>;
@@ -314,8 +344,8 @@ fn load_checkpoint(
             let model = Gemma2::<B>::load(
                 self.config,
                 &mut source,
-                self.n_layers,
-                self.unembedding,
+                (self.n_layers, self.unembedding),
+                self.dtype,
                 &device,
                 |done, total| {
                     tracing::debug!(done, total, "loading {}", self.name);
@@ -343,6 +373,7 @@ fn load_checkpoint(
         unembedding: options.unembedding,
         kind: options.backend,
         fused_kernels: options.fused_kernels,
+        dtype: options.dtype,
     };
     dispatch(options.backend, visitor)?
 }

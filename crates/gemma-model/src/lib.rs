@@ -55,7 +55,6 @@ mod host_kernels;
 mod language_model;
 mod model;
 mod parameters;
-mod skinny_matmul;
 mod source;
 pub mod throughput;
 mod tokenizer;

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
 use ndarray::Array3;
 
 use crate::batch::TokenBatch;
@@ -36,8 +36,9 @@ use crate::flex_bridge::{self, HostTensor};
 use crate::hook_state::{raw_to_host, to_host, HookState};
 use crate::hooks::{HookPoint, LogitPositions, RunRequest};
 use crate::host_kernels::{self, AttentionInputs, AttentionShape};
+use crate::language_model::ComputeDtype;
 use crate::parameters::{transpose, ParameterSource};
-use crate::skinny_matmul;
+use stereo_core::matmul::{self as host_matmul, Bf16Kernel, WeightLayout, MAX_SKINNY_ROWS};
 
 mod checks;
 mod decode;
@@ -50,7 +51,7 @@ pub use layer_weights::LayerWeights;
 use positions::{layer_mask, Rope, RopeTables, RunPositions};
 
 /// How RMSNorm, GeGLU, attention and the products of a decoding step (at most
-/// [`skinny_matmul::MAX_ROWS`] rows) run; larger products are burn matmuls either way.
+/// [`MAX_SKINNY_ROWS`] rows) run; larger products are burn matmuls either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernels {
     /// Chains of burn ops: every backend.
@@ -101,7 +102,7 @@ pub struct RunOutput {
     pub heads: BTreeMap<crate::HeadHook, ndarray::Array4<f32>>,
 }
 
-/// `x @ W` with `W` stored `[in, out]`.
+/// `x @ W` with `W` stored `[in, out]`, in f32 or bf16 (see [`product`]).
 #[derive(Debug, Clone)]
 struct Linear<B: Backend> {
     weight: Tensor<B, 2>,
@@ -111,50 +112,84 @@ impl<B: Backend> Linear<B> {
     fn forward(&self, x: Tensor<B, 3>, kernels: Kernels) -> Tensor<B, 3> {
         let [b, t, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
-        let x = x.reshape([b * t, d_in]);
-        let y = match skinny_product(&x, &self.weight, WeightLayout::InOut, kernels) {
-            Some(values) => from_host(values, [b * t, d_out]).ok(),
-            None => None,
-        };
-        y.unwrap_or_else(|| x.matmul(self.weight.clone()))
-            .reshape([b, t, d_out])
+        product(
+            x.reshape([b * t, d_in]),
+            &self.weight,
+            WeightLayout::InOut,
+            kernels,
+        )
+        .reshape([b, t, d_out])
     }
 }
 
-/// How a weight matrix is stored.
-#[derive(Debug, Clone, Copy)]
-enum WeightLayout {
-    /// `[in, out]`: the product is `x @ w`.
-    InOut,
-    /// `[out, in]` (the tied embedding): the product is `x @ w^T`.
-    OutIn,
+/// `x @ w` (`w` stored [`WeightLayout::InOut`]) or `x @ w^T` ([`WeightLayout::OutIn`], the tied
+/// embedding) for `x` `[rows, k]` in f32; the result is f32.
+///
+/// With bf16 weights the product's inputs are bf16 and its sums f32: on the host kernels' path
+/// through `stereo_core::matmul` (AVX512-BF16 or widening, chosen at run time), elsewhere as burn's
+/// bf16 matmul of `x` cast to bf16. With f32 weights a decoding step (at most [`MAX_SKINNY_ROWS`]
+/// rows) on the host path is one pass over the weights, where the `gemm` crate is 1.5-2x slower
+/// (`benches/README.md`); anything else is burn's matmul.
+fn product<B: Backend>(
+    x: Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    layout: WeightLayout,
+    kernels: Kernels,
+) -> Tensor<B, 2> {
+    let [rows, _] = x.dims();
+    let n = match layout {
+        WeightLayout::InOut => w.dims()[1],
+        WeightLayout::OutIn => w.dims()[0],
+    };
+    if let Some(values) = host_product(&x, w, layout, kernels) {
+        if let Ok(y) = from_host(values, [rows, n]) {
+            return y;
+        }
+    }
+    let w = match layout {
+        WeightLayout::InOut => w.clone(),
+        WeightLayout::OutIn => w.clone().transpose(),
+    };
+    if w.dtype() == DType::BF16 {
+        x.cast(FloatDType::BF16).matmul(w).cast(FloatDType::F32)
+    } else {
+        x.matmul(w)
+    }
 }
 
-/// The values of the product of `x` (`[rows, in]`) with `w` on the host kernels' path when `x` has
-/// at most [`skinny_matmul::MAX_ROWS`] rows (a decoding step), where the `gemm` crate is 1.5-2x
-/// slower than one pass over the weights (`benches/README.md`); `None` where the GEMM should run.
-fn skinny_product<B: Backend>(
+/// The values of [`product`] on the host kernels' path; `None` where burn's matmul should run.
+fn host_product<B: Backend>(
     x: &Tensor<B, 2>,
     w: &Tensor<B, 2>,
     layout: WeightLayout,
     kernels: Kernels,
 ) -> Option<Vec<f32>> {
-    let [rows, k] = x.dims();
-    if kernels != Kernels::Host || rows > skinny_matmul::MAX_ROWS {
+    if kernels != Kernels::Host {
         return None;
     }
-    let (x, w) = (flex_bridge::host(x.clone())?, flex_bridge::host(w.clone())?);
-    Some(match layout {
-        WeightLayout::InOut => {
-            skinny_matmul::skinny_matmul(x.values(), w.values(), rows, k, w.values().len() / k)
-        }
-        WeightLayout::OutIn => skinny_matmul::skinny_matmul_transposed(
+    let [rows, k] = x.dims();
+    let n = w.dims().iter().product::<usize>() / k.max(1);
+    let x = flex_bridge::host(x.clone())?;
+    if w.dtype() == DType::BF16 {
+        let w = flex_bridge::host_as::<half::bf16, B, 2>(w.clone())?;
+        let shape = (rows, k, n);
+        return Some(host_matmul::bf16_matmul_with(
+            Bf16Kernel::fastest(),
             x.values(),
             w.values(),
-            rows,
-            k,
-            w.values().len() / k,
-        ),
+            layout,
+            shape,
+        ));
+    }
+    if rows > MAX_SKINNY_ROWS {
+        return None;
+    }
+    let w = flex_bridge::host(w.clone())?;
+    Some(match layout {
+        WeightLayout::InOut => host_matmul::skinny_matmul(x.values(), w.values(), rows, k, n),
+        WeightLayout::OutIn => {
+            host_matmul::skinny_matmul_transposed(x.values(), w.values(), rows, k, n)
+        }
     })
 }
 
@@ -383,8 +418,8 @@ impl<B: Backend> Gemma2<B> {
     pub fn load(
         config: &Gemma2Config,
         source: &mut dyn ParameterSource,
-        n_layers: usize,
-        unembedding: bool,
+        (n_layers, unembedding): (usize, bool),
+        dtype: ComputeDtype,
         device: &B::Device,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
@@ -397,18 +432,19 @@ impl<B: Backend> Gemma2<B> {
         );
         let total = n_layers + 1 + unembedding as usize;
         let embed_tokens = matrix(
-            source.read("embed_tokens.weight", &[c.vocab_size, d])?,
+            source,
+            "embed_tokens.weight",
             [c.vocab_size, d],
+            dtype,
             device,
-        );
+        )?;
         progress(1, total);
         let mut layers = Vec::with_capacity(n_layers);
         for l in 0..n_layers {
             let p = |name: &str| format!("layers.{l}.{name}");
             let mut linear = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear<B>> {
-                let w = source.read(&p(name), &[out_dim, in_dim])?;
                 Ok(Linear {
-                    weight: matrix(transpose(&w, out_dim, in_dim), [in_dim, out_dim], device),
+                    weight: transposed_matrix(source, &p(name), [out_dim, in_dim], dtype, device)?,
                 })
             };
             let self_attn = Attention {
@@ -443,12 +479,13 @@ impl<B: Backend> Gemma2<B> {
             let lm_head = if c.tie_word_embeddings {
                 None
             } else {
-                let w = source.read("lm_head.weight", &[c.vocab_size, d])?;
-                Some(matrix(
-                    transpose(&w, c.vocab_size, d),
-                    [d, c.vocab_size],
+                Some(transposed_matrix(
+                    source,
+                    "lm_head.weight",
+                    [c.vocab_size, d],
+                    dtype,
                     device,
-                ))
+                )?)
             };
             let u = Unembedding {
                 norm: norm(source, "norm.weight", c, device)?,
@@ -473,15 +510,16 @@ impl<B: Backend> Gemma2<B> {
     /// Random weights in the config's shapes, generated on the device.
     pub fn random(
         config: &Gemma2Config,
-        n_layers: usize,
-        unembedding: bool,
+        (n_layers, unembedding): (usize, bool),
+        dtype: ComputeDtype,
         seed: u64,
         device: &B::Device,
     ) -> Self {
         B::seed(device, seed);
         let c = config;
         let normal = |shape: [usize; 2]| {
-            Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 0.02), device)
+            let options = (device, dtype.weight_dtype());
+            Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 0.02), options)
         };
         let ones = |n: usize| RmsNorm {
             scale: Tensor::<B, 1>::ones([n], device),
@@ -599,8 +637,8 @@ impl<B: Backend> Gemma2<B> {
         let d = self.config.hidden_size;
         let ids: Vec<i64> = batch.ids().iter().map(|&x| x as i64).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [b * t]), &self.device);
-        let h = self.embed_tokens.clone().select(0, ids).reshape([b, t, d])
-            * self.config.embedding_scale();
+        let rows = self.embed_tokens.clone().select(0, ids);
+        let h = rows.cast(FloatDType::F32).reshape([b, t, d]) * self.config.embedding_scale();
         let h = hooks.visit(HookPoint::Embed, h)?;
         hooks.visit(HookPoint::ResidPre(0), h)
     }
@@ -695,16 +733,13 @@ impl<B: Backend> Gemma2<B> {
             None => (&self.embed_tokens, WeightLayout::OutIn),
         };
         let vocab = self.config.vocab_size;
-        if let Some(mut logits) = skinny_product(&h, head, layout, self.kernels) {
+        if let Some(mut logits) = host_product(&h, head, layout, self.kernels) {
             if let Some(cap) = u.softcap {
                 host_kernels::softcap(&mut logits, cap);
             }
             return from_host(logits, [b, t, vocab]);
         }
-        let mut logits = match layout {
-            WeightLayout::InOut => h.matmul(head.clone()),
-            WeightLayout::OutIn => h.matmul(head.clone().transpose()),
-        };
+        let mut logits = product(h, head, layout, self.kernels);
         if let Some(cap) = u.softcap {
             logits = (logits / cap).tanh() * cap;
         }
@@ -726,8 +761,41 @@ fn last_real_rows<B: Backend>(batch: &TokenBatch, device: &B::Device) -> Tensor<
     Tensor::from_data(TensorData::new(last, [n]), device)
 }
 
-fn matrix<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
-    Tensor::from_data(TensorData::new(values, shape), device)
+/// Parameter `key` (`shape`) as a tensor of `dtype`'s weight type.
+fn matrix<B: Backend>(
+    source: &mut dyn ParameterSource,
+    key: &str,
+    shape: [usize; 2],
+    dtype: ComputeDtype,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
+    let data = match dtype {
+        ComputeDtype::F32 => TensorData::new(source.read(key, &shape)?, shape),
+        ComputeDtype::Bf16 => TensorData::new(source.read_bf16(key, &shape)?, shape),
+    };
+    Ok(Tensor::from_data(data, (device, dtype.weight_dtype())))
+}
+
+/// A linear weight stored `[out, in]` (HF's layout) as the `[in, out]` tensor `x @ W` multiplies by.
+fn transposed_matrix<B: Backend>(
+    source: &mut dyn ParameterSource,
+    key: &str,
+    [out_dim, in_dim]: [usize; 2],
+    dtype: ComputeDtype,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
+    let shape = [&[in_dim, out_dim][..], &[out_dim, in_dim][..]];
+    let data = match dtype {
+        ComputeDtype::F32 => {
+            let w = source.read(key, shape[1])?;
+            TensorData::new(transpose(&w, out_dim, in_dim), shape[0])
+        }
+        ComputeDtype::Bf16 => {
+            let w = source.read_bf16(key, shape[1])?;
+            TensorData::new(transpose(&w, out_dim, in_dim), shape[0])
+        }
+    };
+    Ok(Tensor::from_data(data, (device, dtype.weight_dtype())))
 }
 
 fn norm<B: Backend>(

@@ -9,6 +9,12 @@ use crate::weights::WeightFiles;
 pub(crate) trait ParameterSource {
     /// Reads parameter `key` (HF name without the `model.` prefix) of `shape` as row-major f32.
     fn read(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>>;
+
+    /// [`read`](Self::read) as bf16: stored BF16 kept as it is, F32 and F16 rounded to the nearest
+    /// bf16 (ties to even), without an f32 copy of the whole tensor where the source can avoid it.
+    fn read_bf16(&mut self, key: &str, shape: &[usize]) -> Result<Vec<half::bf16>> {
+        Ok(stereo_core::matmul::to_bf16(&self.read(key, shape)?))
+    }
 }
 
 /// Parameters from safetensors files. The single renaming rule of this crate lives here:
@@ -41,12 +47,16 @@ impl ParameterSource for CheckpointSource<'_> {
     fn read(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
         self.files.read(&self.full_key(key), shape)
     }
+
+    fn read_bf16(&mut self, key: &str, shape: &[usize]) -> Result<Vec<half::bf16>> {
+        self.files.read_bf16(&self.full_key(key), shape)
+    }
 }
 
 /// Row-major `[rows, cols]` -> row-major `[cols, rows]`, in cache-friendly tiles.
-pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose<T: Copy + Default>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
     const TILE: usize = 64;
-    let mut out = vec![0f32; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for r0 in (0..rows).step_by(TILE) {
         for c0 in (0..cols).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {
@@ -66,7 +76,7 @@ mod tests {
     #[test]
     fn transpose_is_a_transpose() {
         let v: Vec<f32> = (0..(70 * 130)).map(|x| x as f32).collect();
-        let t = transpose(&v, 70, 130);
+        let t = transpose::<f32>(&v, 70, 130);
         for r in 0..70 {
             for c in 0..130 {
                 assert_eq!(t[c * 70 + r], v[r * 130 + c]);

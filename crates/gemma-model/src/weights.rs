@@ -1,8 +1,8 @@
 //! Reading HF safetensors checkpoints: one file, or shards listed by `model.safetensors.index.json`.
 //!
-//! Headers are parsed once; a tensor's bytes are read only when the model asks for it, straight into
-//! an f32 buffer (BF16 and F16 converted chunk by chunk), so loading holds about one copy of the
-//! weights that a run needs. Truncated files, malformed headers, missing tensors, wrong shapes,
+//! Headers are parsed once; a tensor's bytes are read only when the model asks for it, converted chunk
+//! by chunk into the element type the model computes with (f32, or bf16), so loading holds about one
+//! copy of the weights that a run needs. Truncated files, malformed headers, missing tensors, wrong shapes,
 //! unknown dtypes and non-finite values are typed errors naming the file and the key.
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +21,7 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 /// The name of the shard index.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
-/// Bytes converted per chunk when widening BF16/F16 to f32.
+/// Bytes converted per chunk.
 const CHUNK_BYTES: usize = 16 << 20;
 
 /// One safetensors file whose header has been read.
@@ -88,50 +88,46 @@ impl Shard {
         })
     }
 
-    /// Reads tensor `key` (already validated) and widens it to f32.
-    fn read_f32(&self, key: &str, info: &TensorInfo) -> Result<Vec<f32>> {
+    /// Reads tensor `key` (already validated) as `T`, converting chunk by chunk.
+    fn read_as<T: StoredElement>(&self, key: &str, info: &TensorInfo) -> Result<Vec<T>> {
         let numel: usize = info.shape.iter().product();
-        let mut file = File::open(&self.path).map_err(|e| GemmaError::io(&self.path, e))?;
-        file.seek(SeekFrom::Start(
-            self.data_start + info.data_offsets.0 as u64,
-        ))
-        .map_err(|e| GemmaError::io(&self.path, e))?;
-        let mut out = vec![0f32; numel];
-        let read_err = |e: std::io::Error| GemmaError::CorruptWeights {
-            path: self.path.clone(),
-            reason: format!("cannot read tensor `{key}`: {e}"),
-        };
-        match info.dtype {
-            Dtype::F32 => {
-                let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
-                file.read_exact(bytes).map_err(read_err)?;
-                if cfg!(target_endian = "big") {
-                    out.iter_mut()
-                        .for_each(|x| *x = f32::from_bits(x.to_bits().swap_bytes()));
-                }
-            }
-            Dtype::BF16 | Dtype::F16 => {
-                let is_bf16 = info.dtype == Dtype::BF16;
-                let mut chunk = vec![0u8; CHUNK_BYTES.min(numel * 2)];
-                for dst in out.chunks_mut(CHUNK_BYTES / 2) {
-                    let src = &mut chunk[..dst.len() * 2];
-                    file.read_exact(src).map_err(read_err)?;
-                    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                        let bits = u16::from_le_bytes([s[0], s[1]]);
-                        *d = if is_bf16 {
-                            f32::from_bits((bits as u32) << 16)
-                        } else {
-                            half::f16::from_bits(bits).to_f32()
-                        };
-                    }
-                }
-            }
+        let element_bytes = match info.dtype {
+            Dtype::F32 => 4,
+            Dtype::BF16 | Dtype::F16 => 2,
             other => {
                 return Err(GemmaError::TensorDtype {
                     path: self.path.clone(),
                     key: key.into(),
                     dtype: format!("{other:?}"),
                 })
+            }
+        };
+        let mut file = File::open(&self.path).map_err(|e| GemmaError::io(&self.path, e))?;
+        file.seek(SeekFrom::Start(
+            self.data_start + info.data_offsets.0 as u64,
+        ))
+        .map_err(|e| GemmaError::io(&self.path, e))?;
+        let read_err = |e: std::io::Error| GemmaError::CorruptWeights {
+            path: self.path.clone(),
+            reason: format!("cannot read tensor `{key}`: {e}"),
+        };
+        let mut out = vec![T::default(); numel];
+        let mut chunk = vec![0u8; CHUNK_BYTES.min(numel * element_bytes)];
+        for dst in out.chunks_mut(CHUNK_BYTES / element_bytes) {
+            let src = &mut chunk[..dst.len() * element_bytes];
+            file.read_exact(src).map_err(read_err)?;
+            let stored = src.chunks_exact(element_bytes);
+            match info.dtype {
+                Dtype::F32 => dst.iter_mut().zip(stored).for_each(|(d, s)| {
+                    *d = T::from_f32(f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+                }),
+                Dtype::BF16 => dst
+                    .iter_mut()
+                    .zip(stored)
+                    .for_each(|(d, s)| *d = T::from_bf16(half::bf16::from_le_bytes([s[0], s[1]]))),
+                _ => dst.iter_mut().zip(stored).for_each(|(d, s)| {
+                    *d = T::from_f32(half::f16::from_le_bytes([s[0], s[1]]).to_f32())
+                }),
             }
         }
         if out.iter().any(|x| !x.is_finite()) {
@@ -141,6 +137,41 @@ impl Shard {
             });
         }
         Ok(out)
+    }
+}
+
+/// An element type weights are read as: f32 (BF16 and F16 widened exactly), or bf16 (BF16 kept as
+/// stored, F32 and F16 rounded to the nearest bf16, ties to even).
+pub(crate) trait StoredElement: Copy + Default {
+    /// From a stored f32 (or a widened f16).
+    fn from_f32(value: f32) -> Self;
+    /// From a stored bf16.
+    fn from_bf16(value: half::bf16) -> Self;
+    /// Whether the value is finite.
+    fn is_finite(self) -> bool;
+}
+
+impl StoredElement for f32 {
+    fn from_f32(value: f32) -> Self {
+        value
+    }
+    fn from_bf16(value: half::bf16) -> Self {
+        value.to_f32()
+    }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+}
+
+impl StoredElement for half::bf16 {
+    fn from_f32(value: f32) -> Self {
+        stereo_core::matmul::round_to_bf16(value)
+    }
+    fn from_bf16(value: half::bf16) -> Self {
+        value
+    }
+    fn is_finite(self) -> bool {
+        half::bf16::is_finite(self)
     }
 }
 
@@ -261,6 +292,15 @@ impl WeightFiles {
 
     /// Reads `key` as f32, checking its shape against `expected`.
     pub fn read(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        self.read_as(key, expected)
+    }
+
+    /// Reads `key` as bf16 (see [`StoredElement`]), checking its shape against `expected`.
+    pub(crate) fn read_bf16(&self, key: &str, expected: &[usize]) -> Result<Vec<half::bf16>> {
+        self.read_as(key, expected)
+    }
+
+    fn read_as<T: StoredElement>(&self, key: &str, expected: &[usize]) -> Result<Vec<T>> {
         let (shard, info) = self.find(key)?;
         if info.shape != expected {
             return Err(GemmaError::TensorShape {
@@ -270,7 +310,7 @@ impl WeightFiles {
                 actual: info.shape.clone(),
             });
         }
-        shard.read_f32(key, info)
+        shard.read_as(key, info)
     }
 
     fn find(&self, key: &str) -> Result<(&Shard, &TensorInfo)> {

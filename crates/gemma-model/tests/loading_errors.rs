@@ -248,7 +248,8 @@ fn unavailable_backends_and_dtypes_are_errors_not_panics() {
     let bf16 = LoadOptions {
         dtype: ComputeDtype::Bf16,
         ..LoadOptions::default()
-    };
+    }
+    .with_backend(BackendKind::NdArray);
     let err = load_dir(fixture("tiny-window"), &bf16).err().unwrap();
     assert!(matches!(err, GemmaError::UnsupportedDtype { .. }), "{err}");
 }

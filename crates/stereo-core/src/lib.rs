@@ -11,6 +11,7 @@
 //! | [`safetensors_file`] | the one safetensors writer, on the atomic file |
 //! | [`host`] | host arrays to device tensors and back |
 //! | [`rng`] | the one seeded random number generator (SplitMix64, frozen) |
+//! | [`matmul`] | host matrix products with f32 or bf16 weights: the decoding step's one pass over the weights, the bf16 GEMM (`vdpbf16ps` or widening) |
 //! | [`paired`] | paired statistics: summary, sign-flip permutation test, Student-t quantile |
 //!
 //! ## Backends by name
@@ -51,6 +52,7 @@ mod cpu_gemm;
 pub mod hook;
 pub mod host;
 pub mod hub;
+pub mod matmul;
 pub mod paired;
 pub mod rng;
 pub mod safetensors_file;

@@ -8,11 +8,16 @@
 //! two rows of `x` at a time over a tile of columns small enough for the tile's outputs and weights to
 //! stay in the L2 cache. On x86-64 CPUs with AVX2 the loops are compiled for AVX2 (chosen at run
 //! time).
+//!
+//! The weights are f32 or bf16 ([`WeightElement`]); bf16 weights are widened to f32 in the registers,
+//! so a bf16 step reads half the bytes of an f32 one. Sums are f32 either way.
 
 use rayon::prelude::*;
 
+use super::WeightElement;
+
 /// Products with at most this many rows go through [`skinny_matmul`]; larger ones are GEMMs.
-pub(crate) const MAX_ROWS: usize = 12;
+pub const MAX_ROWS: usize = 12;
 
 /// Columns of a tile when `x` has several rows: four rows of weights and two of outputs, 96 KiB, stay
 /// in the L2 cache while a tile is worked on (measured best of 512 to 9216 on a Zen 3 EPYC).
@@ -22,7 +27,13 @@ const TILE_COLUMNS: usize = 4096;
 ///
 /// # Panics
 /// If `x` is not `rows * k` long or `w` not `k * n`.
-pub(crate) fn skinny_matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+pub fn skinny_matmul<W: WeightElement>(
+    x: &[f32],
+    w: &[W],
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
     assert_eq!(x.len(), rows * k, "x");
     assert_eq!(w.len(), k * n, "w");
     let parts = rayon::current_num_threads().clamp(1, k.div_ceil(4).max(1));
@@ -53,9 +64,9 @@ pub(crate) fn skinny_matmul(x: &[f32], w: &[f32], rows: usize, k: usize, n: usiz
 ///
 /// # Panics
 /// If `x` is not `rows * k` long or `w_t` not `n * k`.
-pub(crate) fn skinny_matmul_transposed(
+pub fn skinny_matmul_transposed<W: WeightElement>(
     x: &[f32],
-    w_t: &[f32],
+    w_t: &[W],
     rows: usize,
     k: usize,
     n: usize,
@@ -82,7 +93,7 @@ pub(crate) fn skinny_matmul_transposed(
 }
 
 /// `out[j, r] = x[r] . w_t[j]` for the rows `j` of `w_t`, compiled for AVX2 where the CPU has it.
-fn dots(out: &mut [f32], x: &[f32], w_t: &[f32], rows: usize, k: usize) {
+fn dots<W: WeightElement>(out: &mut [f32], x: &[f32], w_t: &[W], rows: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, the only requirement of `dots_avx2`.
@@ -94,13 +105,13 @@ fn dots(out: &mut [f32], x: &[f32], w_t: &[f32], rows: usize, k: usize) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dots_avx2(out: &mut [f32], x: &[f32], w_t: &[f32], rows: usize, k: usize) {
+fn dots_avx2<W: WeightElement>(out: &mut [f32], x: &[f32], w_t: &[W], rows: usize, k: usize) {
     dots_portable(out, x, w_t, rows, k);
 }
 
 /// The loops of [`dots`], inlined into each instruction-set variant.
 #[inline(always)]
-fn dots_portable(out: &mut [f32], x: &[f32], w_t: &[f32], rows: usize, k: usize) {
+fn dots_portable<W: WeightElement>(out: &mut [f32], x: &[f32], w_t: &[W], rows: usize, k: usize) {
     const LANES: usize = 16;
     for (out, w_row) in out.chunks_exact_mut(rows).zip(w_t.chunks_exact(k)) {
         for (o, x_row) in out.iter_mut().zip(x.chunks_exact(k)) {
@@ -110,11 +121,11 @@ fn dots_portable(out: &mut [f32], x: &[f32], w_t: &[f32], rows: usize, k: usize)
                 .remainder()
                 .iter()
                 .zip(x_chunks.remainder())
-                .map(|(a, b)| a * b)
+                .map(|(a, b)| a.widen() * b)
                 .sum();
             for (wc, xc) in w_chunks.zip(x_chunks) {
                 for ((a, &wv), &xv) in acc.iter_mut().zip(wc).zip(xc) {
-                    *a += wv * xv;
+                    *a += wv.widen() * xv;
                 }
             }
             *o = acc.iter().sum::<f32>() + tail;
@@ -123,10 +134,10 @@ fn dots_portable(out: &mut [f32], x: &[f32], w_t: &[f32], rows: usize, k: usize)
 }
 
 /// `out += x[:, range] @ w[range, :]`, compiled for AVX2 where the CPU has it.
-fn accumulate(
+fn accumulate<W: WeightElement>(
     out: &mut [f32],
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     shape: (usize, usize, usize),
     range: std::ops::Range<usize>,
 ) {
@@ -141,10 +152,10 @@ fn accumulate(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn accumulate_avx2(
+fn accumulate_avx2<W: WeightElement>(
     out: &mut [f32],
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     shape: (usize, usize, usize),
     range: std::ops::Range<usize>,
 ) {
@@ -153,10 +164,10 @@ fn accumulate_avx2(
 
 /// The loops of [`accumulate`], inlined into each instruction-set variant.
 #[inline(always)]
-fn accumulate_portable(
+fn accumulate_portable<W: WeightElement>(
     out: &mut [f32],
     x: &[f32],
-    w: &[f32],
+    w: &[W],
     (rows, k, n): (usize, usize, usize),
     range: std::ops::Range<usize>,
 ) {
@@ -196,7 +207,7 @@ fn accumulate_portable(
                 let xi = x[r * k + i];
                 let acc = &mut out[r * n + c0..][..nb];
                 for (a, &v) in acc.iter_mut().zip(w_row) {
-                    *a += xi * v;
+                    *a += xi * v.widen();
                 }
             }
         }
@@ -207,14 +218,23 @@ fn accumulate_portable(
 /// `acc[g] += x[g][0] w[0] + ... + x[g][3] w[3]` for `G` rows at once, so that each weight is loaded
 /// once for all of them (`G` at most 2: more spills the broadcast `x` values out of the registers).
 #[inline(always)]
-fn row_group<const G: usize>(mut acc: [&mut [f32]; G], x: [[f32; 4]; G], w: [&[f32]; 4]) {
+fn row_group<W: WeightElement, const G: usize>(
+    mut acc: [&mut [f32]; G],
+    x: [[f32; 4]; G],
+    w: [&[W]; 4],
+) {
     let nb = w[0].len();
     let w = w.map(|row| &row[..nb]);
     for a in acc.iter_mut() {
         assert_eq!(a.len(), nb);
     }
     for j in 0..nb {
-        let (v0, v1, v2, v3) = (w[0][j], w[1][j], w[2][j], w[3][j]);
+        let (v0, v1, v2, v3) = (
+            w[0][j].widen(),
+            w[1][j].widen(),
+            w[2][j].widen(),
+            w[3][j].widen(),
+        );
         for g in 0..G {
             acc[g][j] += x[g][0] * v0 + x[g][1] * v1 + x[g][2] * v2 + x[g][3] * v3;
         }
@@ -279,13 +299,13 @@ mod tests {
     #[test]
     fn equals_a_naive_product_for_every_row_count_and_ragged_shape() {
         let shapes = [(1, 1), (3, 5), (4, 17), (37, 700), (130, 1031), (8, 2)];
-        check_against_naive(skinny_matmul, false, &shapes);
+        check_against_naive(skinny_matmul::<f32>, false, &shapes);
     }
 
     #[test]
     fn the_transposed_form_equals_a_naive_product() {
         check_against_naive(
-            skinny_matmul_transposed,
+            skinny_matmul_transposed::<f32>,
             true,
             &[(1, 1), (3, 5), (17, 600), (40, 257)],
         );
@@ -293,13 +313,16 @@ mod tests {
 
     #[test]
     fn an_empty_inner_dimension_gives_zeros() {
-        assert_eq!(skinny_matmul(&[], &[], 3, 0, 2), vec![0.0; 6]);
-        assert_eq!(skinny_matmul_transposed(&[], &[], 3, 0, 2), vec![0.0; 6]);
+        assert_eq!(skinny_matmul::<f32>(&[], &[], 3, 0, 2), vec![0.0; 6]);
+        assert_eq!(
+            skinny_matmul_transposed::<f32>(&[], &[], 3, 0, 2),
+            vec![0.0; 6]
+        );
     }
 
     #[test]
     #[should_panic(expected = "w")]
     fn refuses_a_weight_of_the_wrong_length() {
-        skinny_matmul(&[1.0, 2.0], &[1.0; 5], 1, 2, 3);
+        skinny_matmul::<f32>(&[1.0, 2.0], &[1.0; 5], 1, 2, 3);
     }
 }

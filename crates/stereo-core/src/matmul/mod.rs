@@ -1,0 +1,307 @@
+//! Matrix products on the host with weights kept in bf16: half the memory of f32 weights and half
+//! the bytes to read per product, with every sum accumulated in f32.
+//!
+//! [`bf16_matmul`] computes `x @ W` for f32 activations `x` (`[rows, k]`) and bf16 weights `W`
+//! (`[k, n]`, or `[n, k]` for [`bf16_matmul_transposed`], the tied-embedding layout). The inputs of
+//! the product are bf16, as in a PyTorch bf16 run: `x` is rounded to the nearest bf16 (ties to
+//! even) first. The output is f32 and is not rounded.
+//!
+//! Three kernels compute it:
+//!
+//! | rows of `x` | kernel | how |
+//! |---|---|---|
+//! | at most [`MAX_SKINNY_ROWS`] (a decoding step) | [`skinny`] | one pass over the weights, widened to f32 in the registers |
+//! | more, CPU with AVX512-BF16 | [`Bf16Kernel::DotProduct`] | `vdpbf16ps` on panels of the weights packed in pairs of rows |
+//! | more, any other CPU | [`Bf16Kernel::Widening`] | blocks of the weights widened to f32, then the `gemm` crate's f32 kernel |
+//!
+//! The kernel is chosen at run time ([`Bf16Kernel::fastest`]); [`bf16_matmul_with`] forces one, for
+//! tests and benchmarks. All three agree with a naive f32 product of the rounded inputs to the
+//! rounding of f32 sums (tested on odd shapes and tails).
+
+mod dot_product;
+pub mod skinny;
+mod widening;
+
+use half::bf16;
+
+pub use skinny::{skinny_matmul, skinny_matmul_transposed, MAX_ROWS as MAX_SKINNY_ROWS};
+
+/// A weight element the host products can read: f32, or bf16 widened to f32 on load.
+pub trait WeightElement: Copy + Send + Sync + 'static {
+    /// The value as f32 (exact for both types).
+    fn widen(self) -> f32;
+}
+
+impl WeightElement for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl WeightElement for bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        // bf16 is the top half of an f32: a shift, which vectorises (unlike a call).
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+}
+
+/// `value` rounded to the nearest bf16, ties to even (NaN stays NaN): what PyTorch's
+/// `tensor.to(torch.bfloat16)` does.
+pub fn round_to_bf16(value: f32) -> bf16 {
+    bf16::from_f32(value)
+}
+
+/// `values` rounded to bf16 ([`round_to_bf16`]).
+pub fn to_bf16(values: &[f32]) -> Vec<bf16> {
+    values.iter().map(|&v| round_to_bf16(v)).collect()
+}
+
+/// `values` rounded to bf16 and widened back: the f32 numbers a bf16 product reads.
+pub fn rounded_through_bf16(values: &[f32]) -> Vec<f32> {
+    values.iter().map(|&v| round_to_bf16(v).widen()).collect()
+}
+
+/// The kernel of a bf16 product with more than [`MAX_SKINNY_ROWS`] rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AVX512-BF16's `vdpbf16ps` (two bf16 products summed into each f32 lane per instruction).
+    DotProduct,
+    /// The weights widened to f32 block by block, then multiplied by the `gemm` crate: every CPU.
+    Widening,
+}
+
+impl Bf16Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn fastest() -> Self {
+        if Self::DotProduct.is_available() {
+            Self::DotProduct
+        } else {
+            Self::Widening
+        }
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_available(self) -> bool {
+        match self {
+            Bf16Kernel::Widening => true,
+            Bf16Kernel::DotProduct => dot_product::is_available(),
+        }
+    }
+
+    /// The kernel's name, for benchmarks and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::DotProduct => "avx512-bf16",
+            Bf16Kernel::Widening => "widening",
+        }
+    }
+}
+
+/// How a weight matrix is laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[k, n]`, row-major: the product is `x @ w`.
+    InOut,
+    /// `[n, k]`, row-major (a tied embedding): the product is `x @ w^T`.
+    OutIn,
+}
+
+impl WeightLayout {
+    /// `(row stride, column stride)` of element `(i, j)` of the `[k, n]` product operand.
+    fn strides(self, k: usize, n: usize) -> (usize, usize) {
+        match self {
+            WeightLayout::InOut => (n, 1),
+            WeightLayout::OutIn => (1, k),
+        }
+    }
+}
+
+/// `x @ w` with `x` `[rows, k]` f32 and `w` `[k, n]` bf16, both row-major; returns `[rows, n]` f32.
+/// `x` is rounded to bf16 first (see the module documentation).
+///
+/// # Panics
+/// If `x` is not `rows * k` long or `w` not `k * n`.
+pub fn bf16_matmul(x: &[f32], w: &[bf16], rows: usize, k: usize, n: usize) -> Vec<f32> {
+    bf16_matmul_with(
+        Bf16Kernel::fastest(),
+        x,
+        w,
+        WeightLayout::InOut,
+        (rows, k, n),
+    )
+}
+
+/// `x @ w_t^T` with `x` `[rows, k]` f32 and `w_t` `[n, k]` bf16; returns `[rows, n]` f32.
+///
+/// # Panics
+/// If `x` is not `rows * k` long or `w_t` not `n * k`.
+pub fn bf16_matmul_transposed(
+    x: &[f32],
+    w_t: &[bf16],
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
+    bf16_matmul_with(
+        Bf16Kernel::fastest(),
+        x,
+        w_t,
+        WeightLayout::OutIn,
+        (rows, k, n),
+    )
+}
+
+/// [`bf16_matmul`] (or the transposed form) on `kernel` for products of more than
+/// [`MAX_SKINNY_ROWS`] rows; `(rows, k, n)` as there.
+///
+/// # Panics
+/// If the lengths do not match the shape, or `kernel` is not available on this CPU.
+pub fn bf16_matmul_with(
+    kernel: Bf16Kernel,
+    x: &[f32],
+    w: &[bf16],
+    layout: WeightLayout,
+    (rows, k, n): (usize, usize, usize),
+) -> Vec<f32> {
+    assert_eq!(x.len(), rows * k, "x");
+    assert_eq!(w.len(), k * n, "w");
+    assert!(kernel.is_available(), "{} is not available", kernel.name());
+    if rows <= MAX_SKINNY_ROWS {
+        let x = rounded_through_bf16(x);
+        return match layout {
+            WeightLayout::InOut => skinny_matmul(&x, w, rows, k, n),
+            WeightLayout::OutIn => skinny_matmul_transposed(&x, w, rows, k, n),
+        };
+    }
+    match kernel {
+        Bf16Kernel::Widening => widening::matmul(&rounded_through_bf16(x), w, layout, (rows, k, n)),
+        Bf16Kernel::DotProduct => dot_product::matmul(&to_bf16(x), w, layout, (rows, k, n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(7);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The naive product of the bf16-rounded inputs, in f64; `w` is `[k, n]`.
+    fn naive(x: &[f32], w: &[bf16], rows: usize, k: usize, n: usize) -> Vec<f64> {
+        let x = rounded_through_bf16(x);
+        let mut out = vec![0.0; rows * n];
+        for r in 0..rows {
+            for i in 0..k {
+                for j in 0..n {
+                    out[r * n + j] += x[r * k + i] as f64 * w[i * n + j].widen() as f64;
+                }
+            }
+        }
+        out
+    }
+
+    fn check(kernel: Bf16Kernel, layout: WeightLayout, rows: usize, k: usize, n: usize) {
+        let x = values(rows * k, (rows * 131 + k * 7 + n) as u64);
+        let w = to_bf16(&values(k * n, (n * 17 + k) as u64));
+        let given: Vec<bf16> = match layout {
+            WeightLayout::InOut => w.clone(),
+            WeightLayout::OutIn => (0..n * k).map(|i| w[(i % k) * n + i / k]).collect(),
+        };
+        let got = bf16_matmul_with(kernel, &x, &given, layout, (rows, k, n));
+        let want = naive(&x, &w, rows, k, n);
+        assert_eq!(got.len(), want.len());
+        for (j, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (*g as f64 - e).abs() <= 2e-6 * (k as f64).max(1.0),
+                "{} {layout:?} rows {rows} k {k} n {n} [{j}]: {g} vs {e}",
+                kernel.name()
+            );
+        }
+    }
+
+    /// Odd shapes: tails of every kernel's blocking (k odd for the pairs of `vdpbf16ps`, n not a
+    /// multiple of the panels, rows not a multiple of the micro-tile), and the skinny sizes.
+    const SHAPES: [(usize, usize, usize); 10] = [
+        (1, 1, 1),
+        (3, 5, 7),
+        (12, 64, 33),
+        (13, 17, 31),
+        (14, 1, 65),
+        (29, 33, 100),
+        (40, 257, 300),
+        (67, 300, 129),
+        (130, 96, 1031),
+        (8, 2304, 40),
+    ];
+
+    #[test]
+    fn the_widening_kernel_equals_a_naive_product_on_odd_shapes() {
+        for (rows, k, n) in SHAPES {
+            for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                check(Bf16Kernel::Widening, layout, rows, k, n);
+            }
+        }
+    }
+
+    #[test]
+    fn the_dot_product_kernel_equals_a_naive_product_on_odd_shapes() {
+        if !Bf16Kernel::DotProduct.is_available() {
+            eprintln!("skipped: this CPU has no AVX512-BF16 (the packing is tested on its own)");
+            return;
+        }
+        for (rows, k, n) in SHAPES {
+            for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                check(Bf16Kernel::DotProduct, layout, rows, k, n);
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_kernel_is_the_fastest_available() {
+        let fastest = Bf16Kernel::fastest();
+        assert!(fastest.is_available());
+        assert_eq!(
+            fastest == Bf16Kernel::DotProduct,
+            Bf16Kernel::DotProduct.is_available()
+        );
+        check(fastest, WeightLayout::InOut, 20, 50, 70);
+        let x = values(40, 1);
+        let w = to_bf16(&values(40, 2));
+        assert_eq!(
+            bf16_matmul(&x, &w, 2, 20, 2),
+            bf16_matmul_with(fastest, &x, &w, WeightLayout::InOut, (2, 20, 2))
+        );
+        assert_eq!(
+            bf16_matmul_transposed(&x, &w, 2, 20, 2),
+            bf16_matmul_with(fastest, &x, &w, WeightLayout::OutIn, (2, 20, 2))
+        );
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even mantissa, 1.
+        assert_eq!(round_to_bf16(1.0 + 1.0 / 256.0).widen(), 1.0);
+        // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: the even one is 1 + 2^-6.
+        assert_eq!(round_to_bf16(1.0 + 3.0 / 256.0).widen(), 1.0 + 1.0 / 64.0);
+        assert_eq!(round_to_bf16(1.0 + 1.5 / 256.0).widen(), 1.0 + 1.0 / 128.0);
+        assert!(round_to_bf16(f32::NAN).widen().is_nan());
+        assert_eq!(round_to_bf16(-0.0).widen().to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    #[should_panic(expected = "w")]
+    fn refuses_weights_of_the_wrong_length() {
+        bf16_matmul(&[1.0; 40], &[bf16::ONE; 5], 20, 2, 3);
+    }
+}
