@@ -52,9 +52,9 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
-    /// Compute dtype: f32 (bf16 needs a backend with bf16 kernels).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Compute dtype: f32, or bf16 (bf16 weights and product inputs, f32 sums; flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Run RMSNorm, GeGLU and attention as chains of burn ops even on flex (for comparison).
     #[arg(long)]
     no_fused_kernels: bool,
@@ -86,7 +86,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let dtype: ComputeDtype = args.dtype.parse()?;
+    let dtype = args.dtype;
     // Residual-stream hooks (`blocks.13.hook_resid_post`) and per-head ones (`blocks.13.attn.hook_z`).
     let mut hooks: Vec<HookPoint> = Vec::new();
     let mut head_hooks: Vec<HeadHook> = Vec::new();
@@ -213,9 +213,9 @@ fn benchmark(
     };
     let start = Instant::now();
     let model = random_model(&config, &options, args.seed)?;
-    let weight_bytes = config.parameters_up_to(stop + 1) * 4;
+    let weight_bytes = config.parameters_up_to(stop + 1) * dtype.bytes_per_weight();
     eprintln!(
-        "random {preset} up to layer {stop}: {:.2} GB of f32 weights, built in {:.1}s",
+        "random {preset} up to layer {stop}: {:.2} GB of {dtype} weights, built in {:.1}s",
         weight_bytes as f64 / 1e9,
         start.elapsed().as_secs_f64()
     );
@@ -231,7 +231,7 @@ fn benchmark(
     let flops = forward_flops(&config, stop + 1, args.seq_len) * args.batch as f64;
     let peak = peak_rss_bytes().unwrap_or(0);
     println!(
-        "{{\"backend\": \"{}\", \"fused_kernels\": {}, \"head_hooks\": {}, \"batch\": {}, \"seq_len\": {}, \"layers\": {}, \"median_s\": {median:.4}, \"tokens_per_s\": {:.2}, \"gflops\": {:.1}, \"peak_rss_gb\": {:.3}, \"weight_gb\": {:.3}, \"rss_over_weights\": {:.3}}}",
+        "{{\"backend\": \"{}\", \"dtype\": \"{dtype}\", \"fused_kernels\": {}, \"head_hooks\": {}, \"batch\": {}, \"seq_len\": {}, \"layers\": {}, \"median_s\": {median:.4}, \"tokens_per_s\": {:.2}, \"gflops\": {:.1}, \"peak_rss_gb\": {:.3}, \"weight_gb\": {:.3}, \"rss_over_weights\": {:.3}}}",
         args.backend,
         !args.no_fused_kernels,
         head_hooks.len(),

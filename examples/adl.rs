@@ -48,7 +48,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use crosscoder::{BackendKind, CrosscoderLoader};
 use diff_analysis::adl::contrast_prompts;
-use gemma_model::{load_model, HubOptions, LanguageModel, LoadOptions, ModelSource};
+use gemma_model::{load_model, ComputeDtype, HubOptions, LanguageModel, LoadOptions, ModelSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use model_pair::TokenizationMode;
 use ndarray::s;
@@ -137,6 +137,10 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
+    /// Compute dtype of the models and the crosscoder: f32, or bf16 (bf16 weights and product
+    /// inputs, f32 sums; flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Results directory.
     #[arg(long, default_value = "adl")]
     out: PathBuf,
@@ -159,7 +163,7 @@ struct Saved {
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(texts) = args.bench {
-        return bench(texts, args.k, args.batch_size, args.backend);
+        return bench((texts, args.k, args.batch_size), args.backend, args.dtype);
     }
     let demo = args.base.is_none() && args.chat.is_none();
     if args.base.is_some() != args.chat.is_some() {
@@ -184,6 +188,7 @@ fn main() -> Result<()> {
         .map(|c| {
             CrosscoderLoader::new(c)
                 .backend(args.backend)
+                .dtype(args.dtype)
                 .offline(hub.offline)
                 .load()
                 .with_context(|| format!("loading crosscoder `{c}`"))
@@ -222,6 +227,7 @@ fn main() -> Result<()> {
         stop_at_layer: Some(deepest),
         unembedding: true,
         hub,
+        dtype: args.dtype,
         ..LoadOptions::default()
     }
     .with_backend(args.backend);
@@ -567,7 +573,11 @@ fn print_reading(reading: &activation_diff_lens::DifferenceReading) {
 }
 
 /// `--bench`: the cost of the difference against the two forward passes it needs, at Gemma-2-2b shapes.
-fn bench(texts: usize, k: usize, batch_size: usize, backend: BackendKind) -> Result<()> {
+fn bench(
+    (texts, k, batch_size): (usize, usize, usize),
+    backend: BackendKind,
+    dtype: ComputeDtype,
+) -> Result<()> {
     use gemma_model::throughput::benchmark_batch;
     use gemma_model::{random_model, Gemma2Config, HookPoint, RunRequest, TokenBatch};
     use std::time::Instant;
@@ -577,6 +587,7 @@ fn bench(texts: usize, k: usize, batch_size: usize, backend: BackendKind) -> Res
     let options = LoadOptions {
         stop_at_layer: Some(LAYER),
         unembedding: true,
+        dtype,
         ..LoadOptions::default()
     }
     .with_backend(backend);

@@ -38,7 +38,7 @@ use activation_cache::{
 };
 use anyhow::{Context, Result};
 use clap::Parser;
-use gemma_model::{load_model, BackendKind, HookPoint, LoadOptions, ModelSource};
+use gemma_model::{load_model, BackendKind, ComputeDtype, HookPoint, LoadOptions, ModelSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use model_pair::{PairedSource, SequentialPair, StereoRunner, TokenizationMode};
 
@@ -108,6 +108,10 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
+    /// Compute dtype of the models: f32, or bf16 (bf16 weights and product inputs, f32 sums; flex
+    /// and cuda). `--dtype` is the store's.
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    compute_dtype: ComputeDtype,
     /// Read the hub cache only (same as HF_HUB_OFFLINE=1).
     #[arg(long)]
     offline: bool,
@@ -176,6 +180,7 @@ fn load_source(
     hook: HookPoint,
 ) -> Result<Box<dyn PairedSource>> {
     let mut load_options = LoadOptions::for_hooks(&[hook]).with_backend(args.backend);
+    load_options.dtype = args.compute_dtype;
     load_options.hub.offline |= args.offline;
     let base_source = ModelSource::parse(base)?.with_revision(args.base_revision.clone());
     let chat_source = ModelSource::parse(chat)?.with_revision(args.chat_revision.clone());

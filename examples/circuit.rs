@@ -27,6 +27,7 @@ use circuits::output::write_all;
 use circuits::{map_circuit, CircuitModels, CircuitOptions, Component};
 use clap::Parser;
 use gemma_model::BackendKind;
+use gemma_model::ComputeDtype;
 use model_pair::{PromptInput, TokenizationMode};
 use persona_dataset::PersonaDataset;
 use stereo::pair::{GenerationPair, PairChoice};
@@ -71,6 +72,10 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
+    /// Compute dtype of the models and the crosscoder: f32, or bf16 (bf16 weights and product
+    /// inputs, f32 sums; flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Results directory.
     #[arg(long, default_value = "circuit")]
     out: PathBuf,
@@ -87,6 +92,7 @@ fn main() -> Result<()> {
         crosscoder: args.crosscoder.clone(),
         hook: None,
         offline: args.offline,
+        dtype: args.dtype,
     };
     let crosscoder_name = match &args.crosscoder {
         Some(c) => c.clone(),

@@ -39,7 +39,7 @@ use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
 use diff_analysis::{
     plan, validate_options, Day1, Day1Options, HuntOptions, Pooling, VerificationCriteria,
 };
-use gemma_model::{BackendKind, HubOptions};
+use gemma_model::{BackendKind, ComputeDtype, HubOptions};
 use model_pair::{PairedSource, StereoRunner, TokenizationMode, BASE, CHAT};
 use persona_dataset::PersonaDataset;
 use steering::preference::output::write_preference;
@@ -86,6 +86,10 @@ struct Args {
     /// Compute backend for the models and the crosscoder: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
+    /// Compute dtype of the models and the crosscoder: f32, or bf16 (bf16 weights and product
+    /// inputs, f32 sums; flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Token pooling: mean (content tokens), max, last, template (chat-template tokens; needs
     /// --chat-template) or mean-all (the notebook's, BOS included).
     #[arg(long, default_value = "mean")]
@@ -261,6 +265,7 @@ fn main() -> Result<()> {
             },
         },
         backend: args.backend,
+        dtype: args.dtype,
         hub,
     }
     .prepare()?;

@@ -20,6 +20,7 @@ use crosscoder::{
     HistogramOptions, RelativeNormThresholds, BASE, CHAT,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+use stereo_core::ComputeDtype;
 
 /// Encode activations with a crosscoder (dictionary_learning, ckkissane, hub id, or our format).
 #[derive(Parser, Debug)]
@@ -40,6 +41,10 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
+    /// Compute dtype of the crosscoder: f32, or bf16 (bf16 weights and product inputs, f32 sums;
+    /// flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Rows per encode call (bounds the memory of intermediate results).
     #[arg(long, default_value_t = 1024, value_parser = stereo::cli::count)]
     batch_size: usize,
@@ -58,7 +63,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
 
     let t = Instant::now();
-    let mut loader = CrosscoderLoader::new(&args.crosscoder).backend(args.backend);
+    let mut loader = CrosscoderLoader::new(&args.crosscoder)
+        .backend(args.backend)
+        .dtype(args.dtype);
     if let Some(f) = &args.scaling_factors {
         loader = loader.scaling_factors(f.clone());
     }

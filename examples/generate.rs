@@ -26,9 +26,11 @@ use clap::Parser;
 use gemma_model::generation::ModelStepper;
 use gemma_model::generation::{generate_texts, GenerationsFile, Sampling, SamplingParams};
 use gemma_model::throughput::{
-    benchmark_batch, peak_rss_bytes, read_bandwidth_gb_per_s, time_decode, weight_bytes_per_step,
+    benchmark_batch, peak_rss_bytes, read_bandwidth_gb_per_s, time_decode, weight_bytes_per_step_in,
 };
-use gemma_model::{load_model, random_model, BackendKind, Gemma2Config, LoadOptions, ModelSource};
+use gemma_model::{
+    load_model, random_model, BackendKind, ComputeDtype, Gemma2Config, LoadOptions, ModelSource,
+};
 use stereo::demo::embedded_source;
 
 /// Generate continuations of prompts with a Gemma-2 model.
@@ -68,6 +70,9 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
+    /// Compute dtype: f32, or bf16 (bf16 weights and product inputs, f32 sums; flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Output JSON file.
     #[arg(long, required_unless_present = "bench_decode", value_parser = stereo::cli::output_file)]
     out: Option<PathBuf>,
@@ -84,7 +89,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(batches) = &args.bench_decode {
-        return bench_decode(batches, args.max_new_tokens, args.backend);
+        return bench_decode(batches, args.max_new_tokens, args.backend, args.dtype);
     }
     let Some(out) = args.out.clone() else {
         bail!("give --out FILE.json");
@@ -98,7 +103,11 @@ fn main() -> Result<()> {
     };
     let started = Instant::now();
     let source = ModelSource::parse(&model)?;
-    let loaded = load_model(&source, &LoadOptions::default().with_backend(args.backend))?;
+    let options = LoadOptions {
+        dtype: args.dtype,
+        ..LoadOptions::default()
+    };
+    let loaded = load_model(&source, &options.with_backend(args.backend))?;
     let config = loaded.model.config();
     let defaults = &loaded.generation;
     let mut generation = defaults.config(args.max_new_tokens, args.seed, config);
@@ -169,11 +178,20 @@ fn main() -> Result<()> {
 }
 
 /// `--bench-decode`: decode speed at Gemma-2-2b shapes against this machine's memory-bandwidth limit.
-fn bench_decode(batches: &[usize], new_tokens: usize, backend: BackendKind) -> Result<()> {
+fn bench_decode(
+    batches: &[usize],
+    new_tokens: usize,
+    backend: BackendKind,
+    dtype: ComputeDtype,
+) -> Result<()> {
     const PROMPT_LEN: usize = 128;
     let config = Gemma2Config::gemma_2_2b();
-    let model = random_model(&config, &LoadOptions::default().with_backend(backend), 0)?;
-    let bytes = weight_bytes_per_step(&config, config.num_hidden_layers, true);
+    let options = LoadOptions {
+        dtype,
+        ..LoadOptions::default()
+    };
+    let model = random_model(&config, &options.with_backend(backend), 0)?;
+    let bytes = weight_bytes_per_step_in(&config, config.num_hidden_layers, true, dtype);
     let bandwidth = read_bandwidth_gb_per_s(2 << 30);
     for &batch in batches {
         let prompts = benchmark_batch(&config, batch, PROMPT_LEN, 0)?;
@@ -186,6 +204,7 @@ fn bench_decode(batches: &[usize], new_tokens: usize, backend: BackendKind) -> R
             serde_json::json!({
                 "impl": "stereo",
                 "backend": backend.name(),
+                "dtype": dtype.name(),
                 "batch": batch,
                 "prompt_len": PROMPT_LEN,
                 "new_tokens": new_tokens,

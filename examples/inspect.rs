@@ -24,6 +24,7 @@ use std::sync::Arc;
 use activation_cache::{cache_corpus, ActivationStore, CacheOptions, Corpus};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use gemma_model::ComputeDtype;
 use gemma_model::{load_model, BackendKind, HubOptions, LanguageModel, LoadOptions, ModelSource};
 use latent_dashboard::{
     attach_lens, build_dashboards, dashboards_page, DashboardOptions, StoreLatents,
@@ -81,6 +82,10 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
+    /// Compute dtype of the models and the crosscoder: f32, or bf16 (bf16 weights and product
+    /// inputs, f32 sums; flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Results directory.
     #[arg(long, default_value = "inspect")]
     out: PathBuf,
@@ -100,6 +105,7 @@ fn main() -> Result<()> {
         crosscoder: args.crosscoder.clone(),
         hook: args.hook.clone(),
         offline: args.offline,
+        dtype: args.dtype,
     }
     .prepare(args.backend)?;
     let mut hub = HubOptions::from_env();
@@ -148,6 +154,7 @@ fn main() -> Result<()> {
         stop_at_layer: Some(0),
         unembedding: true,
         hub,
+        dtype: args.dtype,
         ..LoadOptions::default()
     }
     .with_backend(args.backend);

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use activation_cache::Corpus;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use gemma_model::ComputeDtype;
 use gemma_model::{BackendKind, ChatMessage, Role};
 use model_pair::PromptInput;
 use steering::kl_evaluation::{kl_table, write_kl_evaluation};
@@ -83,6 +84,10 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
+    /// Compute dtype of the models and the crosscoder: f32, or bf16 (bf16 weights and product
+    /// inputs, f32 sums; flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Results directory.
     #[arg(long, default_value = "kl_evaluation")]
     out: PathBuf,
@@ -180,6 +185,7 @@ fn main() -> Result<()> {
             crosscoder: args.crosscoder.clone(),
             hook: args.hook.clone(),
             offline: args.offline,
+            dtype: args.dtype,
         }
         .prepare(args.backend)?,
     )?;

@@ -37,6 +37,7 @@ use crosscoder::{
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{s, Array3};
 use serde::{Deserialize, Serialize};
+use stereo_core::ComputeDtype;
 
 const STATE_FILE: &str = "latent_scaling_state.json";
 
@@ -89,6 +90,10 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
+    /// Compute dtype of the crosscoder: f32, or bf16 (bf16 weights and product inputs, f32 sums;
+    /// flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
 }
 
 /// Where the rows come from.
@@ -150,7 +155,9 @@ struct Saved {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut loader = CrosscoderLoader::new(&args.crosscoder).backend(args.backend);
+    let mut loader = CrosscoderLoader::new(&args.crosscoder)
+        .backend(args.backend)
+        .dtype(args.dtype);
     if let Some(f) = &args.scaling_factors {
         loader = loader.scaling_factors(f.clone());
     }

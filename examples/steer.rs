@@ -36,6 +36,7 @@ use clap::Parser;
 use diff_analysis::behaviour::preference_items;
 use gemma_model::generation::InterventionScope;
 use gemma_model::BackendKind;
+use gemma_model::ComputeDtype;
 use persona_dataset::PersonaDataset;
 use steering::preference::output::write_preference;
 use steering::{
@@ -136,6 +137,10 @@ struct Args {
     /// Compute backend: ndarray, flex or cuda.
     #[arg(long, default_value_t = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
+    /// Compute dtype of the models and the crosscoder: f32, or bf16 (bf16 weights and product
+    /// inputs, f32 sums; flex and cuda).
+    #[arg(long, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Results directory.
     #[arg(long, default_value = "steering")]
     out: PathBuf,
@@ -281,7 +286,7 @@ fn spec(args: &Args) -> Result<SteeringSpec> {
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.bench_lockstep {
-        return bench_lockstep(args.max_new_tokens, args.backend);
+        return bench_lockstep(args.max_new_tokens, args.backend, args.dtype);
     }
     let spec = spec(&args)?;
     let (prompts, items) = read_prompts(&args)?;
@@ -296,6 +301,7 @@ fn main() -> Result<()> {
             crosscoder: args.crosscoder.clone(),
             hook: args.hook.clone(),
             offline: args.offline,
+            dtype: args.dtype,
         }
         .prepare(args.backend)?,
     )?;
@@ -343,10 +349,10 @@ fn main() -> Result<()> {
 }
 
 /// `--bench-lockstep`: the cost of steering on top of plain chat decoding, at Gemma-2-2b shapes.
-fn bench_lockstep(new_tokens: usize, backend: BackendKind) -> Result<()> {
+fn bench_lockstep(new_tokens: usize, backend: BackendKind, dtype: ComputeDtype) -> Result<()> {
     use gemma_model::generation::ModelStepper;
     use gemma_model::throughput::{
-        benchmark_batch, peak_rss_bytes, time_decode, weight_bytes_per_step,
+        benchmark_batch, peak_rss_bytes, time_decode, weight_bytes_per_step_in,
     };
     use gemma_model::{random_model, Gemma2Config, HookPoint, LoadOptions};
     use model_pair::{EditPlan, LatentEdit, LockstepStepper};
@@ -355,17 +361,23 @@ fn bench_lockstep(new_tokens: usize, backend: BackendKind) -> Result<()> {
     const LAYER: usize = 13;
     const LATENTS: usize = 16_384;
     let config = Gemma2Config::gemma_2_2b();
-    let chat = random_model(&config, &LoadOptions::default().with_backend(backend), 1)?;
+    let chat_options = LoadOptions {
+        dtype,
+        ..LoadOptions::default()
+    };
+    let chat = random_model(&config, &chat_options.with_backend(backend), 1)?;
     let base_options = LoadOptions {
         stop_at_layer: Some(LAYER),
         unembedding: false,
+        dtype,
         ..LoadOptions::default()
     }
     .with_backend(backend);
     let base = random_model(&config, &base_options, 2)?;
     let d = config.hidden_size;
-    let crosscoder: Arc<dyn crosscoder::Crosscoder> =
-        Arc::from(crosscoder::throughput::random_checkpoint(2, d, LATENTS, 3)?.build(backend)?);
+    let crosscoder: Arc<dyn crosscoder::Crosscoder> = Arc::from(
+        crosscoder::throughput::random_checkpoint(2, d, LATENTS, 3)?.build_in(backend, dtype)?,
+    );
     let prompts = benchmark_batch(&config, 1, PROMPT_LEN, 0)?;
     let capacity = PROMPT_LEN + new_tokens;
     let mut plain = ModelStepper::new(chat.as_ref(), 1, capacity)?;
@@ -377,14 +389,15 @@ fn bench_lockstep(new_tokens: usize, backend: BackendKind) -> Result<()> {
     let edited = time_decode(&mut lockstep, &prompts, new_tokens)?;
     // Weights held: the chat model whole (tied embedding once), the base model's embedding and layers
     // 0..=13, the crosscoder's encoder and decoder.
-    let held = weight_bytes_per_step(&config, config.num_hidden_layers, true)
-        + weight_bytes_per_step(&config, LAYER + 1, true)
-        + (2 * 2 * d * LATENTS * 4) as u64;
+    let held = weight_bytes_per_step_in(&config, config.num_hidden_layers, true, dtype)
+        + weight_bytes_per_step_in(&config, LAYER + 1, true, dtype)
+        + (2 * 2 * d * LATENTS * dtype.bytes_per_weight()) as u64;
     let rss = peak_rss_bytes();
     println!(
         "{}",
         serde_json::json!({
             "backend": backend.name(),
+            "dtype": dtype.name(),
             "prompt_len": PROMPT_LEN,
             "new_tokens": new_tokens,
             "plain_decode_s": alone.decode_s,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice, Prepared};
 use diff_analysis::AnalysisError;
-use gemma_model::{BackendKind, GemmaError, GemmaTokenizer, HookPoint, HubOptions, LoadedModel};
+use gemma_model::{
+    BackendKind, ComputeDtype, GemmaError, GemmaTokenizer, HookPoint, HubOptions, LoadedModel,
+};
 use steering::SteeringModels;
 
 use crate::demo::embedded_source;
@@ -24,6 +26,8 @@ pub struct PairChoice {
     pub hook: Option<String>,
     /// Read the hub cache only.
     pub offline: bool,
+    /// The precision the models and the crosscoder compute in.
+    pub dtype: ComputeDtype,
 }
 
 impl PairChoice {
@@ -51,6 +55,7 @@ impl PairChoice {
             crosscoder: Some(CrosscoderSpec::new(part(&self.crosscoder, "crosscoder")?)),
             hook: HookChoice { hook, layer: None },
             backend,
+            dtype: self.dtype,
             hub,
         }
         .prepare()

@@ -49,6 +49,7 @@ fn prepared() -> Prepared {
         crosscoder: Some(CrosscoderSpec::new(part("crosscoder"))),
         hook: HookChoice::default(),
         backend: BackendKind::Flex,
+        dtype: Default::default(),
         hub: HubOptions::from_env(),
     }
     .prepare()

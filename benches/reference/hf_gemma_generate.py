@@ -51,10 +51,14 @@ def make_config(small: bool) -> Gemma2Config:
     return cfg
 
 
+# The dtype of the weights and the compute (--dtype).
+DTYPE = torch.float32
+
+
 def build_model(cfg: Gemma2Config, seed: int) -> Gemma2ForCausalLM:
     """Random weights without HF's slow initialisation (meta device, then in-place normal fills)."""
     with torch.device("meta"):
-        model = Gemma2ForCausalLM(cfg)
+        model = Gemma2ForCausalLM(cfg).to(DTYPE)
     model = model.to_empty(device="cpu")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -85,8 +89,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="weights and compute (bfloat16: what a CPU user of HF usually loads)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    global DTYPE
+    DTYPE = getattr(torch, args.dtype)
 
     torch.set_num_threads(args.threads)
     cfg = make_config(args.small)
@@ -113,7 +121,7 @@ def main() -> None:
             "prefill_s": round(prefill, 4),
             "decode_tokens_per_s": round(batch * (args.new_tokens - 1) / (total - prefill), 3),
             "threads": args.threads,
-            "dtype": "float32",
+            "dtype": args.dtype,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "torch": torch.__version__,
             "transformers": transformers.__version__,

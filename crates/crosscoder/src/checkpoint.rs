@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2, Array3, ArrayView, Axis, Dimension};
 use stereo_core::hook::HookPoint;
-use stereo_core::{dispatch, BackendKind};
+use stereo_core::{dispatch, BackendKind, ComputeDtype};
 
 use crate::analysis;
 use crate::config::{CrosscoderConfig, InputNormalizer};
@@ -260,11 +260,33 @@ impl CrosscoderCheckpoint {
     /// # Errors
     /// [`CrosscoderError::Backend`] when the backend is not compiled in or not usable here.
     pub fn build(self, backend: BackendKind) -> Result<Box<dyn Crosscoder>> {
+        self.build_in(backend, ComputeDtype::F32)
+    }
+
+    /// [`build`](Self::build) computing in `dtype`: with [`ComputeDtype::Bf16`] the encoder and
+    /// decoder matrices are held in bf16 (half the memory) and multiplied with bf16 inputs and f32
+    /// sums; biases, the input normaliser and the activation stay f32.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build); [`CrosscoderError::DtypeOnBackend`] for bf16 on burn-ndarray,
+    /// which has no bf16 tensors.
+    pub fn build_in(
+        self,
+        backend: BackendKind,
+        dtype: ComputeDtype,
+    ) -> Result<Box<dyn Crosscoder>> {
+        if dtype == ComputeDtype::Bf16 && backend == BackendKind::NdArray {
+            return Err(CrosscoderError::DtypeOnBackend {
+                dtype: dtype.to_string(),
+                backend: backend.to_string(),
+            });
+        }
         Ok(dispatch(
             backend,
             BuildVisitor {
                 checkpoint: self,
                 kind: backend,
+                dtype,
             },
         )?)
     }

@@ -83,6 +83,14 @@ pub enum CrosscoderError {
         /// The dtype's name.
         dtype: String,
     },
+    /// The backend cannot compute in the requested dtype.
+    #[error("the crosscoder cannot compute in {dtype} on backend `{backend}` (burn-ndarray has no bf16 tensors: use flex or cuda, or f32)")]
+    DtypeOnBackend {
+        /// The dtype asked for.
+        dtype: String,
+        /// The backend.
+        backend: String,
+    },
     /// The config and the tensors disagree.
     #[error("`{path}`: config says {field} = {config}, but the tensors say {tensors}")]
     ConfigMismatch {

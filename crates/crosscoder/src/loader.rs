@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use stereo_core::BackendKind;
+use stereo_core::{BackendKind, ComputeDtype};
 
 use crate::checkpoint::CrosscoderCheckpoint;
 use crate::config::CrosscoderConfig;
@@ -38,6 +38,7 @@ use stereo_core::hub::HubOptions;
 pub struct CrosscoderLoader {
     source: String,
     backend: BackendKind,
+    dtype: ComputeDtype,
     scaling_factors: Option<Vec<f32>>,
     hub: HubOverrides,
     models: Option<Vec<String>>,
@@ -51,6 +52,7 @@ impl CrosscoderLoader {
         CrosscoderLoader {
             source: source.into(),
             backend: BackendKind::DEFAULT_CPU,
+            dtype: ComputeDtype::F32,
             scaling_factors: None,
             hub: HubOverrides::default(),
             models: None,
@@ -61,6 +63,12 @@ impl CrosscoderLoader {
     /// The backend to build on.
     pub fn backend(mut self, backend: BackendKind) -> Self {
         self.backend = backend;
+        self
+    }
+
+    /// The precision to compute in (see [`CrosscoderCheckpoint::build_in`]).
+    pub fn dtype(mut self, dtype: ComputeDtype) -> Self {
+        self.dtype = dtype;
         self
     }
 
@@ -173,7 +181,7 @@ impl CrosscoderLoader {
     /// # Errors
     /// As [`load_checkpoint`](Self::load_checkpoint), plus [`CrosscoderError::Backend`].
     pub fn load(&self) -> Result<Box<dyn Crosscoder>> {
-        self.load_checkpoint()?.build(self.backend)
+        self.load_checkpoint()?.build_in(self.backend, self.dtype)
     }
 }
 

@@ -15,10 +15,12 @@
 
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
-use stereo_core::host::upload;
-use stereo_core::{BackendKind, BackendVisitor};
+use stereo_core::host::{upload, upload_in};
+use stereo_core::matmul::tensors::product;
+use stereo_core::matmul::WeightLayout;
+use stereo_core::{BackendKind, BackendVisitor, ComputeDtype};
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{Activation, CrosscoderConfig, InputNormalizer};
@@ -34,6 +36,7 @@ const TOP_K_CHUNK_VALUES: usize = 1 << 26;
 pub(crate) struct BuildVisitor {
     pub checkpoint: CrosscoderCheckpoint,
     pub kind: BackendKind,
+    pub dtype: ComputeDtype,
 }
 
 impl BackendVisitor for BuildVisitor {
@@ -42,7 +45,7 @@ impl BackendVisitor for BuildVisitor {
     fn visit<B: Backend>(self, device: B::Device) -> Box<dyn Crosscoder> {
         Box::new(CrosscoderModel::<B>::new(
             self.checkpoint,
-            self.kind,
+            (self.kind, self.dtype),
             device,
         ))
     }
@@ -75,9 +78,12 @@ pub(crate) struct CrosscoderModel<B: Backend> {
 }
 
 impl<B: Backend> CrosscoderModel<B> {
+    /// The model of `checkpoint` on `device`; with [`ComputeDtype::Bf16`] the encoder and decoder
+    /// matrices are held in bf16 (rounded to nearest, ties to even) and multiplied with bf16 inputs
+    /// and f32 sums; biases, normaliser and activation stay f32.
     pub(crate) fn new(
         checkpoint: CrosscoderCheckpoint,
-        kind: BackendKind,
+        (kind, dtype): (BackendKind, ComputeDtype),
         device: B::Device,
     ) -> Self {
         let decoder_norms = checkpoint.decoder_norms();
@@ -99,8 +105,8 @@ impl<B: Backend> CrosscoderModel<B> {
         drop(w_dec);
         let b_dec_host = b_dec.clone();
 
-        let w_enc = upload::<B, _>(w_enc, [n * d, f], &device);
-        let w_dec = upload::<B, _>(w_dec_fnd, [f, n * d], &device);
+        let w_enc = upload_in::<B, _>(w_enc, [n * d, f], dtype, &device);
+        let w_dec = upload_in::<B, _>(w_dec_fnd, [f, n * d], dtype, &device);
         let b_enc = upload::<B, _>(b_enc, [1, f], &device);
         let b_dec = upload::<B, _>(b_dec, [1, n * d], &device);
         let code_norm = upload::<B, _>(code_norm_host.clone(), [1, f], &device);
@@ -187,7 +193,7 @@ impl<B: Backend> CrosscoderModel<B> {
             Some(n) => (x - n.shift.clone()) * n.scale.clone(),
             None => x,
         };
-        let f = relu(x.matmul(self.w_enc.clone()) + self.b_enc.clone());
+        let f = relu(self.weight_product(x, &self.w_enc) + self.b_enc.clone());
         match self.config.activation {
             Activation::Relu => f,
             Activation::BatchTopK { threshold, .. } => {
@@ -200,11 +206,18 @@ impl<B: Backend> CrosscoderModel<B> {
 
     /// `x̂ = denorm(f @ w_dec + b_dec)`, `[batch, n * d]`.
     fn decode_device(&self, f: Tensor<B, 2>) -> Tensor<B, 2> {
-        let x = f.matmul(self.w_dec.clone()) + self.b_dec.clone();
+        let x = self.weight_product(f, &self.w_dec) + self.b_dec.clone();
         match &self.norm {
             Some(n) => x / n.divisor.clone() + n.shift.clone(),
             None => x,
         }
+    }
+
+    /// `x @ w`: bf16 weights through `stereo_core`'s host bf16 kernels on burn-flex (burn's bf16
+    /// matmul elsewhere), f32 weights through the backend's matmul as ever.
+    fn weight_product(&self, x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
+        let bf16 = w.dtype() == DType::BF16;
+        product(x, w, WeightLayout::InOut, bf16)
     }
 
     fn encode_chunk(&self, x: ArrayView3<'_, f32>) -> Result<Array2<f32>> {

@@ -24,7 +24,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use ndarray::{Array1, Array2, Array3};
 use serde::Serialize;
-use stereo_core::{dispatch, BackendKind, BackendVisitor};
+use stereo_core::{dispatch, BackendKind, BackendVisitor, ComputeDtype};
 
 use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{CrosscoderConfig, InputNormalizer};
@@ -126,9 +126,30 @@ pub fn device_encode(
     rows: &[usize],
     repeats: usize,
 ) -> Result<Vec<DeviceTiming>> {
+    device_encode_in(checkpoint, (backend, ComputeDtype::F32), rows, repeats)
+}
+
+/// [`device_encode`] with the crosscoder computing in `dtype` (see
+/// [`CrosscoderCheckpoint::build_in`]); the timings' `what` is `encode` in f32, `encode_bf16` in bf16.
+///
+/// # Errors
+/// As [`device_encode`], plus [`CrosscoderError::DtypeOnBackend`].
+pub fn device_encode_in(
+    checkpoint: CrosscoderCheckpoint,
+    (backend, dtype): (BackendKind, ComputeDtype),
+    rows: &[usize],
+    repeats: usize,
+) -> Result<Vec<DeviceTiming>> {
+    if dtype == ComputeDtype::Bf16 && backend == BackendKind::NdArray {
+        return Err(CrosscoderError::DtypeOnBackend {
+            dtype: dtype.to_string(),
+            backend: backend.to_string(),
+        });
+    }
     struct Encode<'a> {
         checkpoint: CrosscoderCheckpoint,
         kind: BackendKind,
+        dtype: ComputeDtype,
         rows: &'a [usize],
         repeats: usize,
     }
@@ -137,7 +158,8 @@ pub fn device_encode(
         fn visit<B: Backend>(self, device: B::Device) -> Self::Output {
             let config = self.checkpoint.config().clone();
             let inner = config.n_models * config.d_model;
-            let model = CrosscoderModel::<B>::new(self.checkpoint, self.kind, device.clone());
+            let model =
+                CrosscoderModel::<B>::new(self.checkpoint, (self.kind, self.dtype), device.clone());
             let mut timings = Vec::with_capacity(self.rows.len());
             for &rows in self.rows {
                 let x = Tensor::<B, 2>::random(
@@ -149,7 +171,10 @@ pub fn device_encode(
                     drop(model.encode_device(x.clone()))
                 })?;
                 timings.push(DeviceTiming {
-                    what: "encode".into(),
+                    what: match self.dtype {
+                        ComputeDtype::F32 => "encode".into(),
+                        ComputeDtype::Bf16 => "encode_bf16".into(),
+                    },
                     backend: self.kind.to_string(),
                     rows,
                     inner,
@@ -165,6 +190,7 @@ pub fn device_encode(
         Encode {
             checkpoint,
             kind: backend,
+            dtype,
             rows,
             repeats,
         },

@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! use diff_analysis::setup::{CrosscoderSpec, Day1Setup, HookChoice};
-//! use gemma_model::{BackendKind, HubOptions};
+//! use gemma_model::{BackendKind, ComputeDtype, HubOptions};
 //!
 //! let prepared = Day1Setup {
 //!     base: "google/gemma-2-2b".into(),
@@ -15,6 +15,7 @@
 //!     )),
 //!     hook: HookChoice::default(),
 //!     backend: BackendKind::Flex,
+//!     dtype: ComputeDtype::F32,
 //!     hub: HubOptions::from_env(),
 //! }
 //! .prepare()?;
@@ -24,8 +25,8 @@
 
 use crosscoder::{CrosscoderCheckpoint, CrosscoderConfig, CrosscoderLoader};
 use gemma_model::{
-    load_model, BackendKind, Gemma2Config, HookPoint, HubOptions, LoadOptions, LoadedModel,
-    ModelSource,
+    load_model, BackendKind, ComputeDtype, Gemma2Config, HookPoint, HubOptions, LoadOptions,
+    LoadedModel, ModelSource,
 };
 use model_pair::{check_configs, PairedSource, SequentialPair, StereoRunner};
 
@@ -97,6 +98,8 @@ pub struct Day1Setup {
     pub hook: HookChoice,
     /// The compute backend of the models and the crosscoder.
     pub backend: BackendKind,
+    /// The precision the models and the crosscoder compute in (`--dtype`).
+    pub dtype: ComputeDtype,
     /// How to reach the hub (offline, token, cache).
     pub hub: HubOptions,
 }
@@ -116,6 +119,7 @@ pub struct Prepared {
     /// The crosscoder's weights on the host, checked against the hook and the models' width.
     pub checkpoint: Option<CrosscoderCheckpoint>,
     backend: BackendKind,
+    dtype: ComputeDtype,
     hub: HubOptions,
 }
 
@@ -147,6 +151,7 @@ impl Day1Setup {
             chat_config,
             checkpoint,
             backend: self.backend,
+            dtype: self.dtype,
             hub: self.hub,
         })
     }
@@ -168,6 +173,11 @@ impl Prepared {
         self.backend
     }
 
+    /// The precision everything computes in.
+    pub fn dtype(&self) -> ComputeDtype {
+        self.dtype
+    }
+
     /// Loads the pair, only the layers the hook needs: both models now (`sequential = false`), or
     /// each model when it runs and dropped after (`sequential = true`, one in memory at a time; same
     /// results). Prompts run `batch_size` at a time.
@@ -177,6 +187,7 @@ impl Prepared {
         let options = LoadOptions {
             hub: self.hub.clone(),
             unembedding: true,
+            dtype: self.dtype,
             ..LoadOptions::for_hooks(&[self.hook])
         }
         .with_backend(self.backend);
@@ -200,11 +211,13 @@ impl Prepared {
         let base_options = LoadOptions {
             hub: self.hub.clone(),
             unembedding: true,
+            dtype: self.dtype,
             ..LoadOptions::for_hooks(&[self.hook])
         }
         .with_backend(self.backend);
         let chat_options = LoadOptions {
             hub: self.hub.clone(),
+            dtype: self.dtype,
             ..LoadOptions::default()
         }
         .with_backend(self.backend);
@@ -219,7 +232,7 @@ impl Prepared {
         Ok(self
             .checkpoint
             .take()
-            .map(|c| c.build(self.backend))
+            .map(|c| c.build_in(self.backend, self.dtype))
             .transpose()?)
     }
 }

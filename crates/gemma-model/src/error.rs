@@ -194,6 +194,14 @@ pub enum GemmaError {
 /// Result alias of this crate.
 pub type Result<T, E = GemmaError> = std::result::Result<T, E>;
 
+impl From<stereo_core::UnknownDtype> for GemmaError {
+    fn from(e: stereo_core::UnknownDtype) -> Self {
+        GemmaError::InvalidInput {
+            reason: e.to_string(),
+        }
+    }
+}
+
 impl From<stereo_core::hook::UnknownHook> for GemmaError {
     fn from(e: stereo_core::hook::UnknownHook) -> Self {
         GemmaError::UnknownHook { name: e.name }

@@ -88,55 +88,7 @@ pub trait DecodeSession: Send {
     fn feed(&mut self, tokens: &TokenBatch, request: &RunRequest) -> Result<RunOutput>;
 }
 
-/// Compute precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ComputeDtype {
-    /// f32 everywhere (weights stored as BF16 are widened exactly).
-    #[default]
-    F32,
-    /// bf16 weights (stored BF16 kept as they are, F32 and F16 rounded to the nearest bf16, ties
-    /// to even, once at load) and bf16 inputs to every weight product, with f32 sums. The residual
-    /// stream, RMSNorm, attention (softmax, soft-caps) and GeGLU stay f32. burn-flex and CUDA;
-    /// burn-ndarray has no bf16 tensors and refuses it.
-    Bf16,
-}
-
-impl ComputeDtype {
-    /// The burn dtype weight matrices are held in.
-    pub fn weight_dtype(self) -> burn::tensor::DType {
-        match self {
-            ComputeDtype::F32 => burn::tensor::DType::F32,
-            ComputeDtype::Bf16 => burn::tensor::DType::BF16,
-        }
-    }
-
-    /// The name on the command line: `f32` or `bf16`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ComputeDtype::F32 => "f32",
-            ComputeDtype::Bf16 => "bf16",
-        }
-    }
-}
-
-impl std::fmt::Display for ComputeDtype {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for ComputeDtype {
-    type Err = GemmaError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" | "float32" => Ok(ComputeDtype::F32),
-            "bf16" | "bfloat16" => Ok(ComputeDtype::Bf16),
-            _ => Err(GemmaError::InvalidInput {
-                reason: format!("unknown dtype `{s}`: expected f32 or bf16"),
-            }),
-        }
-    }
-}
+pub use stereo_core::ComputeDtype;
 
 /// How to load a model.
 #[derive(Debug, Clone)]

@@ -46,7 +46,6 @@ pub mod activations_file;
 mod batch;
 mod config;
 mod error;
-mod flex_bridge;
 pub mod generation;
 mod head_hooks;
 mod hook_state;

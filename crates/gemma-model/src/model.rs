@@ -26,19 +26,20 @@ use std::collections::BTreeMap;
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, FloatDType, Int, Tensor, TensorData};
 use ndarray::Array3;
 
 use crate::batch::TokenBatch;
 use crate::config::{AttentionKind, Gemma2Config};
 use crate::error::{GemmaError, Result};
-use crate::flex_bridge::{self, HostTensor};
 use crate::hook_state::{raw_to_host, to_host, HookState};
 use crate::hooks::{HookPoint, LogitPositions, RunRequest};
 use crate::host_kernels::{self, AttentionInputs, AttentionShape};
 use crate::language_model::ComputeDtype;
 use crate::parameters::{transpose, ParameterSource};
-use stereo_core::matmul::{self as host_matmul, Bf16Kernel, WeightLayout, MAX_SKINNY_ROWS};
+use stereo_core::flex_bridge::{self, HostTensor};
+use stereo_core::matmul::tensors::{host_product, product};
+use stereo_core::matmul::WeightLayout;
 
 mod checks;
 mod decode;
@@ -51,7 +52,8 @@ pub use layer_weights::LayerWeights;
 use positions::{layer_mask, Rope, RopeTables, RunPositions};
 
 /// How RMSNorm, GeGLU, attention and the products of a decoding step (at most
-/// [`MAX_SKINNY_ROWS`] rows) run; larger products are burn matmuls either way.
+/// [`MAX_SKINNY_ROWS`](stereo_core::matmul::MAX_SKINNY_ROWS) rows) run; see
+/// [`product`] for the other products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernels {
     /// Chains of burn ops: every backend.
@@ -62,6 +64,11 @@ pub(crate) enum Kernels {
 }
 
 impl Kernels {
+    /// Whether this is [`Kernels::Host`].
+    pub fn host(self) -> bool {
+        self == Kernels::Host
+    }
+
     /// The fastest path `B` supports: [`Kernels::Host`] on burn-flex if `fused`.
     pub fn for_backend<B: Backend>(fused: bool) -> Self {
         if fused && flex_bridge::is_flex::<B>() {
@@ -116,81 +123,10 @@ impl<B: Backend> Linear<B> {
             x.reshape([b * t, d_in]),
             &self.weight,
             WeightLayout::InOut,
-            kernels,
+            kernels.host(),
         )
         .reshape([b, t, d_out])
     }
-}
-
-/// `x @ w` (`w` stored [`WeightLayout::InOut`]) or `x @ w^T` ([`WeightLayout::OutIn`], the tied
-/// embedding) for `x` `[rows, k]` in f32; the result is f32.
-///
-/// With bf16 weights the product's inputs are bf16 and its sums f32: on the host kernels' path
-/// through `stereo_core::matmul` (AVX512-BF16 or widening, chosen at run time), elsewhere as burn's
-/// bf16 matmul of `x` cast to bf16. With f32 weights a decoding step (at most [`MAX_SKINNY_ROWS`]
-/// rows) on the host path is one pass over the weights, where the `gemm` crate is 1.5-2x slower
-/// (`benches/README.md`); anything else is burn's matmul.
-fn product<B: Backend>(
-    x: Tensor<B, 2>,
-    w: &Tensor<B, 2>,
-    layout: WeightLayout,
-    kernels: Kernels,
-) -> Tensor<B, 2> {
-    let [rows, _] = x.dims();
-    let n = match layout {
-        WeightLayout::InOut => w.dims()[1],
-        WeightLayout::OutIn => w.dims()[0],
-    };
-    if let Some(values) = host_product(&x, w, layout, kernels) {
-        if let Ok(y) = from_host(values, [rows, n]) {
-            return y;
-        }
-    }
-    let w = match layout {
-        WeightLayout::InOut => w.clone(),
-        WeightLayout::OutIn => w.clone().transpose(),
-    };
-    if w.dtype() == DType::BF16 {
-        x.cast(FloatDType::BF16).matmul(w).cast(FloatDType::F32)
-    } else {
-        x.matmul(w)
-    }
-}
-
-/// The values of [`product`] on the host kernels' path; `None` where burn's matmul should run.
-fn host_product<B: Backend>(
-    x: &Tensor<B, 2>,
-    w: &Tensor<B, 2>,
-    layout: WeightLayout,
-    kernels: Kernels,
-) -> Option<Vec<f32>> {
-    if kernels != Kernels::Host {
-        return None;
-    }
-    let [rows, k] = x.dims();
-    let n = w.dims().iter().product::<usize>() / k.max(1);
-    let x = flex_bridge::host(x.clone())?;
-    if w.dtype() == DType::BF16 {
-        let w = flex_bridge::host_as::<half::bf16, B, 2>(w.clone())?;
-        let shape = (rows, k, n);
-        return Some(host_matmul::bf16_matmul_with(
-            Bf16Kernel::fastest(),
-            x.values(),
-            w.values(),
-            layout,
-            shape,
-        ));
-    }
-    if rows > MAX_SKINNY_ROWS {
-        return None;
-    }
-    let w = flex_bridge::host(w.clone())?;
-    Some(match layout {
-        WeightLayout::InOut => host_matmul::skinny_matmul(x.values(), w.values(), rows, k, n),
-        WeightLayout::OutIn => {
-            host_matmul::skinny_matmul_transposed(x.values(), w.values(), rows, k, n)
-        }
-    })
 }
 
 /// Gemma's RMSNorm; `scale` holds `1 + w`.
@@ -733,13 +669,13 @@ impl<B: Backend> Gemma2<B> {
             None => (&self.embed_tokens, WeightLayout::OutIn),
         };
         let vocab = self.config.vocab_size;
-        if let Some(mut logits) = host_product(&h, head, layout, self.kernels) {
+        if let Some(mut logits) = host_product(&h, head, layout, self.kernels.host()) {
             if let Some(cap) = u.softcap {
                 host_kernels::softcap(&mut logits, cap);
             }
             return from_host(logits, [b, t, vocab]);
         }
-        let mut logits = product(h, head, layout, self.kernels);
+        let mut logits = product(h, head, layout, self.kernels.host());
         if let Some(cap) = u.softcap {
             logits = (logits / cap).tanh() * cap;
         }

@@ -173,22 +173,33 @@ pub fn time_decode<S: TokenStepper + ?Sized>(
 /// (with `unembedding`) the `vocab x d_model` unembedding (tied to the embedding in Gemma-2). The
 /// embedding lookup of the new tokens is negligible and not counted.
 pub fn weight_bytes_per_step(c: &Gemma2Config, n_layers: usize, unembedding: bool) -> u64 {
+    weight_bytes_per_step_in(c, n_layers, unembedding, crate::ComputeDtype::F32)
+}
+
+/// [`weight_bytes_per_step`] with the weight matrices held in `dtype` (norm weights stay f32).
+pub fn weight_bytes_per_step_in(
+    c: &Gemma2Config,
+    n_layers: usize,
+    unembedding: bool,
+    dtype: crate::ComputeDtype,
+) -> u64 {
     let (d, q, kv, ff) = (
         c.hidden_size,
         c.num_attention_heads * c.head_dim,
         c.num_key_value_heads * c.head_dim,
         c.intermediate_size,
     );
-    let per_layer = d * q + 2 * d * kv + q * d + 3 * d * ff + 4 * d;
-    let head = if unembedding { c.vocab_size * d + d } else { 0 };
-    4 * (n_layers * per_layer + head) as u64
+    let matrices = n_layers * (d * q + 2 * d * kv + q * d + 3 * d * ff)
+        + if unembedding { c.vocab_size * d } else { 0 };
+    let norms = n_layers * 4 * d + if unembedding { d } else { 0 };
+    (dtype.bytes_per_weight() * matrices + 4 * norms) as u64
 }
 
 /// The read bandwidth of this machine in GB/s (1e9 bytes): the best of five multi-threaded passes over
 /// a buffer of `bytes` (make it several times the last-level cache), on rayon's pool, the pool the CPU
 /// backends use, in each of two access patterns: blocks of 256 KiB handed out to the threads as they
 /// finish, and one contiguous share per thread (the pattern of a decoding step's products, see
-/// `skinny_matmul.rs`). Each pass sums sixteen independent lanes, compiled for AVX2 where the CPU has
+/// `stereo_core::matmul::skinny`). Each pass sums sixteen independent lanes, compiled for AVX2 where the CPU has
 /// it, so that the adds vectorise and the loads, not the adds, set the pace.
 pub fn read_bandwidth_gb_per_s(bytes: usize) -> f64 {
     use rayon::prelude::*;

@@ -23,6 +23,28 @@ pub fn upload<B: Backend, D: Dimension>(
     Tensor::from_data(TensorData::new(into_vec(a), shape), device)
 }
 
+/// [`upload`] holding the values in `dtype`: bf16 rounded to nearest, ties to even, on the host
+/// ([`round_to_bf16`](crate::matmul::round_to_bf16)), never through a backend's cast (burn-flex
+/// casts through f64 with `half`'s `from_f64`, which ignores the low 29 bits when it breaks ties and
+/// so rounds some f32 values the wrong way).
+pub fn upload_in<B: Backend, D: Dimension>(
+    a: Array<f32, D>,
+    shape: [usize; 2],
+    dtype: crate::ComputeDtype,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    match dtype {
+        crate::ComputeDtype::F32 => upload(a, shape, device),
+        crate::ComputeDtype::Bf16 => {
+            let values = crate::matmul::to_bf16(&into_vec(a));
+            Tensor::from_data(
+                TensorData::new(values, shape),
+                (device, dtype.weight_dtype()),
+            )
+        }
+    }
+}
+
 /// The row-major elements of an array, without a copy when it is already standard-layout.
 fn into_vec<D: Dimension>(a: Array<f32, D>) -> Vec<f32> {
     if a.is_standard_layout() {

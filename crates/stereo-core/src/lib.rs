@@ -11,6 +11,7 @@
 //! | [`safetensors_file`] | the one safetensors writer, on the atomic file |
 //! | [`host`] | host arrays to device tensors and back |
 //! | [`rng`] | the one seeded random number generator (SplitMix64, frozen) |
+//! | [`flex_bridge`] | the host buffers of burn-flex tensors, for fused kernels in backend-generic code |
 //! | [`matmul`] | host matrix products with f32 or bf16 weights: the decoding step's one pass over the weights, the bf16 GEMM (`vdpbf16ps` or widening) |
 //! | [`paired`] | paired statistics: summary, sign-flip permutation test, Student-t quantile |
 //!
@@ -49,6 +50,8 @@
 
 pub mod atomic_file;
 mod cpu_gemm;
+mod dtype;
+pub mod flex_bridge;
 pub mod hook;
 pub mod host;
 pub mod hub;
@@ -58,6 +61,7 @@ pub mod rng;
 pub mod safetensors_file;
 
 pub use cpu_gemm::tune_cpu_gemm;
+pub use dtype::{ComputeDtype, UnknownDtype};
 
 /// Model index of the base model, in every crate, array and file (`[n_models, ...]` axes, store rows).
 pub const BASE: usize = 0;

@@ -20,6 +20,7 @@
 
 mod dot_product;
 pub mod skinny;
+pub mod tensors;
 mod widening;
 
 use half::bf16;

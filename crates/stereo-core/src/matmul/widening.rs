@@ -11,8 +11,20 @@ use rayon::prelude::*;
 use super::{WeightElement, WeightLayout};
 
 /// The size of one widened block of weights: a quarter of a 32 MiB L3 cache, so that the block
-/// is still cached when `gemm` packs it.
+/// is still cached when `gemm` packs it. `STEREO_BF16_BLOCK_BYTES` overrides it (for tuning).
 const BLOCK_BYTES: usize = 4 << 20;
+
+/// [`BLOCK_BYTES`], or `STEREO_BF16_BLOCK_BYTES` when set to a number of bytes (read once).
+fn block_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("STEREO_BF16_BLOCK_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&b: &usize| b > 0)
+            .unwrap_or(BLOCK_BYTES)
+    })
+}
 
 /// `x @ W` with `x` `[rows, k]` already rounded to bf16 values, `W` the `[k, n]` operand stored in
 /// `layout`; returns `[rows, n]`.
@@ -26,7 +38,7 @@ pub(super) fn matmul(
     if k == 0 || n == 0 || rows == 0 {
         return out;
     }
-    let block = (BLOCK_BYTES / (4 * k)).clamp(16, n.next_multiple_of(16));
+    let block = (block_bytes() / (4 * k)).clamp(16, n.next_multiple_of(16));
     let mut widened = vec![0f32; k * block];
     for n0 in (0..n).step_by(block) {
         let nb = block.min(n - n0);

@@ -1,5 +1,6 @@
-//! Zero-copy access to burn-flex tensors from code that is generic over the backend, so that the
-//! model can hand them to the fused [`host_kernels`](crate::host_kernels).
+//! Zero-copy access to burn-flex tensors from code that is generic over the backend, so that models
+//! can hand them to fused host kernels (Gemma-2's `host_kernels`, the [`matmul`](crate::matmul)
+//! products).
 //!
 //! Whether `B` is burn-flex is decided at run time by the type of its float tensors; no `unsafe`
 //! is involved (the tensors are moved through `Box<dyn Any>`).
@@ -11,15 +12,12 @@ use burn::tensor::{Element, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 
 /// Whether `B` keeps its float tensors as burn-flex host buffers.
-pub(crate) fn is_flex<B: Backend>() -> bool {
+pub fn is_flex<B: Backend>() -> bool {
     TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>()
 }
 
 /// The values of a burn-flex tensor of element type `T` (f32, or bf16 for weights), row-major.
-pub(crate) struct HostTensor<T: Element + bytemuck::Pod = f32>(
-    FlexTensor,
-    std::marker::PhantomData<T>,
-);
+pub struct HostTensor<T: Element + bytemuck::Pod = f32>(FlexTensor, std::marker::PhantomData<T>);
 
 impl<T: Element + bytemuck::Pod> HostTensor<T> {
     /// The values (the tensor's own buffer).
@@ -31,12 +29,12 @@ impl<T: Element + bytemuck::Pod> HostTensor<T> {
 
 /// `x`'s values when `B` is burn-flex and `x` is f32: a view of its buffer, copied only when `x`
 /// is a strided view. `None` on any other backend or dtype.
-pub(crate) fn host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Option<HostTensor> {
+pub fn host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Option<HostTensor> {
     host_as(x)
 }
 
 /// [`host`] for tensors of element type `T` (`None` when `x` holds another type).
-pub(crate) fn host_as<T: Element + bytemuck::Pod, B: Backend, const D: usize>(
+pub fn host_as<T: Element + bytemuck::Pod, B: Backend, const D: usize>(
     x: Tensor<B, D>,
 ) -> Option<HostTensor<T>> {
     let primitive: Box<dyn Any> = Box::new(x.into_primitive().tensor());
@@ -54,7 +52,7 @@ pub(crate) fn host_as<T: Element + bytemuck::Pod, B: Backend, const D: usize>(
 
 /// A burn-flex tensor of `shape` that takes ownership of `values`; `None` when `B` is not
 /// burn-flex.
-pub(crate) fn from_host<B: Backend, const D: usize>(
+pub fn from_host<B: Backend, const D: usize>(
     values: Vec<f32>,
     shape: [usize; D],
 ) -> Option<Tensor<B, D>> {
@@ -66,7 +64,7 @@ pub(crate) fn from_host<B: Backend, const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stereo_core::{FlexBackend, NdArrayBackend};
+    use crate::{FlexBackend, NdArrayBackend};
 
     #[test]
     fn flex_tensors_round_trip_without_a_copy_of_the_values() {
