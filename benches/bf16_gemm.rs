@@ -1,5 +1,6 @@
 //! The products of a Gemma-2-2b layer with bf16 weights beside the f32 ones: the GEMM of a forward
-//! pass (512 x 2304 x 9216, eight prompts of 64 tokens times `gate_proj`) and the one-row product of
+//! pass (512 x 2304 x 9216, eight prompts of 64 tokens times `gate_proj`; 64 x 2304 x 9216, one
+//! prompt) and the one-row product of
 //! a decoding step (1 x 2304 x 9216), each with f32 weights (burn-flex's `gemm` crate; the one-pass
 //! product for the row), bf16 weights on every bf16 kernel this CPU runs (`avx512-bf16`, `widening`),
 //! and bf16 through burn-flex's own bf16 matmul (which widens every element to f32 and back).
@@ -9,11 +10,14 @@
 
 use burn::tensor::{DType, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use stereo_core::matmul::{bf16_matmul_with, skinny_matmul, to_bf16, Bf16Kernel, WeightLayout};
+use stereo_core::matmul::{
+    bf16_matmul_transposed, bf16_matmul_with, skinny_matmul, skinny_matmul_transposed, to_bf16,
+    Bf16Kernel, WeightLayout,
+};
 use stereo_core::FlexBackend;
 
 /// `(rows, k, n)` of the benchmarked products.
-const SHAPES: [(usize, usize, usize); 2] = [(512, 2304, 9216), (1, 2304, 9216)];
+const SHAPES: [(usize, usize, usize); 3] = [(512, 2304, 9216), (64, 2304, 9216), (1, 2304, 9216)];
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -53,6 +57,21 @@ fn products(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("burn-flex-bf16", &shape), |b| {
                 b.iter(|| xb.clone().matmul(wb.clone()).into_data())
             });
+        }
+        if rows == 1 {
+            // The tied unembedding of a decoding step: `x @ embed^T`, `[256000, 2304]` stored.
+            let vocab = 256_000;
+            let embed = values(vocab * k, 3);
+            let embed_bf16 = to_bf16(&embed);
+            let shape = format!("{rows}x{k}x{vocab}-transposed");
+            group.throughput(Throughput::Elements((2 * rows * k * vocab) as u64));
+            group.bench_function(BenchmarkId::new("f32-one-pass", &shape), |b| {
+                b.iter(|| skinny_matmul_transposed(&x, &embed, rows, k, vocab))
+            });
+            group.bench_function(BenchmarkId::new("bf16-one-pass", &shape), |b| {
+                b.iter(|| bf16_matmul_transposed(&x, &embed_bf16, rows, k, vocab))
+            });
+            group.throughput(Throughput::Elements((2 * rows * k * n) as u64));
         }
         for kernel in [Bf16Kernel::DotProduct, Bf16Kernel::Widening] {
             if !kernel.is_available() {

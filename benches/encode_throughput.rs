@@ -1,6 +1,7 @@
 //! Encode throughput at the real shape: 2 x 2304 activations -> 16,384 latents (ckkissane size) at batch 256,
 //! 1,024 and 4,096, and -> 73,728 latents (the science-of-finetuning release) at batch 1,024, f32, on each
-//! CPU backend; next to each backend's plain GEMM `[N, 4608] @ [4608, F]` on device tensors.
+//! CPU backend, and bf16 on flex (`encode-bf16`); next to each backend's plain GEMM
+//! `[N, 4608] @ [4608, F]` on device tensors.
 //!
 //! `cargo bench --bench encode_throughput` (criterion reports elements/s = tokens/s). Achieved GFLOP/s =
 //! tokens/s x 2 x 4608 x F / 1e9 (the bias and ReLU are not counted). Filter with criterion's usual
@@ -21,7 +22,7 @@ use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion, Through
 use crosscoder::throughput::{random_checkpoint, uniform};
 use crosscoder::{BackendKind, Crosscoder, CrosscoderCheckpoint};
 use ndarray::Array3;
-use stereo_core::{dispatch, BackendVisitor};
+use stereo_core::{dispatch, BackendVisitor, ComputeDtype};
 
 const D: usize = 2304;
 const N_MODELS: usize = 2;
@@ -80,16 +81,26 @@ fn bench_encode(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(10));
     let cases: [(usize, &[usize]); 2] = [(16_384, &[256, 1024, 4096]), (73_728, &[1024])];
-    for kind in [BackendKind::Flex, BackendKind::NdArray] {
+    let runs = [
+        (BackendKind::Flex, ComputeDtype::F32),
+        (BackendKind::Flex, ComputeDtype::Bf16),
+        (BackendKind::NdArray, ComputeDtype::F32),
+    ];
+    for (kind, dtype) in runs {
+        let path = match dtype {
+            ComputeDtype::F32 => "encode",
+            ComputeDtype::Bf16 => "encode-bf16",
+        };
         for (f, batches) in cases {
             // Built on first use, so that a filtered-out case costs nothing.
             let cc: OnceCell<Box<dyn Crosscoder>> = OnceCell::new();
             for &rows in batches {
                 group.throughput(Throughput::Elements(rows as u64));
-                let id = BenchmarkId::new(format!("encode/{kind}/F{f}"), rows);
+                let id = BenchmarkId::new(format!("{path}/{kind}/F{f}"), rows);
                 let x: OnceCell<Array3<f32>> = OnceCell::new();
                 group.bench_function(id, |bench| {
-                    let cc = cc.get_or_init(|| checkpoint(f).build(kind).expect("backend"));
+                    let cc =
+                        cc.get_or_init(|| checkpoint(f).build_in(kind, dtype).expect("backend"));
                     let x = x.get_or_init(|| {
                         eprintln!(
                             "# {kind} F={f} N={rows}: {:.1} MFLOP per token (GFLOP/s = tokens/s x {:.4})",
@@ -100,7 +111,7 @@ fn bench_encode(c: &mut Criterion) {
                     });
                     bench.iter(|| cc.encode(x.view()).expect("encode"))
                 });
-                if rows == 4096 || f == 73_728 {
+                if dtype == ComputeDtype::F32 && (rows == 4096 || f == 73_728) {
                     dispatch(
                         kind,
                         Gemm {
