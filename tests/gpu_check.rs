@@ -34,13 +34,13 @@ fn every_check_passes_on_ndarray_against_flex_and_the_report_is_written() {
             println!("    {d}");
         }
     }
-    assert_eq!(report.checks.len(), 5);
+    assert_eq!(report.checks.len(), 6);
     assert!(report.all_passed, "{:#?}", report.checks);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("gpu_report.json")).unwrap())
             .unwrap();
     assert_eq!(written["all_passed"], true);
-    assert_eq!(written["checks"].as_array().unwrap().len(), 5);
+    assert_eq!(written["checks"].as_array().unwrap().len(), 6);
 }
 
 #[test]
@@ -60,6 +60,32 @@ fn the_parity_checks_fail_when_nothing_is_tolerated() {
     assert!(!cc.passed, "{}", cc.summary);
     let generation = gpu_check::generation(&options).unwrap();
     assert!(!generation.passed, "{}", generation.summary);
+}
+
+#[test]
+fn the_bf16_check_runs_the_models_in_bf16_on_flex_and_the_host_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CheckOptions {
+        backend: BackendKind::Flex,
+        ..options(dir.path(), Tolerances::F32)
+    };
+    let record = gpu_check::bf16_parity(&options).unwrap();
+    assert!(record.passed, "{:#?}", record);
+    // Both models compared (not refused), and the widening kernel checked on every CPU.
+    assert_eq!(
+        record
+            .details
+            .iter()
+            .filter(|d| d.contains("to HF-bf16"))
+            .count(),
+        2,
+        "{:#?}",
+        record.details
+    );
+    assert!(record
+        .details
+        .iter()
+        .any(|d| d.starts_with("widening kernel")));
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! | check | reference |
 //! |---|---|
 //! | [`gemma_parity`]: every hook and the logits of the golden prompts | HF transformers (eager, f32), `fixtures/gemma` |
+//! | [`bf16_parity`]: Gemma-2 with `--dtype bf16` (resid_post, logits); the host bf16 kernels (`vdpbf16ps` where the CPU has AVX512-BF16, widening) on odd shapes | HF transformers' bf16 eager run and the f32 goldens; a naive product of the same bf16 inputs |
 //! | [`crosscoder_parity`]: latents, reconstructions, norms, metrics of every checkpoint format | dictionary_learning / PyTorch, `fixtures/crosscoder` |
 //! | [`training_step`]: three steps of each objective from the same weights and batches | the reference CPU backend |
 //! | [`demo_day1`]: the day1 workflow on the embedded demo pair | the planted latents and the reference CPU backend |
@@ -25,6 +26,7 @@
 //! is recorded as that check's failure, and the report is rewritten after every step, so a run cut short
 //! still leaves what it did.
 
+mod bf16;
 mod crosscoder_parity;
 mod demo_day1;
 mod error;
@@ -115,8 +117,9 @@ impl Tolerances {
 pub fn run(options: &CheckOptions) -> Result<GpuReport, ReportError> {
     let mut report = GpuReport::new(options);
     report.write(&options.report_path)?;
-    let checks: [(&str, CheckFn); 5] = [
+    let checks: [(&str, CheckFn); 6] = [
         ("gemma_parity", gemma_parity),
+        ("bf16", bf16_parity),
         ("generation", generation),
         ("crosscoder_parity", crosscoder_parity),
         ("training_step", training_step),
@@ -194,6 +197,11 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// Gemma-2 golden parity: every hook and the logits of every golden prompt of both tiny models.
 pub fn gemma_parity(options: &CheckOptions) -> Result<CheckRecord, CheckError> {
     gemma_parity::check(options)
+}
+
+/// Gemma-2 in bf16 against HF's bf16 run, and the host bf16 kernels on this CPU.
+pub fn bf16_parity(options: &CheckOptions) -> Result<CheckRecord, CheckError> {
+    bf16::check(options)
 }
 
 /// Greedy generation against HF `generate` on the trained tiny fixtures.
