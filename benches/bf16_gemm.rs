@@ -19,16 +19,9 @@ use stereo_core::FlexBackend;
 /// `(rows, k, n)` of the benchmarked products.
 const SHAPES: [(usize, usize, usize); 3] = [(512, 2304, 9216), (64, 2304, 9216), (1, 2304, 9216)];
 
+/// Uniform values in `[-0.5, 0.5)`, the same on every platform.
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    crosscoder::throughput::uniform(len, seed, 0.5)
 }
 
 fn products(c: &mut Criterion) {
