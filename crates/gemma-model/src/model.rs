@@ -59,7 +59,7 @@ pub(crate) enum Kernels {
     /// Chains of burn ops: every backend.
     BurnOps,
     /// Fused, multi-threaded kernels on the tensors' host buffers (`host_kernels.rs`,
-    /// `skinny_matmul.rs`): burn-flex only.
+    /// `stereo_core::matmul`): burn-flex only.
     Host,
 }
 

@@ -232,9 +232,12 @@ mod tests {
     }
 
     /// Odd shapes: tails of every kernel's blocking (k odd for the pairs of `vdpbf16ps`, n not a
-    /// multiple of the panels, rows not a multiple of the micro-tile), and the skinny sizes.
-    const SHAPES: [(usize, usize, usize); 10] = [
+    /// multiple of the panels, rows not a multiple of the micro-tile), and the skinny sizes (one row
+    /// of bf16 weights sweeps eight weight rows at a time: k = 37 leaves a tail of five).
+    const SHAPES: [(usize, usize, usize); 12] = [
         (1, 1, 1),
+        (1, 37, 300),
+        (2, 37, 300),
         (3, 5, 7),
         (12, 64, 33),
         (13, 17, 31),
