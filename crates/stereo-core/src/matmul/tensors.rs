@@ -54,13 +54,14 @@ pub fn host_product<B: Backend>(
     layout: WeightLayout,
     host_kernels: bool,
 ) -> Option<Vec<f32>> {
-    if !host_kernels {
+    let [rows, k] = x.dims();
+    let bf16 = w.dtype() == DType::BF16;
+    if !host_kernels || (!bf16 && rows > MAX_SKINNY_ROWS) {
         return None;
     }
-    let [rows, k] = x.dims();
     let n = w.dims().iter().product::<usize>() / k.max(1);
     let x = flex_bridge::host(x.clone())?;
-    if w.dtype() == DType::BF16 {
+    if bf16 {
         let w = flex_bridge::host_as::<half::bf16, B, 2>(w.clone())?;
         let shape = (rows, k, n);
         return Some(bf16_matmul_with(
@@ -70,9 +71,6 @@ pub fn host_product<B: Backend>(
             layout,
             shape,
         ));
-    }
-    if rows > MAX_SKINNY_ROWS {
-        return None;
     }
     let w = flex_bridge::host(w.clone())?;
     Some(match layout {
