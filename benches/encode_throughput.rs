@@ -1,6 +1,7 @@
 //! Encode throughput at the real shape: 2 x 2304 activations -> 16,384 latents (ckkissane size) at batch 256,
 //! 1,024 and 4,096, and -> 73,728 latents (the science-of-finetuning release) at batch 1,024, f32, on each
-//! CPU backend, and bf16 on flex (`encode-bf16`); next to each backend's plain GEMM
+//! CPU backend, and bf16 on flex (`encode-bf16`; `encode-bf16-rows` takes bf16 rows, as a bf16 store
+//! holds them, at F = 16,384 and N = 1,024); next to each backend's plain GEMM
 //! `[N, 4608] @ [4608, F]` on device tensors.
 //!
 //! `cargo bench --bench encode_throughput` (criterion reports elements/s = tokens/s). Achieved GFLOP/s =
@@ -21,6 +22,7 @@ use burn::tensor::{Tensor, TensorData};
 use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use crosscoder::throughput::{random_checkpoint, uniform};
 use crosscoder::{BackendKind, Crosscoder, CrosscoderCheckpoint};
+use half::bf16;
 use ndarray::Array3;
 use stereo_core::{dispatch, BackendVisitor, ComputeDtype};
 
@@ -111,6 +113,17 @@ fn bench_encode(c: &mut Criterion) {
                     });
                     bench.iter(|| cc.encode(x.view()).expect("encode"))
                 });
+                if dtype == ComputeDtype::Bf16 && f == 16_384 && rows == 1024 {
+                    // The rows of a bf16 store, as they are: no f32 copy, no rounding pass.
+                    let id = BenchmarkId::new(format!("encode-bf16-rows/{kind}/F{f}"), rows);
+                    let x: OnceCell<Array3<bf16>> = OnceCell::new();
+                    group.bench_function(id, |bench| {
+                        let cc = cc
+                            .get_or_init(|| checkpoint(f).build_in(kind, dtype).expect("backend"));
+                        let x = x.get_or_init(|| activations(rows).mapv(bf16::from_f32));
+                        bench.iter(|| cc.encode_bf16(x.view()).expect("encode"))
+                    });
+                }
                 if dtype == ComputeDtype::F32 && (rows == 4096 || f == 73_728) {
                     dispatch(
                         kind,

@@ -2,6 +2,8 @@
 //! the memory-mapped reader, from the streaming reader on a local directory, and from the streaming
 //! reader on an S3 server when `STEREO_TEST_S3_BUCKET` (and `AWS_ENDPOINT`, credentials) are set.
 //!
+//! Also: the whole store read in order, 1,024 rows at a time, as f32 and as bf16 (`read_rows_bf16`).
+//!
 //! The store is synthetic (Gemma-2-2b width, bf16 as caching writes it): 8 shards of 2,048 rows,
 //! 2 x 2,304 values per row, 151 MB.
 //!
@@ -98,6 +100,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             (0..steps)
                 .map(|s| batches.batch(s).unwrap().len())
+                .sum::<usize>()
+        });
+    });
+    // The whole store in store order, 1,024 rows at a time: as f32 (each bf16 value widened into a
+    // new f32 batch) and as bf16 (the values as stored, what a bf16 crosscoder reads).
+    let all_rows: Vec<u64> = (0..mapped.n_tokens()).collect();
+    group.bench_function("rows_in_order_as_f32", |b| {
+        b.iter(|| {
+            all_rows
+                .chunks(1024)
+                .map(|rows| mapped.read_rows(rows).unwrap().len())
+                .sum::<usize>()
+        });
+    });
+    group.bench_function("rows_in_order_as_bf16", |b| {
+        b.iter(|| {
+            all_rows
+                .chunks(1024)
+                .map(|rows| mapped.read_rows_bf16(rows).unwrap().len())
                 .sum::<usize>()
         });
     });

@@ -67,7 +67,7 @@ struct Args {
     /// Wrap text documents in the Gemma chat template (one user turn) for both models; chat documents always are.
     #[arg(long)]
     chat_template: bool,
-    /// Storage dtype of the activations: f32 or bf16 (half the disk; reads return f32).
+    /// Storage dtype of the activations: f32 or bf16 (half the disk; read back as f32, or as stored with `read_rows_bf16`).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// The store: a directory (created, or resumed if it holds a store made with the same

@@ -22,12 +22,17 @@
 //!   decoder norm >= 0.9, nu_error < 0.2, nu_reconstruction < 0.5 by default) and every latent chat-only
 //!   by its decoder norm that Latent Scaling does not confirm.
 //!
+//! With `--dtype bf16` the crosscoder is held in bf16; rows of a bf16 store then reach it as they are
+//! (`read_rows_bf16`, `LatentScaling::add_batch_bf16`: no f32 copy of a batch; the same sums as
+//! widening them first, bit for bit).
+//!
 //! The pass saves its sums to `latent_scaling_state.json` every `--checkpoint-every` batches; a run with
 //! the same inputs continues where the last one stopped (`--restart` starts over).
 
+use std::ops::Range;
 use std::path::PathBuf;
 
-use activation_cache::ActivationStore;
+use activation_cache::{ActivationStore, StoreDtype};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use crosscoder::{
@@ -131,6 +136,28 @@ impl Rows {
         })
     }
 
+    /// Runs rows `range` through the crosscoder into `pass`. A bf16 store's rows go to a bf16
+    /// crosscoder as they are (`read_rows_bf16`, `add_batch_bf16`: no f32 copy of the batch).
+    fn add_to(
+        &self,
+        pass: &mut LatentScaling,
+        cc: &dyn Crosscoder,
+        dtype: ComputeDtype,
+        range: Range<u64>,
+    ) -> Result<()> {
+        match self {
+            Rows::Store(store)
+                if dtype == ComputeDtype::Bf16
+                    && store.manifest().config().dtype == StoreDtype::Bf16 =>
+            {
+                let x = store.read_rows_bf16(&range.collect::<Vec<_>>())?;
+                pass.add_batch_bf16(cc, x.view())?;
+            }
+            _ => pass.add_batch(cc, self.read(range.start, range.end)?.view())?,
+        }
+        Ok(())
+    }
+
     /// What identifies the rows, for resuming.
     fn describe(&self) -> String {
         match self {
@@ -192,8 +219,7 @@ fn main() -> Result<()> {
     while pass.rows() < total {
         let start = pass.rows();
         let end = (start + args.batch_size as u64).min(total);
-        let x = rows.read(start, end)?;
-        pass.add_batch(cc.as_ref(), x.view())?;
+        rows.add_to(&mut pass, cc.as_ref(), args.dtype, start..end)?;
         bar.set_position(pass.rows());
         batches += 1;
         if batches % args.checkpoint_every == 0 {

@@ -92,7 +92,7 @@ pub use manifest::{
 };
 pub use object_storage::{PendingPut, PutOutcome, StoreLocation};
 pub use reader::{ActivationStore, BatchOptions, Batches, OpenOptions, Split, StepBatches};
-pub use shard::{FLAG_ASSISTANT, FLAG_BOS, FLAG_PAD, FLAG_TEMPLATE};
+pub use shard::{RowElement, FLAG_ASSISTANT, FLAG_BOS, FLAG_PAD, FLAG_TEMPLATE};
 pub use stats::{ModelStatistics, Moments};
 pub use stream::{StreamOptions, StreamedBatches, StreamingStore};
 pub use task::{

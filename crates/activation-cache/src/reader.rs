@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use gemma_model::HookPoint;
+use half::bf16;
 use ndarray::Array3;
 use stereo_core::rng::{mix64, SplitMix64};
 
 use crate::error::{CacheError, Result};
 use crate::manifest::Manifest;
-use crate::shard::{MappedShard, FLAG_BOS, FLAG_PAD};
+use crate::shard::{MappedShard, RowElement, FLAG_BOS, FLAG_PAD};
 use crate::stats::ModelStatistics;
 use model_pair::TokenMeta;
 
@@ -200,7 +201,19 @@ impl ActivationStore {
 
     /// Global rows `rows` as `[rows.len(), 2, d_model]` f32 (base `[.., 0, ..]`, chat `[.., 1, ..]`).
     pub fn read_rows(&self, rows: &[u64]) -> Result<Array3<f32>> {
-        let mut out = Array3::<f32>::zeros((rows.len(), 2, self.d_model()));
+        self.read_rows_as(rows)
+    }
+
+    /// [`Self::read_rows`] in bf16: a bf16 store's values as they are (half the memory of the f32
+    /// rows, and no widening pass; what a crosscoder's `encode_bf16` reads), an f32 store's rounded
+    /// to the nearest bf16 (ties to even).
+    pub fn read_rows_bf16(&self, rows: &[u64]) -> Result<Array3<bf16>> {
+        self.read_rows_as(rows)
+    }
+
+    /// Global rows `rows` as `[rows.len(), 2, d_model]` of `T`.
+    pub fn read_rows_as<T: RowElement>(&self, rows: &[u64]) -> Result<Array3<T>> {
+        let mut out = Array3::<T>::default((rows.len(), 2, self.d_model()));
         for (dst, &row) in out.outer_iter_mut().zip(rows) {
             let (shard, i) = self.locate(row).ok_or_else(|| CacheError::InvalidInput {
                 reason: format!("row {row} is past the store's {} rows", self.n_tokens()),
@@ -368,8 +381,9 @@ impl Iterator for Batches<'_> {
         self.next = end;
         let mut out = Array3::<f32>::zeros((rows.len(), 2, self.store.d_model()));
         for (mut dst, &row) in out.outer_iter_mut().zip(rows) {
-            if let Some((shard, i)) = self.store.locate(row) {
-                shard.read_row(i, dst.iter_mut());
+            // Each row of the new array is contiguous.
+            if let (Some((shard, i)), Some(dst)) = (self.store.locate(row), dst.as_slice_mut()) {
+                shard.read_row_into(i, dst);
             }
         }
         Some(out)

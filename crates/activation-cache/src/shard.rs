@@ -47,6 +47,68 @@ pub const FLAG_ASSISTANT: u8 = 8;
 const SHARD_FORMAT: &str = "stereo-activation-shard/1";
 
 /// The `flags` byte of a token.
+/// The element type rows are read into: f32 (bf16 shards widened, exactly), or bf16 (bf16 shards
+/// as they are, with no f32 copy; f32 shards rounded to the nearest bf16, ties to even).
+pub trait RowElement: Copy + Default + Send + Sync + 'static {
+    /// An f32 value of the store.
+    fn from_f32(value: f32) -> Self;
+    /// A bf16 value of the store.
+    fn from_bf16(value: bf16) -> Self;
+    /// The value as f32 (exact).
+    fn to_f32(self) -> f32;
+    /// Neither NaN nor infinite.
+    fn is_finite(self) -> bool {
+        self.to_f32().is_finite()
+    }
+    /// `out[i]` from the `i`th little-endian value of `bytes`, stored as `dtype`.
+    fn read_stored(dtype: StoreDtype, bytes: &[u8], out: &mut [Self]) {
+        match dtype {
+            StoreDtype::F32 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = Self::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }
+            }
+            StoreDtype::Bf16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = Self::from_bf16(bf16::from_bits(u16::from_le_bytes([b[0], b[1]])));
+                }
+            }
+        }
+    }
+}
+
+impl RowElement for f32 {
+    fn from_f32(value: f32) -> Self {
+        value
+    }
+
+    fn from_bf16(value: bf16) -> Self {
+        value.to_f32()
+    }
+
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl RowElement for bf16 {
+    fn from_f32(value: f32) -> Self {
+        bf16::from_f32(value)
+    }
+
+    fn from_bf16(value: bf16) -> Self {
+        value
+    }
+
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+
+    fn is_finite(self) -> bool {
+        bf16::is_finite(self)
+    }
+}
+
 pub(crate) fn flags_of(meta: &TokenMeta) -> u8 {
     let bit = |set: bool, flag: u8| if set { flag } else { 0 };
     bit(meta.is_bos, FLAG_BOS)
@@ -455,32 +517,31 @@ impl MappedShard {
         &self.path
     }
 
-    /// Writes row `i` (`[2, d_model]`, base then chat) as f32 into the `2 * d_model` places of
-    /// `out`.
-    pub fn read_row<'a>(&self, i: usize, out: impl Iterator<Item = &'a mut f32>) {
+    /// Writes row `i` (`[2, d_model]`, base then chat) into `out`, `2 * d_model` values, as f32 or
+    /// bf16 ([`RowElement`]).
+    pub fn read_row_into<T: RowElement>(&self, i: usize, out: &mut [T]) {
         let width = 2 * self.d;
         let size = self.dtype.size();
         let start = self.activations.start + i * width * size;
-        let bytes = &self.mmap[start..start + width * size];
-        match self.dtype {
-            StoreDtype::F32 => {
-                for (o, b) in out.zip(bytes.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-            }
-            StoreDtype::Bf16 => {
-                for (o, b) in out.zip(bytes.chunks_exact(2)) {
-                    *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-                }
-            }
-        }
+        T::read_stored(self.dtype, &self.mmap[start..start + width * size], out);
     }
 
     /// Writes row `i` into `out` (`[2, d_model]`), refusing a NaN or an infinity: a store written
     /// elsewhere (or before non-finite values were refused at writing) may hold them, named here by
     /// shard, row and token, never handed to a trainer.
-    pub fn read_row_finite(&self, i: usize, mut out: ndarray::ArrayViewMut2<f32>) -> Result<()> {
-        self.read_row(i, out.iter_mut());
+    pub fn read_row_finite<T: RowElement>(
+        &self,
+        i: usize,
+        mut out: ndarray::ArrayViewMut2<T>,
+    ) -> Result<()> {
+        match out.as_slice_mut() {
+            Some(out) => self.read_row_into(i, out),
+            None => {
+                let mut row = vec![T::default(); 2 * self.d];
+                self.read_row_into(i, &mut row);
+                out.iter_mut().zip(row).for_each(|(o, v)| *o = v);
+            }
+        }
         if let Some((flat, value)) = out.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             let meta = self.meta(i);
             return Err(CacheError::NonFiniteInStore {
@@ -489,7 +550,7 @@ impl MappedShard {
                 model: flat / self.d,
                 document: meta.prompt,
                 position: meta.position,
-                value: *value,
+                value: value.to_f32(),
             });
         }
         Ok(())

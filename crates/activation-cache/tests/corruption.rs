@@ -308,7 +308,10 @@ fn a_nan_inside_a_shard_is_named_by_shard_row_and_token_when_read() {
     )
     .unwrap();
     let rows: Vec<u64> = (0..store.n_tokens()).collect();
+    // Read as bf16 too, the NaN is named the same way.
+    let in_bf16 = store.read_rows_bf16(&rows).unwrap_err().to_string();
     let err = store.read_rows(&rows).unwrap_err();
+    assert_eq!(in_bf16, err.to_string());
     match &err {
         CacheError::NonFiniteInStore {
             shard,

@@ -150,6 +150,18 @@ fn bf16_storage_round_trips_within_bf16_precision() {
     assert!(batch
         .iter()
         .all(|v| half::bf16::from_f32(*v).to_f32() == *v));
+    // Read as bf16, the rows are the stored values as they are (in any order); an f32 store's are
+    // rounded to the nearest bf16, which is what the bf16 store holds.
+    let rows: Vec<u64> = (0..rounded.n_tokens()).rev().step_by(3).collect();
+    let as_bf16 = rounded.read_rows_bf16(&rows).unwrap();
+    let as_f32 = rounded.read_rows(&rows).unwrap();
+    assert_eq!(as_bf16.dim(), (rows.len(), 2, 64));
+    assert_eq!(as_bf16.mapv(|v| v.to_f32()), as_f32);
+    assert_eq!(exact.read_rows_bf16(&rows).unwrap(), as_bf16);
+    assert!(matches!(
+        rounded.read_rows_bf16(&[rounded.n_tokens()]),
+        Err(CacheError::InvalidInput { .. })
+    ));
     // The activations take half the bytes (headers and metadata aside).
     let bytes = |s: &ActivationStore| s.manifest().shards.iter().map(|e| e.bytes).sum::<u64>();
     let saved = bytes(&exact) - bytes(&rounded);

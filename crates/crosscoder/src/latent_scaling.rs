@@ -32,6 +32,7 @@ use std::path::Path;
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use stereo_core::matmul::WeightElement;
 use stereo_core::safetensors_file::{self, Metadata, OwnedTensor};
 
 use crate::error::{CrosscoderError, Result};
@@ -308,11 +309,23 @@ impl LatentScaling {
         self.add_forward(x, out.latents.view(), out.reconstruction.view())
     }
 
-    /// Adds rows whose raw latents `f` (`[rows, F]`) and reconstruction `r` (`[rows, 2, d]`) are
-    /// already known (for example from a hunt that ran the crosscoder anyway).
-    pub fn add_forward(
+    /// [`Self::add_batch`] of bf16 rows (a bf16 activation store's, as they are): the crosscoder
+    /// reads them through [`Crosscoder::forward_bf16`] and the sums widen each value as they read it,
+    /// so the batch is never copied to f32. Equal to `add_batch` of the rows' f32 values.
+    pub fn add_batch_bf16(
         &mut self,
-        x: ArrayView3<'_, f32>,
+        crosscoder: &dyn Crosscoder,
+        x: ArrayView3<'_, half::bf16>,
+    ) -> Result<()> {
+        let out = crosscoder.forward_bf16(x)?;
+        self.add_forward(x, out.latents.view(), out.reconstruction.view())
+    }
+
+    /// Adds rows `x` (f32 or bf16) whose raw latents `f` (`[rows, F]`) and reconstruction `r`
+    /// (`[rows, 2, d]`) are already known (for example from a hunt that ran the crosscoder anyway).
+    pub fn add_forward<X: WeightElement>(
+        &mut self,
+        x: ArrayView3<'_, X>,
         f: ArrayView2<'_, f32>,
         r: ArrayView3<'_, f32>,
     ) -> Result<()> {
@@ -357,10 +370,10 @@ impl LatentScaling {
     }
 
     /// Adds row `n`'s firing selected latents to `acc`.
-    fn accumulate_row(
+    fn accumulate_row<X: WeightElement>(
         &self,
         acc: &mut Sums,
-        x: ArrayView3<'_, f32>,
+        x: ArrayView3<'_, X>,
         f: ArrayView2<'_, f32>,
         r: ArrayView3<'_, f32>,
         n: usize,
@@ -416,8 +429,8 @@ impl LatentScaling {
     }
 }
 
-/// `a . b` in f64 over f32 values, eight lanes at a time.
-fn dot(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>) -> f64 {
+/// `a . b` in f64 over f32 values (`b` f32 or bf16, widened as read), eight lanes at a time.
+fn dot<X: WeightElement>(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<X>) -> f64 {
     match (a.as_slice(), b.as_slice()) {
         (Some(a), Some(b)) => {
             let mut lanes = [0f64; 8];
@@ -426,16 +439,20 @@ fn dot(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>) -> f64 {
                 .remainder()
                 .iter()
                 .zip(cb.remainder())
-                .map(|(x, y)| *x as f64 * *y as f64)
+                .map(|(x, y)| *x as f64 * y.widen() as f64)
                 .sum();
             for (xa, xb) in ca.zip(cb) {
                 for k in 0..8 {
-                    lanes[k] += xa[k] as f64 * xb[k] as f64;
+                    lanes[k] += xa[k] as f64 * xb[k].widen() as f64;
                 }
             }
             lanes.iter().sum::<f64>() + tail
         }
-        _ => a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum(),
+        _ => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| *x as f64 * y.widen() as f64)
+            .sum(),
     }
 }
 

@@ -16,6 +16,7 @@
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
+use half::bf16;
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
 use stereo_core::host::{upload, upload_in};
 use stereo_core::matmul::tensors::product;
@@ -26,7 +27,7 @@ use crate::checkpoint::{CrosscoderCheckpoint, CrosscoderWeights};
 use crate::config::{Activation, CrosscoderConfig, InputNormalizer};
 use crate::error::{CrosscoderError, Result};
 use crate::latents::SparseLatents;
-use crate::traits::{Crosscoder, ForwardOutput};
+use crate::traits::{widen, Crosscoder, ForwardOutput};
 
 /// Rows per chunk in [`Crosscoder::encode_top_k`] are chosen so that a chunk's dense latents hold at most
 /// this many values (64 Mi f32 = 256 MiB).
@@ -140,7 +141,7 @@ impl<B: Backend> CrosscoderModel<B> {
         }
     }
 
-    fn check_activations(&self, x: &ArrayView3<'_, f32>) -> Result<()> {
+    fn check_activations<T>(&self, x: &ArrayView3<'_, T>) -> Result<()> {
         let (_, m, d) = x.dim();
         if m != self.config.n_models || d != self.config.d_model {
             return Err(CrosscoderError::ActivationShape {
@@ -187,6 +188,21 @@ impl<B: Backend> CrosscoderModel<B> {
         Tensor::from_data(TensorData::new(data, [rows, n * d]), &self.device)
     }
 
+    /// `[batch, n, d]` bf16 host activations to a `[batch, n * d]` bf16 device tensor, when the
+    /// encoder takes them as they are: bf16 weights and no input normaliser (`None` otherwise).
+    fn upload_bf16_activations(&self, x: ArrayView3<'_, bf16>) -> Option<Tensor<B, 2>> {
+        if self.w_enc.dtype() != DType::BF16 || self.norm.is_some() {
+            return None;
+        }
+        let (rows, n, d) = x.dim();
+        let data = match x.as_slice() {
+            Some(s) => s.to_vec(),
+            None => x.iter().copied().collect(),
+        };
+        let data = TensorData::new(data, [rows, n * d]);
+        Some(Tensor::from_data(data, (&self.device, DType::BF16)))
+    }
+
     /// `f = act(norm(x) @ w_enc + b_enc)`, `[batch, F]`.
     pub(crate) fn encode_device(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = match &self.norm {
@@ -218,6 +234,16 @@ impl<B: Backend> CrosscoderModel<B> {
     fn weight_product(&self, x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
         let bf16 = w.dtype() == DType::BF16;
         product(x, w, WeightLayout::InOut, bf16)
+    }
+
+    /// Latents and reconstruction of `x`, `[batch, n * d]` on the device.
+    fn forward_device(&self, x: Tensor<B, 2>) -> Result<ForwardOutput> {
+        let f = self.encode_device(x);
+        let reconstruction = self.to_rows3(self.decode_device(f.clone()))?;
+        Ok(ForwardOutput {
+            latents: download2(f)?,
+            reconstruction,
+        })
     }
 
     fn encode_chunk(&self, x: ArrayView3<'_, f32>) -> Result<Array2<f32>> {
@@ -252,6 +278,22 @@ impl<B: Backend> Crosscoder for CrosscoderModel<B> {
             return Ok(Array2::zeros((x.dim().0, self.config.dict_size)));
         }
         self.encode_chunk(x)
+    }
+
+    fn encode_bf16(&self, x: ArrayView3<'_, bf16>) -> Result<Array2<f32>> {
+        self.check_activations(&x)?;
+        match self.upload_bf16_activations(x) {
+            Some(x) if x.dims()[0] > 0 => download2(self.encode_device(x)),
+            _ => self.encode(widen(x).view()),
+        }
+    }
+
+    fn forward_bf16(&self, x: ArrayView3<'_, bf16>) -> Result<ForwardOutput> {
+        self.check_activations(&x)?;
+        match self.upload_bf16_activations(x) {
+            Some(x) if x.dims()[0] > 0 => self.forward_device(x),
+            _ => self.forward(widen(x).view()),
+        }
     }
 
     fn encode_scaled(&self, x: ArrayView3<'_, f32>) -> Result<Array2<f32>> {
@@ -302,12 +344,7 @@ impl<B: Backend> Crosscoder for CrosscoderModel<B> {
                 reconstruction: Array3::zeros((0, self.config.n_models, self.config.d_model)),
             });
         }
-        let f = self.encode_device(self.upload_activations(x));
-        let reconstruction = self.to_rows3(self.decode_device(f.clone()))?;
-        Ok(ForwardOutput {
-            latents: download2(f)?,
-            reconstruction,
-        })
+        self.forward_device(self.upload_activations(x))
     }
 
     fn decoder_norms(&self) -> &Array2<f32> {

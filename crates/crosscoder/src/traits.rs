@@ -1,7 +1,9 @@
 //! The object-safe face of a crosscoder for the rest of the workspace: host arrays in and out, no burn
 //! type in sight, built for a backend chosen at run time.
 
+use half::bf16;
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3};
+use stereo_core::matmul::WeightElement;
 use stereo_core::BackendKind;
 
 use crate::checkpoint::CrosscoderCheckpoint;
@@ -58,6 +60,14 @@ pub trait Crosscoder: Send + Sync {
     /// `f = act(sum_m norm(x)_m @ W_enc[m] + b_enc)`.
     fn encode(&self, x: ArrayView3<'_, f32>) -> Result<Array2<f32>>;
 
+    /// [`Crosscoder::encode`] of bf16 activations (rows of a bf16 activation store, read as they are):
+    /// equal to `encode` of their f32 values, bit for bit. A crosscoder held in bf16 without an
+    /// input normaliser hands the rows to its products as they are (no f32 copy of the batch);
+    /// otherwise they are widened once (exactly).
+    fn encode_bf16(&self, x: ArrayView3<'_, bf16>) -> Result<Array2<f32>> {
+        self.encode(widen(x).view())
+    }
+
     /// Scaled latents `f * w_j [batch, F]`: what dictionary_learning's `get_activations` and
     /// `forward(output_features=True)` return.
     fn encode_scaled(&self, x: ArrayView3<'_, f32>) -> Result<Array2<f32>>;
@@ -71,6 +81,12 @@ pub trait Crosscoder: Send + Sync {
 
     /// Encode and decode in one pass (the latents stay on the device between the two).
     fn forward(&self, x: ArrayView3<'_, f32>) -> Result<ForwardOutput>;
+
+    /// [`Crosscoder::forward`] of bf16 activations, equal to `forward` of their f32 values (see
+    /// [`Crosscoder::encode_bf16`]).
+    fn forward_bf16(&self, x: ArrayView3<'_, bf16>) -> Result<ForwardOutput> {
+        self.forward(widen(x).view())
+    }
 
     /// Per-model decoder norms `||W_dec[m, j]||`, `[n_models, F]`.
     fn decoder_norms(&self) -> &Array2<f32>;
@@ -105,4 +121,9 @@ pub trait Crosscoder: Send + Sync {
         let out = self.forward(x)?;
         reconstruction_metrics(x, out.reconstruction.view(), out.latents.view())
     }
+}
+
+/// `x` as f32 (exact).
+pub(crate) fn widen(x: ArrayView3<'_, bf16>) -> Array3<f32> {
+    x.mapv(WeightElement::widen)
 }

@@ -5,7 +5,7 @@
 use crosscoder::throughput::{random_checkpoint, uniform};
 use crosscoder::{BackendKind, CrosscoderError};
 use ndarray::Array3;
-use stereo_core::matmul::rounded_through_bf16;
+use stereo_core::matmul::{rounded_through_bf16, to_bf16};
 use stereo_core::ComputeDtype;
 
 /// `relu(bf16(x) @ bf16(W_enc) + b_enc)` in f64.
@@ -126,4 +126,83 @@ fn latent_scaling_on_a_bf16_crosscoder_agrees_with_f32() {
         }
     }
     assert!(compared > 5, "only {compared} latents compared");
+}
+
+/// bf16 rows (a bf16 store's) encode to exactly what their f32 values encode to, on every route:
+/// straight into the bf16 products (bf16 weights, no normaliser), widened first (a normaliser, or
+/// f32 weights), and on burn-ndarray; for the skinny product and the GEMM alike.
+#[test]
+fn bf16_rows_encode_and_forward_exactly_as_their_f32_values() {
+    let (n, d, f) = (2, 40, 150);
+    let plain = random_checkpoint(n, d, f, 13).unwrap();
+    let scaled = plain.clone().with_scaling_factors(vec![0.5, 3.0]).unwrap();
+    let models = [
+        (
+            "bf16",
+            plain
+                .clone()
+                .build_in(BackendKind::Flex, ComputeDtype::Bf16),
+        ),
+        (
+            "bf16, scaled",
+            scaled
+                .clone()
+                .build_in(BackendKind::Flex, ComputeDtype::Bf16),
+        ),
+        ("f32", plain.clone().build(BackendKind::Flex)),
+        ("ndarray", scaled.build(BackendKind::NdArray)),
+    ];
+    for (name, model) in models {
+        let model = model.unwrap();
+        for rows in [0, 3, 77] {
+            let x = uniform(rows * n * d, rows as u64 + 1, 2.0);
+            let x = Array3::from_shape_vec((rows, n, d), to_bf16(&x)).unwrap();
+            let widened = x.mapv(|v| v.to_f32());
+            assert_eq!(
+                model.encode_bf16(x.view()).unwrap(),
+                model.encode(widened.view()).unwrap(),
+                "{name}, {rows} rows: encode"
+            );
+            let (ours, exact) = (
+                model.forward_bf16(x.view()).unwrap(),
+                model.forward(widened.view()).unwrap(),
+            );
+            assert_eq!(ours, exact, "{name}, {rows} rows: forward");
+        }
+        // A strided view of the rows (every other one) too.
+        let x = Array3::from_shape_vec((40, n, d), to_bf16(&uniform(40 * n * d, 3, 1.0))).unwrap();
+        let every_other = x.slice(ndarray::s![..;2, .., ..]);
+        assert_eq!(
+            model.encode_bf16(every_other).unwrap(),
+            model
+                .encode(every_other.mapv(|v| v.to_f32()).view())
+                .unwrap(),
+            "{name}: strided rows"
+        );
+        // And the shape is checked first.
+        let wrong = Array3::from_elem((2, n, d + 1), half::bf16::ONE);
+        assert!(matches!(
+            model.encode_bf16(wrong.view()),
+            Err(CrosscoderError::ActivationShape { .. })
+        ));
+    }
+}
+
+#[test]
+fn latent_scaling_of_bf16_rows_equals_that_of_their_f32_values() {
+    use crosscoder::LatentScaling;
+    let (n, d, f) = (2, 32, 64);
+    let model = random_checkpoint(n, d, f, 17)
+        .unwrap()
+        .build_in(BackendKind::Flex, ComputeDtype::Bf16)
+        .unwrap();
+    let x = to_bf16(&uniform(200 * n * d, 6, 1.0));
+    let x = Array3::from_shape_vec((200, n, d), x).unwrap();
+    let mut from_bf16 = LatentScaling::new(model.as_ref(), None).unwrap();
+    from_bf16.add_batch_bf16(model.as_ref(), x.view()).unwrap();
+    let mut from_f32 = LatentScaling::new(model.as_ref(), None).unwrap();
+    from_f32
+        .add_batch(model.as_ref(), x.mapv(|v| v.to_f32()).view())
+        .unwrap();
+    assert_eq!(from_bf16.state(), from_f32.state());
 }

@@ -31,7 +31,41 @@ fn f32s(x: &ArrayD<f64>) -> Vec<f32> {
     x.iter().map(|&v| v as f32).collect()
 }
 
+/// Where the activations between the sublayers are held: f32 (what stereo does) or bf16 (what HF's
+/// bf16 run does), the latter emulated by rounding the embedding output and every `hook_attn_out`,
+/// `hook_resid_mid`, `hook_mlp_out` and `hook_resid_post` to bf16 as the pass reaches it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stream {
+    F32,
+    Bf16,
+}
+
+/// The interventions that hold the stream in bf16 ([`Stream::Bf16`]).
+fn bf16_stream(request: RunRequest, n_layers: usize) -> RunRequest {
+    let round = |x: &mut ndarray::Array3<f32>| x.mapv_inplace(|v| half::bf16::from_f32(v).to_f32());
+    let mut hooks = vec![HookPoint::ResidPre(0)];
+    for l in 0..n_layers {
+        hooks.extend([
+            HookPoint::AttnOut(l),
+            HookPoint::ResidMid(l),
+            HookPoint::MlpOut(l),
+            HookPoint::ResidPost(l),
+        ]);
+    }
+    hooks
+        .into_iter()
+        .fold(request, |r, hook| r.with_intervention(hook, round))
+}
+
 fn distances(model_name: &str, fused: bool) -> HashMap<&'static str, Distances> {
+    distances_with(model_name, fused, Stream::F32)
+}
+
+fn distances_with(
+    model_name: &str,
+    fused: bool,
+    stream: Stream,
+) -> HashMap<&'static str, Distances> {
     let dir = fixture(model_name);
     let f32_golden = read_tensors(&dir.join("golden.safetensors"));
     let bf16_golden = read_tensors(&dir.join("golden-bf16.safetensors"));
@@ -48,12 +82,13 @@ fn distances(model_name: &str, fused: bool) -> HashMap<&'static str, Distances> 
     for prompt in &meta.prompts {
         let i = prompt.index;
         let ids = golden_ids(&f32_golden, i);
+        let mut request = RunRequest::capture(hooks.iter().copied()).with_logits();
+        if stream == Stream::Bf16 {
+            request = bf16_stream(request, n_layers);
+        }
         let out = loaded
             .model
-            .run(
-                &TokenBatch::single(ids).unwrap(),
-                &RunRequest::capture(hooks.iter().copied()).with_logits(),
-            )
+            .run(&TokenBatch::single(ids).unwrap(), &request)
             .unwrap();
         let mut ours: Vec<(String, &[f32])> = hooks
             .iter()
@@ -117,6 +152,27 @@ fn tiny_gqa_bf16_shards_in_bf16_agree_with_hf_bf16() {
 fn the_burn_ops_path_in_bf16_agrees_with_hf_bf16() {
     // burn's own bf16 matmul: the path CUDA takes.
     check("tiny-window", false);
+}
+
+/// The choice of f32 activations between the layers, measured: the same bf16 products with the
+/// stream held in bf16 instead (as HF's bf16 run holds it) land further from f32.
+#[test]
+fn an_f32_stream_lands_closer_to_f32_than_a_bf16_stream() {
+    for model_name in ["tiny-window", "tiny-gqa-bf16"] {
+        let f32_stream = distances_with(model_name, true, Stream::F32);
+        let bf16_stream = distances_with(model_name, true, Stream::Bf16);
+        for (kind, ours) in &f32_stream {
+            let rounded = &bf16_stream[kind];
+            eprintln!(
+                "{model_name} {kind}: to f32, stream in f32 {:.4}, stream in bf16 {:.4}, HF-bf16 {:.4}",
+                ours.stereo_to_f32, rounded.stereo_to_f32, ours.hf_bf16_to_f32
+            );
+            assert!(
+                ours.stereo_to_f32 < rounded.stereo_to_f32,
+                "{model_name} {kind}: {ours:?} vs {rounded:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub mod skinny;
 pub mod tensors;
 mod widening;
 
+use std::borrow::Cow;
+
 use half::bf16;
 
 pub use skinny::{skinny_matmul, skinny_matmul_transposed, MAX_ROWS as MAX_SKINNY_ROWS};
@@ -45,6 +47,36 @@ impl WeightElement for bf16 {
     fn widen(self) -> f32 {
         // bf16 is the top half of an f32: a shift, which vectorises (unlike a call).
         f32::from_bits((self.to_bits() as u32) << 16)
+    }
+}
+
+/// The activations `x` of a bf16 product: f32 values, rounded to bf16 first, or bf16 values (rows of
+/// a bf16 activation store, say), read as they are. Both give the same product for the same bf16
+/// numbers.
+pub trait Bf16Input: Copy + Send + Sync + 'static {
+    /// The values as bf16 numbers held in f32 (what the kernels with f32 arithmetic read).
+    fn rounded_f32(values: &[Self]) -> Vec<f32>;
+    /// The values as bf16 (borrowed, no copy, when they already are).
+    fn as_bf16(values: &[Self]) -> Cow<'_, [bf16]>;
+}
+
+impl Bf16Input for f32 {
+    fn rounded_f32(values: &[f32]) -> Vec<f32> {
+        rounded_through_bf16(values)
+    }
+
+    fn as_bf16(values: &[f32]) -> Cow<'_, [bf16]> {
+        Cow::Owned(to_bf16(values))
+    }
+}
+
+impl Bf16Input for bf16 {
+    fn rounded_f32(values: &[bf16]) -> Vec<f32> {
+        values.iter().map(|v| v.widen()).collect()
+    }
+
+    fn as_bf16(values: &[bf16]) -> Cow<'_, [bf16]> {
+        Cow::Borrowed(values)
     }
 }
 
@@ -155,13 +187,14 @@ pub fn bf16_matmul_transposed(
 }
 
 /// [`bf16_matmul`] (or the transposed form) on `kernel` for products of more than
-/// [`MAX_SKINNY_ROWS`] rows; `(rows, k, n)` as there.
+/// [`MAX_SKINNY_ROWS`] rows; `(rows, k, n)` as there. `x` is f32 (rounded to bf16 first) or
+/// already bf16 ([`Bf16Input`]): `vdpbf16ps` then reads it with no copy.
 ///
 /// # Panics
 /// If the lengths do not match the shape, or `kernel` is not available on this CPU.
-pub fn bf16_matmul_with(
+pub fn bf16_matmul_with<X: Bf16Input>(
     kernel: Bf16Kernel,
-    x: &[f32],
+    x: &[X],
     w: &[bf16],
     layout: WeightLayout,
     (rows, k, n): (usize, usize, usize),
@@ -170,15 +203,15 @@ pub fn bf16_matmul_with(
     assert_eq!(w.len(), k * n, "w");
     assert!(kernel.is_available(), "{} is not available", kernel.name());
     if rows <= MAX_SKINNY_ROWS {
-        let x = rounded_through_bf16(x);
+        let x = X::rounded_f32(x);
         return match layout {
             WeightLayout::InOut => skinny_matmul(&x, w, rows, k, n),
             WeightLayout::OutIn => skinny_matmul_transposed(&x, w, rows, k, n),
         };
     }
     match kernel {
-        Bf16Kernel::Widening => widening::matmul(&rounded_through_bf16(x), w, layout, (rows, k, n)),
-        Bf16Kernel::DotProduct => dot_product::matmul(&to_bf16(x), w, layout, (rows, k, n)),
+        Bf16Kernel::Widening => widening::matmul(&X::rounded_f32(x), w, layout, (rows, k, n)),
+        Bf16Kernel::DotProduct => dot_product::matmul(&X::as_bf16(x), w, layout, (rows, k, n)),
     }
 }
 
@@ -290,6 +323,25 @@ mod tests {
             bf16_matmul_transposed(&x, &w, 2, 20, 2),
             bf16_matmul_with(fastest, &x, &w, WeightLayout::OutIn, (2, 20, 2))
         );
+    }
+
+    #[test]
+    fn bf16_activations_give_the_product_of_their_f32_values() {
+        for kernel in [Bf16Kernel::Widening, Bf16Kernel::fastest()] {
+            for (rows, k, n) in [(3, 37, 300), (40, 257, 300)] {
+                for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                    let x = to_bf16(&values(rows * k, 3));
+                    let widened: Vec<f32> = x.iter().map(|v| v.widen()).collect();
+                    let w = to_bf16(&values(k * n, 4));
+                    assert_eq!(
+                        bf16_matmul_with(kernel, &x, &w, layout, (rows, k, n)),
+                        bf16_matmul_with(kernel, &widened, &w, layout, (rows, k, n)),
+                        "{} {layout:?} {rows} x {k} x {n}",
+                        kernel.name()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

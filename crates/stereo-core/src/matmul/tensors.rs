@@ -11,7 +11,8 @@ use super::{
 use crate::flex_bridge;
 
 /// `x @ w` (`w` stored [`WeightLayout::InOut`]) or `x @ w^T` ([`WeightLayout::OutIn`], the tied
-/// embedding) for `x` `[rows, k]` in f32; the result is f32.
+/// embedding) for `x` `[rows, k]` in f32 (or in bf16, with bf16 weights: read as they are); the
+/// result is f32.
 ///
 /// `host_kernels` (burn-flex only; ignored elsewhere) picks this module's host products: with bf16
 /// weights [`bf16_matmul_with`] on the [fastest](Bf16Kernel::fastest) kernel, with f32 weights the
@@ -42,7 +43,7 @@ pub fn product<B: Backend>(
     if w.dtype() == DType::BF16 {
         x.cast(FloatDType::BF16).matmul(w).cast(FloatDType::F32)
     } else {
-        x.matmul(w)
+        x.cast(FloatDType::F32).matmul(w)
     }
 }
 
@@ -60,18 +61,18 @@ pub fn host_product<B: Backend>(
         return None;
     }
     let n = w.dims().iter().product::<usize>() / k.max(1);
-    let x = flex_bridge::host(x.clone())?;
     if bf16 {
         let w = flex_bridge::host_as::<half::bf16, B, 2>(w.clone())?;
-        let shape = (rows, k, n);
-        return Some(bf16_matmul_with(
-            Bf16Kernel::fastest(),
-            x.values(),
-            w.values(),
-            layout,
-            shape,
-        ));
+        let (kernel, shape) = (Bf16Kernel::fastest(), (rows, k, n));
+        return Some(if x.dtype() == DType::BF16 {
+            let x = flex_bridge::host_as::<half::bf16, B, 2>(x.clone())?;
+            bf16_matmul_with(kernel, x.values(), w.values(), layout, shape)
+        } else {
+            let x = flex_bridge::host(x.clone())?;
+            bf16_matmul_with(kernel, x.values(), w.values(), layout, shape)
+        });
     }
+    let x = flex_bridge::host(x.clone())?;
     let w = flex_bridge::host(w.clone())?;
     Some(match layout {
         WeightLayout::InOut => skinny_matmul(x.values(), w.values(), rows, k, n),
