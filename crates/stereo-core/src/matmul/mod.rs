@@ -141,16 +141,6 @@ pub enum WeightLayout {
     OutIn,
 }
 
-impl WeightLayout {
-    /// `(row stride, column stride)` of element `(i, j)` of the `[k, n]` product operand.
-    fn strides(self, k: usize, n: usize) -> (usize, usize) {
-        match self {
-            WeightLayout::InOut => (n, 1),
-            WeightLayout::OutIn => (1, k),
-        }
-    }
-}
-
 /// `x @ w` with `x` `[rows, k]` f32 and `w` `[k, n]` bf16, both row-major; returns `[rows, n]` f32.
 /// `x` is rounded to bf16 first (see the module documentation).
 ///
