@@ -6,24 +6,33 @@
 //!   half), rows padded to a multiple of [`MR`] and `k` to even with zeros;
 //! - the `[k, n]` weights become panels of [`NR`] columns: for each pair of rows `2p, 2p + 1`, the
 //!   panel's 32 columns as 32 `u32` pairs, columns past `n` zero;
-//! - the output is cut into columns of [`PANELS_PER_TASK`] panels, one rayon task each (rows too,
+//! - the output is cut into columns of up to [`PANELS_PER_TASK`] panels (fewer where `k` is large,
+//!   [`TASK_PANEL_BYTES`]), one rayon task each (rows too,
 //!   only where there are fewer such tasks than four per thread): the task packs its panels, about
 //!   600 KB at `k` = 2304, into a buffer that stays in its L2 cache while all its rows sweep over
 //!   them; each [`MR`] x [`NR`] tile sums the whole of `k` in registers.
 //!
 //! Only the tile itself ([`avx512_tile`]) is made of intrinsics.
 
+use std::ops::Range;
+
 use half::bf16;
 use rayon::prelude::*;
 
-use super::WeightLayout;
+use super::{Bf16Input, WeightLayout};
 
 /// Rows of `x` per tile: 8 rows x 2 registers of accumulators, 16 of the 32 vector registers.
 const MR: usize = 8;
 /// Columns per panel: two 16-lane registers.
 const NR: usize = 32;
-/// Panels of one task.
+/// Pairs of `k` per block: a block of a panel is 288 KB, and a tile's rows of `x` 72 KB, and the
+/// sums are carried in the output between blocks (only `down_proj`, `k` = 9216, has several).
+const KC: usize = 2304;
+/// At most this many panels per task.
 const PANELS_PER_TASK: usize = 4;
+/// The bytes of one task's packed panels stay under this (in a 1 MiB L2 cache, beside the rows of
+/// `x` it streams): at `k` = 2304 four panels, at `k` = 9216 (`down_proj`) one.
+const TASK_PANEL_BYTES: usize = 640 << 10;
 
 /// Whether the CPU has AVX512-BF16 (and AVX512F, which it implies in practice).
 pub(super) fn is_available() -> bool {
@@ -38,16 +47,16 @@ pub(super) fn is_available() -> bool {
     }
 }
 
-/// A tile kernel: `out[r][c] = sum_p x_pairs[r][p] . panel[p][c]` for `MR` rows and `NR` columns,
-/// with `x_pairs` `[MR, kp]` and `panel` `[kp, NR]`.
-type Tile = fn(&[u32], &[u32], usize) -> [[f32; NR]; MR];
+/// A tile kernel: `out[r][c] = sum_p x_pairs[r * stride + p] . panel[p][c]` for `MR` rows, `NR`
+/// columns and `p < pairs`, with `panel` `[pairs, NR]`.
+type Tile = fn(&[u32], usize, &[u32], usize) -> [[f32; NR]; MR];
 
 /// `x @ W` with `x` `[rows, k]` bf16 and `W` the `[k, n]` operand stored in `layout`.
 ///
 /// # Panics
 /// If the CPU lacks AVX512-BF16 (callers check [`is_available`]).
-pub(super) fn matmul(
-    x: &[bf16],
+pub(super) fn matmul<X: Bf16Input>(
+    x: &[X],
     w: &[bf16],
     layout: WeightLayout,
     shape: (usize, usize, usize),
@@ -57,8 +66,8 @@ pub(super) fn matmul(
 }
 
 /// The whole product with `tile` as the kernel.
-fn product(
-    x: &[bf16],
+fn product<X: Bf16Input>(
+    x: &[X],
     w: &[bf16],
     layout: WeightLayout,
     (rows, k, n): (usize, usize, usize),
@@ -70,8 +79,10 @@ fn product(
     }
     let kp = k.div_ceil(2);
     let x_pairs = pack_rows(x, rows, k);
+    let kc = KC.min(kp);
     let panels = n.div_ceil(NR);
-    let column_tasks = panels.div_ceil(PANELS_PER_TASK);
+    let per_task = (TASK_PANEL_BYTES / (kc * NR * 4)).clamp(1, PANELS_PER_TASK);
+    let column_tasks = panels.div_ceil(per_task);
     // Rows are split only where there are too few column tasks to keep every thread busy.
     let row_blocks = (4 * rayon::current_num_threads())
         .div_ceil(column_tasks)
@@ -82,24 +93,27 @@ fn product(
         .into_par_iter()
         .for_each_init(Vec::new, |buffer: &mut Vec<u32>, task| {
             let (column_task, row_block) = (task / row_blocks, task % row_blocks);
-            let first_panel = column_task * PANELS_PER_TASK;
-            let count = PANELS_PER_TASK.min(panels - first_panel);
-            buffer.resize(count * kp * NR, 0);
-            pack_panels(w, layout, (k, n), first_panel * NR, buffer);
+            let first_panel = column_task * per_task;
+            let count = per_task.min(panels - first_panel);
             let row_range =
                 row_block * rows_per_block..((row_block + 1) * rows_per_block).min(rows);
-            for r0 in row_range.step_by(MR) {
-                let x_tile = &x_pairs[r0 * kp..(r0 + MR) * kp];
-                for (i, values) in buffer.chunks_exact(kp * NR).enumerate() {
-                    let sums = tile(x_tile, values, kp);
-                    let c0 = (first_panel + i) * NR;
-                    let (valid_rows, valid_cols) = ((rows - r0).min(MR), (n - c0).min(NR));
-                    for (r, row) in sums.iter().enumerate().take(valid_rows) {
-                        let start = (r0 + r) * n + c0;
-                        // SAFETY: the task owns its rows x the columns of its panels, disjoint from
-                        // every other task's; `start + valid_cols <= rows * n`, the length of `out`,
-                        // which outlives the parallel loop.
-                        unsafe { out_ptr.write(start, &row[..valid_cols]) };
+            for p0 in (0..kp).step_by(kc) {
+                let pairs = kc.min(kp - p0);
+                buffer.resize(count * pairs * NR, 0);
+                pack_panels(w, layout, (k, n), first_panel * NR, p0..p0 + pairs, buffer);
+                for r0 in row_range.clone().step_by(MR) {
+                    let x_tile = &x_pairs[r0 * kp + p0..(r0 + MR - 1) * kp + p0 + pairs];
+                    for (i, values) in buffer.chunks_exact(pairs * NR).enumerate() {
+                        let sums = tile(x_tile, kp, values, pairs);
+                        let c0 = (first_panel + i) * NR;
+                        let (valid_rows, valid_cols) = ((rows - r0).min(MR), (n - c0).min(NR));
+                        for (r, row) in sums.iter().enumerate().take(valid_rows) {
+                            let start = (r0 + r) * n + c0;
+                            // SAFETY: the task owns its rows x the columns of its panels, disjoint
+                            // from every other task's; `start + valid_cols <= rows * n`, the
+                            // length of `out`, which outlives the parallel loop.
+                            unsafe { out_ptr.add(start, &row[..valid_cols], p0 > 0) };
+                        }
                     }
                 }
             }
@@ -117,13 +131,18 @@ unsafe impl Send for SharedOutput {}
 unsafe impl Sync for SharedOutput {}
 
 impl SharedOutput {
-    /// Copies `values` to `start..start + values.len()`.
+    /// Writes `values` to `start..start + values.len()`, or adds them to what is there.
     ///
     /// # Safety
     /// The range is inside the buffer and no other thread touches it meanwhile.
-    unsafe fn write(self, start: usize, values: &[f32]) {
+    unsafe fn add(self, start: usize, values: &[f32], accumulate: bool) {
         // SAFETY: the caller's contract.
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(start), values.len()) };
+        let out = unsafe { std::slice::from_raw_parts_mut(self.0.add(start), values.len()) };
+        if accumulate {
+            out.iter_mut().zip(values).for_each(|(o, v)| *o += v);
+        } else {
+            out.copy_from_slice(values);
+        }
     }
 }
 
@@ -132,17 +151,21 @@ fn pair(low: bf16, high: bf16) -> u32 {
     (low.to_bits() as u32) | ((high.to_bits() as u32) << 16)
 }
 
-/// `x` (`[rows, k]`) as `[rows padded to MR, k/2]` pairs, zeros in the padding.
-fn pack_rows(x: &[bf16], rows: usize, k: usize) -> Vec<u32> {
+/// `x` (`[rows, k]`, rounded to bf16 on the way if it is f32) as `[rows padded to MR, k/2]`
+/// pairs, zeros in the padding; rows in parallel.
+fn pack_rows<X: Bf16Input>(x: &[X], rows: usize, k: usize) -> Vec<u32> {
     let kp = k.div_ceil(2);
     let mut out = vec![0u32; rows.next_multiple_of(MR) * kp];
-    for (r, packed) in out.chunks_exact_mut(kp.max(1)).take(rows).enumerate() {
-        let row = &x[r * k..(r + 1) * k];
-        for (p, value) in packed.iter_mut().enumerate() {
-            let high = row.get(2 * p + 1).copied().unwrap_or(bf16::ZERO);
-            *value = pair(row[2 * p], high);
-        }
-    }
+    out.par_chunks_mut(kp.max(1))
+        .take(rows)
+        .enumerate()
+        .for_each(|(r, packed)| {
+            let row = &x[r * k..(r + 1) * k];
+            for (value, two) in packed.iter_mut().zip(row.chunks(2)) {
+                let high = two.get(1).map_or(bf16::ZERO, |h| h.to_bf16());
+                *value = pair(two[0].to_bf16(), high);
+            }
+        });
     out
 }
 
@@ -159,14 +182,15 @@ fn pack_panels(
     layout: WeightLayout,
     (k, n): (usize, usize),
     c0: usize,
+    pairs: Range<usize>,
     panels: &mut [u32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: the CPU has AVX512BW (and AVX512F, which it implies).
-        return unsafe { pack_panels_avx512(w, layout, (k, n), c0, panels) };
+        return unsafe { pack_panels_avx512(w, layout, (k, n), c0, pairs, panels) };
     }
-    pack_panels_portable(w, layout, (k, n), c0, panels);
+    pack_panels_portable(w, layout, (k, n), c0, pairs, panels);
 }
 
 /// [`pack_panels_portable`] compiled for AVX-512.
@@ -180,9 +204,10 @@ unsafe fn pack_panels_avx512(
     layout: WeightLayout,
     shape: (usize, usize),
     c0: usize,
+    pairs: Range<usize>,
     panels: &mut [u32],
 ) {
-    pack_panels_portable(w, layout, shape, c0, panels);
+    pack_panels_portable(w, layout, shape, c0, pairs, panels);
 }
 
 /// Pairs of rows a packing sweep asks the memory for ahead of use (64 x 2304 x 9216 on a 2-core
@@ -217,27 +242,29 @@ fn pack_panels_portable(
     layout: WeightLayout,
     (k, n): (usize, usize),
     c0: usize,
+    pairs: Range<usize>,
     panels: &mut [u32],
 ) {
-    let kp = k.div_ceil(2);
-    let cols = (n - c0).min(panels.len() / kp);
-    if cols % NR != 0 || k % 2 == 1 {
+    let height = pairs.len();
+    let cols = (n - c0).min(panels.len() / height);
+    if cols % NR != 0 {
         panels.fill(0);
     }
     match layout {
         WeightLayout::InOut => {
             // One sweep down `k` for all the panels: each pair of rows is read in runs of
             // `cols` values.
-            for p in 0..kp {
+            for p in pairs.clone() {
                 prefetch_rows(w, n, c0, cols, 2 * (p + PREFETCH_PAIRS));
                 let low = &w[2 * p * n + c0..][..cols];
                 let high = (2 * p + 1 < k).then(|| &w[(2 * p + 1) * n + c0..][..cols]);
+                let at = (p - pairs.start) * NR;
                 for (i, (low, packed)) in low
                     .chunks(NR)
-                    .zip(panels.chunks_exact_mut(kp * NR))
+                    .zip(panels.chunks_exact_mut(height * NR))
                     .enumerate()
                 {
-                    let packed = &mut packed[p * NR..][..low.len()];
+                    let packed = &mut packed[at..][..low.len()];
                     match high {
                         Some(high) => {
                             let high = &high[i * NR..][..low.len()];
@@ -255,15 +282,15 @@ fn pack_panels_portable(
             }
         }
         WeightLayout::OutIn => {
-            for (i, packed) in panels.chunks_exact_mut(kp * NR).enumerate() {
+            for (i, packed) in panels.chunks_exact_mut(height * NR).enumerate() {
                 let panel_cols = cols.saturating_sub(i * NR).min(NR);
-                for p0 in (0..kp).step_by(PACK_BLOCK) {
-                    let pairs = PACK_BLOCK.min(kp - p0);
+                for p0 in pairs.clone().step_by(PACK_BLOCK) {
+                    let block = p0..(p0 + PACK_BLOCK).min(pairs.end);
                     for c in 0..panel_cols {
                         let column = &w[(c0 + i * NR + c) * k..][..k];
-                        for p in p0..p0 + pairs {
+                        for p in block.clone() {
                             let high = column.get(2 * p + 1).copied().unwrap_or(bf16::ZERO);
-                            packed[p * NR + c] = pair(column[2 * p], high);
+                            packed[(p - pairs.start) * NR + c] = pair(column[2 * p], high);
                         }
                     }
                 }
@@ -274,12 +301,12 @@ fn pack_panels_portable(
 
 /// The tile in plain Rust, pair by pair as `vdpbf16ps` adds them: the reference for the layout.
 #[cfg_attr(not(test), allow(dead_code))]
-fn portable_tile(x_pairs: &[u32], panel: &[u32], kp: usize) -> [[f32; NR]; MR] {
+fn portable_tile(x_pairs: &[u32], stride: usize, panel: &[u32], pairs: usize) -> [[f32; NR]; MR] {
     let widen = |bits: u32| f32::from_bits(bits << 16);
     let mut out = [[0f32; NR]; MR];
     for (r, row) in out.iter_mut().enumerate() {
-        for p in 0..kp {
-            let a = x_pairs[r * kp + p];
+        for p in 0..pairs {
+            let a = x_pairs[r * stride + p];
             for (c, o) in row.iter_mut().enumerate() {
                 let b = panel[p * NR + c];
                 *o += widen(a & 0xFFFF) * widen(b & 0xFFFF) + widen(a >> 16) * widen(b >> 16);
@@ -290,39 +317,55 @@ fn portable_tile(x_pairs: &[u32], panel: &[u32], kp: usize) -> [[f32; NR]; MR] {
 }
 
 /// [`avx512_tile`] behind the checks that make it safe to call.
-fn avx512_tile_checked(x_pairs: &[u32], panel: &[u32], kp: usize) -> [[f32; NR]; MR] {
-    assert!(x_pairs.len() >= MR * kp && panel.len() >= kp * NR && is_available());
+fn avx512_tile_checked(
+    x_pairs: &[u32],
+    stride: usize,
+    panel: &[u32],
+    pairs: usize,
+) -> [[f32; NR]; MR] {
+    assert!(x_pairs.len() >= (MR - 1) * stride + pairs && panel.len() >= pairs * NR);
+    assert!(is_available());
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: the CPU has AVX512F and AVX512-BF16; the lengths were checked above.
-        unsafe { avx512_tile(x_pairs, panel, kp) }
+        unsafe { avx512_tile(x_pairs, stride, panel, pairs) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        portable_tile(x_pairs, panel, kp)
+        portable_tile(x_pairs, stride, panel, pairs)
     }
 }
 
 /// One `MR` x `NR` tile with `vdpbf16ps`.
 ///
 /// # Safety
-/// The CPU has AVX512F and AVX512-BF16; `x_pairs` holds `MR * kp` values and `panel` `kp * NR`.
+/// The CPU has AVX512F and AVX512-BF16; `x_pairs` holds `(MR - 1) * stride + pairs` values and
+/// `panel` `pairs * NR`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn avx512_tile(x_pairs: &[u32], panel: &[u32], kp: usize) -> [[f32; NR]; MR] {
+unsafe fn avx512_tile(
+    x_pairs: &[u32],
+    stride: usize,
+    panel: &[u32],
+    pairs: usize,
+) -> [[f32; NR]; MR] {
     use std::arch::x86_64::*;
     const VECTORS: usize = NR / 16;
     let mut acc = [[_mm512_setzero_ps(); VECTORS]; MR];
-    let (x, b) = (x_pairs.as_ptr(), panel.as_ptr());
-    for p in 0..kp {
-        // SAFETY: `p * NR + NR <= kp * NR` and `r * kp + p < MR * kp`, inside the slices.
+    let b = panel.as_ptr();
+    // SAFETY: `r * stride < (MR - 1) * stride + pairs`, inside `x_pairs`.
+    let rows: [*const u32; MR] =
+        std::array::from_fn(|r| unsafe { x_pairs.as_ptr().add(r * stride) });
+    for p in 0..pairs {
+        // SAFETY: `p * NR + NR <= pairs * NR` and `r * stride + p < (MR - 1) * stride + pairs`,
+        // inside the slices.
         unsafe {
             let mut columns = [std::mem::zeroed::<__m512bh>(); VECTORS];
             for (v, column) in columns.iter_mut().enumerate() {
                 *column = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16 * v).cast()));
             }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(*x.add(r * kp + p) as i32));
+            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(*row.add(p) as i32));
                 for (acc, &column) in acc.iter_mut().zip(&columns) {
                     *acc = _mm512_dpbf16_ps(*acc, a, column);
                 }
@@ -366,6 +409,8 @@ mod tests {
             // Several panels per task with a ragged last one; rows split across tasks.
             (30, 37, 300),
             (200, 6, 20),
+            // `k` over two blocks of sums (KC pairs each), odd.
+            (9, 2 * 2 * KC + 3, 33),
         ] {
             let x = to_bf16(&values(rows * k, 1));
             let w = to_bf16(&values(k * n, 2));

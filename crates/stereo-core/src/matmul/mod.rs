@@ -23,8 +23,6 @@ pub mod skinny;
 pub mod tensors;
 mod widening;
 
-use std::borrow::Cow;
-
 use half::bf16;
 
 pub use skinny::{skinny_matmul, skinny_matmul_transposed, MAX_ROWS as MAX_SKINNY_ROWS};
@@ -56,8 +54,8 @@ impl WeightElement for bf16 {
 pub trait Bf16Input: Copy + Send + Sync + 'static {
     /// The values as bf16 numbers held in f32 (what the kernels with f32 arithmetic read).
     fn rounded_f32(values: &[Self]) -> Vec<f32>;
-    /// The values as bf16 (borrowed, no copy, when they already are).
-    fn as_bf16(values: &[Self]) -> Cow<'_, [bf16]>;
+    /// The value as bf16 (rounded to nearest, ties to even, if it is f32).
+    fn to_bf16(self) -> bf16;
 }
 
 impl Bf16Input for f32 {
@@ -65,8 +63,9 @@ impl Bf16Input for f32 {
         rounded_through_bf16(values)
     }
 
-    fn as_bf16(values: &[f32]) -> Cow<'_, [bf16]> {
-        Cow::Owned(to_bf16(values))
+    #[inline(always)]
+    fn to_bf16(self) -> bf16 {
+        round_to_bf16(self)
     }
 }
 
@@ -75,8 +74,9 @@ impl Bf16Input for bf16 {
         values.iter().map(|v| v.widen()).collect()
     }
 
-    fn as_bf16(values: &[bf16]) -> Cow<'_, [bf16]> {
-        Cow::Borrowed(values)
+    #[inline(always)]
+    fn to_bf16(self) -> bf16 {
+        self
     }
 }
 
@@ -178,7 +178,7 @@ pub fn bf16_matmul_transposed(
 
 /// [`bf16_matmul`] (or the transposed form) on `kernel` for products of more than
 /// [`MAX_SKINNY_ROWS`] rows; `(rows, k, n)` as there. `x` is f32 (rounded to bf16 first) or
-/// already bf16 ([`Bf16Input`]): `vdpbf16ps` then reads it with no copy.
+/// already bf16 ([`Bf16Input`]): `vdpbf16ps` then packs it as it is.
 ///
 /// # Panics
 /// If the lengths do not match the shape, or `kernel` is not available on this CPU.
@@ -201,7 +201,7 @@ pub fn bf16_matmul_with<X: Bf16Input>(
     }
     match kernel {
         Bf16Kernel::Widening => widening::matmul(&X::rounded_f32(x), w, layout, (rows, k, n)),
-        Bf16Kernel::DotProduct => dot_product::matmul(&X::as_bf16(x), w, layout, (rows, k, n)),
+        Bf16Kernel::DotProduct => dot_product::matmul(x, w, layout, (rows, k, n)),
     }
 }
 
@@ -256,8 +256,9 @@ mod tests {
 
     /// Odd shapes: tails of every kernel's blocking (k odd for the pairs of `vdpbf16ps`, n not a
     /// multiple of the panels, rows not a multiple of the micro-tile), and the skinny sizes (one row
-    /// of bf16 weights sweeps eight weight rows at a time: k = 37 leaves a tail of five).
-    const SHAPES: [(usize, usize, usize); 12] = [
+    /// of bf16 weights sweeps eight weight rows at a time: k = 37 leaves a tail of five), and an odd
+    /// `k` past one block of `vdpbf16ps`'s sums (2304 pairs).
+    const SHAPES: [(usize, usize, usize); 13] = [
         (1, 1, 1),
         (1, 37, 300),
         (2, 37, 300),
@@ -270,6 +271,7 @@ mod tests {
         (67, 300, 129),
         (130, 96, 1031),
         (8, 2304, 40),
+        (11, 4611, 35),
     ];
 
     #[test]
