@@ -6,13 +6,13 @@
 //!   half), rows padded to a multiple of [`MR`] and `k` to even with zeros;
 //! - the `[k, n]` weights become panels of [`NR`] columns: for each pair of rows `2p, 2p + 1`, the
 //!   panel's 32 columns as 32 `u32` pairs, columns past `n` zero;
-//! - the output is cut into columns of up to [`PANELS_PER_TASK`] panels (fewer where `k` is large,
-//!   [`TASK_PANEL_BYTES`]), one rayon task each (rows too,
-//!   only where there are fewer such tasks than four per thread): the task packs its panels, about
-//!   600 KB at `k` = 2304, into a buffer that stays in its L2 cache while all its rows sweep over
-//!   them; each [`MR`] x [`NR`] tile sums the whole of `k` in registers.
+//! - the output is cut into columns of up to [`PANELS_PER_TASK`] panels (as many as fit in
+//!   [`TASK_PANEL_BYTES`]), one rayon task each (rows too, only where there are fewer such tasks
+//!   than four per thread); for each block of [`KC`] pairs of `k` the task packs its panels into a
+//!   buffer that stays in its L2 cache while all its rows sweep over them, and carries the sums in
+//!   the output from one block to the next; each [`MR`] x [`NR`] tile sums a block in registers.
 //!
-//! Only the tile itself ([`avx512_tile`]) is made of intrinsics.
+//! Only the tile ([`avx512_tile`]) and the packing's prefetches are made of intrinsics.
 
 use std::ops::Range;
 
@@ -25,13 +25,13 @@ use super::{Bf16Input, WeightLayout};
 const MR: usize = 8;
 /// Columns per panel: two 16-lane registers.
 const NR: usize = 32;
-/// Pairs of `k` per block: a block of a panel is 288 KB, and a tile's rows of `x` 72 KB, and the
-/// sums are carried in the output between blocks (only `down_proj`, `k` = 9216, has several).
+/// Pairs of `k` per block: a block of a panel is 288 KB and a tile's rows of `x` 72 KB (of
+/// Gemma-2-2b's products only `down_proj`, `k` = 9216, has two blocks).
 const KC: usize = 2304;
 /// At most this many panels per task.
 const PANELS_PER_TASK: usize = 4;
 /// The bytes of one task's packed panels stay under this (in a 1 MiB L2 cache, beside the rows of
-/// `x` it streams): at `k` = 2304 four panels, at `k` = 9216 (`down_proj`) one.
+/// `x` it streams): at `k` = 2304 four panels, in `down_proj`'s blocks two.
 const TASK_PANEL_BYTES: usize = 640 << 10;
 
 /// Whether the CPU has AVX512-BF16 (and AVX512F, which it implies in practice).
@@ -247,7 +247,7 @@ fn pack_panels_portable(
 ) {
     let height = pairs.len();
     let cols = (n - c0).min(panels.len() / height);
-    if cols % NR != 0 {
+    if !cols.is_multiple_of(NR) {
         panels.fill(0);
     }
     match layout {
@@ -362,7 +362,9 @@ unsafe fn avx512_tile(
         unsafe {
             let mut columns = [std::mem::zeroed::<__m512bh>(); VECTORS];
             for (v, column) in columns.iter_mut().enumerate() {
-                *column = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16 * v).cast()));
+                *column = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    b.add(p * NR + 16 * v).cast(),
+                ));
             }
             for (row, acc) in rows.iter().zip(acc.iter_mut()) {
                 let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(*row.add(p) as i32));
