@@ -46,7 +46,6 @@ pub const FLAG_ASSISTANT: u8 = 8;
 /// The `format` metadata value of a shard (name / format version).
 const SHARD_FORMAT: &str = "stereo-activation-shard/1";
 
-/// The `flags` byte of a token.
 /// The element type rows are read into: f32 (bf16 shards widened, exactly), or bf16 (bf16 shards
 /// as they are, with no f32 copy; f32 shards rounded to the nearest bf16, ties to even).
 pub trait RowElement: Copy + Default + Send + Sync + 'static {
@@ -109,6 +108,7 @@ impl RowElement for bf16 {
     }
 }
 
+/// The `flags` byte of a token.
 pub(crate) fn flags_of(meta: &TokenMeta) -> u8 {
     let bit = |set: bool, flag: u8| if set { flag } else { 0 };
     bit(meta.is_bos, FLAG_BOS)

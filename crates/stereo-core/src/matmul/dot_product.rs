@@ -88,6 +88,12 @@ fn product<X: Bf16Input>(
         .div_ceil(column_tasks)
         .clamp(1, rows.div_ceil(MR));
     let rows_per_block = rows.div_ceil(row_blocks).next_multiple_of(MR);
+    let weights = Weights {
+        values: w,
+        layout,
+        k,
+        n,
+    };
     let out_ptr = SharedOutput(out.as_mut_ptr());
     (0..column_tasks * row_blocks)
         .into_par_iter()
@@ -100,7 +106,7 @@ fn product<X: Bf16Input>(
             for p0 in (0..kp).step_by(kc) {
                 let pairs = kc.min(kp - p0);
                 buffer.resize(count * pairs * NR, 0);
-                pack_panels(w, layout, (k, n), first_panel * NR, p0..p0 + pairs, buffer);
+                pack_panels(weights, first_panel * NR, p0..p0 + pairs, buffer);
                 for r0 in row_range.clone().step_by(MR) {
                     let x_tile = &x_pairs[r0 * kp + p0..(r0 + MR - 1) * kp + p0 + pairs];
                     for (i, values) in buffer.chunks_exact(pairs * NR).enumerate() {
@@ -177,20 +183,22 @@ const PACK_BLOCK: usize = 128;
 /// as pairs, zeros past `k` and `n`. Each task packs its own panels just before it uses them (they
 /// stay in its L2 cache), so the weights are read from memory once per product and never copied
 /// whole; with AVX-512 the packing loops are compiled for it.
-fn pack_panels(
-    w: &[bf16],
-    layout: WeightLayout,
-    (k, n): (usize, usize),
-    c0: usize,
-    pairs: Range<usize>,
-    panels: &mut [u32],
-) {
+fn pack_panels(weights: Weights<'_>, c0: usize, pairs: Range<usize>, panels: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: the CPU has AVX512BW (and AVX512F, which it implies).
-        return unsafe { pack_panels_avx512(w, layout, (k, n), c0, pairs, panels) };
+        return unsafe { pack_panels_avx512(weights, c0, pairs, panels) };
     }
-    pack_panels_portable(w, layout, (k, n), c0, pairs, panels);
+    pack_panels_portable(weights, c0, pairs, panels);
+}
+
+/// The `[k, n]` operand of a product, stored in `layout`.
+#[derive(Clone, Copy)]
+struct Weights<'a> {
+    values: &'a [bf16],
+    layout: WeightLayout,
+    k: usize,
+    n: usize,
 }
 
 /// [`pack_panels_portable`] compiled for AVX-512.
@@ -200,14 +208,12 @@ fn pack_panels(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn pack_panels_avx512(
-    w: &[bf16],
-    layout: WeightLayout,
-    shape: (usize, usize),
+    weights: Weights<'_>,
     c0: usize,
     pairs: Range<usize>,
     panels: &mut [u32],
 ) {
-    pack_panels_portable(w, layout, shape, c0, pairs, panels);
+    pack_panels_portable(weights, c0, pairs, panels);
 }
 
 /// Pairs of rows a packing sweep asks the memory for ahead of use (64 x 2304 x 9216 on a 2-core
@@ -238,9 +244,12 @@ fn prefetch_rows(w: &[bf16], n: usize, c0: usize, cols: usize, row: usize) {
 /// See [`pack_panels`].
 #[inline(always)]
 fn pack_panels_portable(
-    w: &[bf16],
-    layout: WeightLayout,
-    (k, n): (usize, usize),
+    Weights {
+        values: w,
+        layout,
+        k,
+        n,
+    }: Weights<'_>,
     c0: usize,
     pairs: Range<usize>,
     panels: &mut [u32],
