@@ -12,7 +12,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use stereo_core::matmul::{
     bf16_matmul_transposed, bf16_matmul_with, skinny_matmul, skinny_matmul_transposed, to_bf16,
-    Bf16Kernel, WeightLayout,
+    Bf16Kernel, PackedBf16, WeightLayout,
 };
 use stereo_core::FlexBackend;
 
@@ -65,6 +65,13 @@ fn products(c: &mut Criterion) {
                 b.iter(|| bf16_matmul_transposed(&x, &embed_bf16, rows, k, vocab))
             });
             group.throughput(Throughput::Elements((2 * rows * k * n) as u64));
+        }
+        if PackedBf16::is_supported() {
+            // The weights packed once (as a loaded model holds them), read in place.
+            let packed = PackedBf16::new(&w_bf16, WeightLayout::InOut, k, n);
+            group.bench_function(BenchmarkId::new("bf16-packed-once", &shape), |b| {
+                b.iter(|| packed.matmul(&x, rows))
+            });
         }
         for kernel in [Bf16Kernel::DotProduct, Bf16Kernel::Widening] {
             if !kernel.is_available() {

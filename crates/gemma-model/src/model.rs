@@ -45,10 +45,12 @@ mod checks;
 mod decode;
 mod heads;
 mod layer_weights;
+mod linear;
 mod positions;
 mod resume;
 pub(crate) use decode::KvCache;
 pub use layer_weights::LayerWeights;
+use linear::Linear;
 use positions::{layer_mask, Rope, RopeTables, RunPositions};
 
 /// How RMSNorm, GeGLU, attention and the products of a decoding step (at most
@@ -107,26 +109,6 @@ pub struct RunOutput {
     pub logits: Option<Array3<f32>>,
     /// Captured per-head tensors (shapes in [`HeadHook`](crate::HeadHook)); padding positions zero.
     pub heads: BTreeMap<crate::HeadHook, ndarray::Array4<f32>>,
-}
-
-/// `x @ W` with `W` stored `[in, out]`, in f32 or bf16 (see [`product`]).
-#[derive(Debug, Clone)]
-struct Linear<B: Backend> {
-    weight: Tensor<B, 2>,
-}
-
-impl<B: Backend> Linear<B> {
-    fn forward(&self, x: Tensor<B, 3>, kernels: Kernels) -> Tensor<B, 3> {
-        let [b, t, d_in] = x.dims();
-        let d_out = self.weight.dims()[1];
-        product(
-            x.reshape([b * t, d_in]),
-            &self.weight,
-            WeightLayout::InOut,
-            kernels.host(),
-        )
-        .reshape([b, t, d_out])
-    }
 }
 
 /// Gemma's RMSNorm; `scale` holds `1 + w`.
@@ -328,6 +310,28 @@ struct DecoderLayer<B: Backend> {
     kind: AttentionKind,
 }
 
+impl<B: Backend> DecoderLayer<B> {
+    /// The layer with its seven projections held for `kernels` ([`Linear::held_for`]).
+    fn held_for(self, kernels: Kernels) -> Self {
+        let (a, m) = (self.self_attn, self.mlp);
+        Self {
+            self_attn: Attention {
+                q_proj: a.q_proj.held_for(kernels),
+                k_proj: a.k_proj.held_for(kernels),
+                v_proj: a.v_proj.held_for(kernels),
+                o_proj: a.o_proj.held_for(kernels),
+                ..a
+            },
+            mlp: Mlp {
+                gate_proj: m.gate_proj.held_for(kernels),
+                up_proj: m.up_proj.held_for(kernels),
+                down_proj: m.down_proj.held_for(kernels),
+            },
+            ..self
+        }
+    }
+}
+
 /// The unembedding: final norm plus either the tied embedding or a separate `lm_head`.
 #[derive(Debug, Clone)]
 struct Unembedding<B: Backend> {
@@ -379,9 +383,13 @@ impl<B: Backend> Gemma2<B> {
         for l in 0..n_layers {
             let p = |name: &str| format!("layers.{l}.{name}");
             let mut linear = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear<B>> {
-                Ok(Linear {
-                    weight: transposed_matrix(source, &p(name), [out_dim, in_dim], dtype, device)?,
-                })
+                Ok(Linear::new(transposed_matrix(
+                    source,
+                    &p(name),
+                    [out_dim, in_dim],
+                    dtype,
+                    device,
+                )?))
             };
             let self_attn = Attention {
                 q_proj: linear("self_attn.q_proj.weight", q, d)?,
@@ -438,9 +446,10 @@ impl<B: Backend> Gemma2<B> {
             embed_tokens,
             layers,
             unembedding,
-            kernels: Kernels::for_backend::<B>(true),
+            kernels: Kernels::BurnOps,
             device: device.clone(),
-        })
+        }
+        .with_kernels(Kernels::for_backend::<B>(true)))
     }
 
     /// Random weights in the config's shapes, generated on the device.
@@ -467,9 +476,7 @@ impl<B: Backend> Gemma2<B> {
             c.num_key_value_heads * c.head_dim,
             c.intermediate_size,
         );
-        let linear = |i: usize, o: usize| Linear {
-            weight: normal([i, o]),
-        };
+        let linear = |i: usize, o: usize| Linear::new(normal([i, o]));
         let layers = (0..n_layers)
             .map(|l| DecoderLayer {
                 self_attn: Attention {
@@ -505,14 +512,22 @@ impl<B: Backend> Gemma2<B> {
             embed_tokens: normal([c.vocab_size, d]),
             layers,
             unembedding,
-            kernels: Kernels::for_backend::<B>(true),
+            kernels: Kernels::BurnOps,
             device: device.clone(),
         }
+        .with_kernels(Kernels::for_backend::<B>(true))
     }
 
-    /// The same model running its non-GEMM parts on `kernels` (see [`Kernels::for_backend`]).
+    /// The same model running its non-GEMM parts on `kernels` (see [`Kernels::for_backend`]),
+    /// its projections held the fastest way for them ([`Linear::held_for`]: bf16 weights packed for
+    /// `vdpbf16ps` with [`Kernels::Host`] on CPUs with AVX512-BF16).
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
         self.kernels = kernels;
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|layer| layer.held_for(kernels))
+            .collect();
         self
     }
 

@@ -48,6 +48,7 @@
 //! Cargo features: `cuda` compiles the CUDA backend (no CUDA toolkit is needed to build; the driver
 //! library is loaded at run time).
 
+pub mod allocator;
 pub mod atomic_file;
 mod cpu_gemm;
 mod dtype;
@@ -194,6 +195,7 @@ pub fn dispatch<V: BackendVisitor>(
     kind.ensure_available()?;
     if kind.is_cpu() {
         tune_cpu_gemm();
+        allocator::keep_freed_memory();
     }
     match kind {
         BackendKind::NdArray => Ok(visitor.visit::<NdArrayBackend>(Default::default())),

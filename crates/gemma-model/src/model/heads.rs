@@ -154,7 +154,7 @@ impl<B: Backend> Attention<B> {
             return Ok(self.o_proj.forward(z, kernels));
         }
         // Each head's share of o_proj: z_h @ W_O[h * e .. (h + 1) * e, :].
-        let w_o = values(self.o_proj.weight.clone())?;
+        let w_o = values(self.o_proj.weight_tensor())?;
         let d = w_o.len() / (n * e);
         let w_o = ndarray::Array2::from_shape_vec((n * e, d), w_o).map_err(|err| {
             GemmaError::DeviceData {

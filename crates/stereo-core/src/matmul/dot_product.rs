@@ -12,7 +12,11 @@
 //!   buffer that stays in its L2 cache while all its rows sweep over them, and carries the sums in
 //!   the output from one block to the next; each [`MR`] x [`NR`] tile sums a block in registers.
 //!
-//! Only the tile ([`avx512_tile`]) and the packing's prefetches are made of intrinsics.
+//! Weights packed once ([`pack_all`], the whole `[n/NR][k/2][NR]`, held by
+//! [`PackedBf16`](super::PackedBf16)) skip the packing: each task reads its panels in place, panel
+//! by panel, and each tile asks for its share of the next panel's block while it sums.
+//!
+//! Only the tile ([`avx512_tile`]) and the prefetches are made of intrinsics.
 
 use std::ops::Range;
 
@@ -33,6 +37,8 @@ const PANELS_PER_TASK: usize = 4;
 /// The bytes of one task's packed panels stay under this (in a 1 MiB L2 cache, beside the rows of
 /// `x` it streams): at `k` = 2304 four panels, in `down_proj`'s blocks two.
 const TASK_PANEL_BYTES: usize = 640 << 10;
+/// At most this many panels per task when the weights were packed once ([`pack_all`]).
+const PACKED_PANELS_PER_TASK: usize = 16;
 
 /// Whether the CPU has AVX512-BF16 (and AVX512F, which it implies in practice).
 pub(super) fn is_available() -> bool {
@@ -47,9 +53,12 @@ pub(super) fn is_available() -> bool {
     }
 }
 
-/// A tile kernel: `out[r][c] = sum_p x_pairs[r * stride + p] . panel[p][c]` for `MR` rows, `NR`
-/// columns and `p < pairs`, with `panel` `[pairs, NR]`.
-type Tile = fn(&[u32], usize, &[u32], usize) -> [[f32; NR]; MR];
+/// A tile kernel: `out[r][c] = sum_p x_pairs[r * stride + p] . panel[p][c]` for the first `rows`
+/// of `MR` rows (the others zero), `NR` columns and `p < pairs`, with `panel` `[pairs, NR]`; the
+/// last argument is memory to bring into the cache meanwhile (a hint only).
+///
+/// Arguments: `(x_pairs, stride, panel, pairs, rows, fetch)`.
+type Tile = fn(&[u32], usize, &[u32], usize, usize, &[u32]) -> [[f32; NR]; MR];
 
 /// `x @ W` with `x` `[rows, k]` bf16 and `W` the `[k, n]` operand stored in `layout`.
 ///
@@ -62,14 +71,42 @@ pub(super) fn matmul<X: Bf16Input>(
     shape: (usize, usize, usize),
 ) -> Vec<f32> {
     assert!(is_available(), "vdpbf16ps needs AVX512-BF16");
-    product(x, w, layout, shape, avx512_tile_checked)
+    let weights = Weights {
+        values: w,
+        layout,
+        k: shape.1,
+        n: shape.2,
+    };
+    product(x, Panels::PackEachTime(weights), shape, avx512_tile_checked)
+}
+
+/// `x @ W` for `W` already packed in panels ([`pack_all`]).
+///
+/// # Panics
+/// If the CPU lacks AVX512-BF16 (callers check [`is_available`]).
+pub(super) fn matmul_packed<X: Bf16Input>(
+    x: &[X],
+    panels: &[u32],
+    shape: (usize, usize, usize),
+) -> Vec<f32> {
+    assert!(is_available(), "vdpbf16ps needs AVX512-BF16");
+    product(x, Panels::Packed(panels), shape, avx512_tile_checked)
+}
+
+/// Where a product's panels come from.
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    /// Each task packs its panels, block by block, into a buffer in its L2 cache.
+    PackEachTime(Weights<'a>),
+    /// Packed once ([`pack_all`]): `[panels][k/2][NR]`, read in place; each tile asks the memory
+    /// for a share of the next block while it works on the current one.
+    Packed(&'a [u32]),
 }
 
 /// The whole product with `tile` as the kernel.
 fn product<X: Bf16Input>(
     x: &[X],
-    w: &[bf16],
-    layout: WeightLayout,
+    panels: Panels<'_>,
     (rows, k, n): (usize, usize, usize),
     tile: Tile,
 ) -> Vec<f32> {
@@ -79,40 +116,50 @@ fn product<X: Bf16Input>(
     }
     let kp = k.div_ceil(2);
     let x_pairs = pack_rows(x, rows, k);
-    let kc = KC.min(kp);
-    let panels = n.div_ceil(NR);
-    let per_task = (TASK_PANEL_BYTES / (kc * NR * 4)).clamp(1, PANELS_PER_TASK);
-    let column_tasks = panels.div_ceil(per_task);
-    // Rows are split only where there are too few column tasks to keep every thread busy.
-    let row_blocks = (4 * rayon::current_num_threads())
-        .div_ceil(column_tasks)
-        .clamp(1, rows.div_ceil(MR));
-    let rows_per_block = rows.div_ceil(row_blocks).next_multiple_of(MR);
-    let weights = Weights {
-        values: w,
-        layout,
-        k,
-        n,
-    };
+    let plan = Plan::new(panels, rows, kp, n);
     let out_ptr = SharedOutput(out.as_mut_ptr());
-    (0..column_tasks * row_blocks)
+    (0..plan.column_tasks * plan.row_blocks)
         .into_par_iter()
         .for_each_init(Vec::new, |buffer: &mut Vec<u32>, task| {
-            let (column_task, row_block) = (task / row_blocks, task % row_blocks);
-            let first_panel = column_task * per_task;
-            let count = per_task.min(panels - first_panel);
+            let (column_task, row_block) = (task / plan.row_blocks, task % plan.row_blocks);
+            let first_panel = column_task * plan.per_task;
+            let count = plan.per_task.min(plan.panels - first_panel);
             let row_range =
-                row_block * rows_per_block..((row_block + 1) * rows_per_block).min(rows);
-            for p0 in (0..kp).step_by(kc) {
-                let pairs = kc.min(kp - p0);
-                buffer.resize(count * pairs * NR, 0);
-                pack_panels(weights, first_panel * NR, p0..p0 + pairs, buffer);
-                for r0 in row_range.clone().step_by(MR) {
-                    let x_tile = &x_pairs[r0 * kp + p0..(r0 + MR - 1) * kp + p0 + pairs];
-                    for (i, values) in buffer.chunks_exact(pairs * NR).enumerate() {
-                        let sums = tile(x_tile, kp, values, pairs);
-                        let c0 = (first_panel + i) * NR;
-                        let (valid_rows, valid_cols) = ((rows - r0).min(MR), (n - c0).min(NR));
+                row_block * plan.rows_per_block..((row_block + 1) * plan.rows_per_block).min(rows);
+            let row_tiles = row_range.len().div_ceil(MR).max(1);
+            for p0 in (0..kp).step_by(plan.kc) {
+                let pairs = plan.kc.min(kp - p0);
+                if let Panels::PackEachTime(weights) = panels {
+                    buffer.resize(count * pairs * NR, 0);
+                    pack_panels(weights, first_panel * NR, p0..p0 + pairs, buffer);
+                }
+                let block = |i: usize, p0: usize| -> &[u32] {
+                    let pairs = plan.kc.min(kp - p0);
+                    match panels {
+                        Panels::PackEachTime(_) => &buffer[i * pairs * NR..][..pairs * NR],
+                        Panels::Packed(all) => {
+                            &all[((first_panel + i) * kp + p0) * NR..][..pairs * NR]
+                        }
+                    }
+                };
+                for i in 0..count {
+                    let values = block(i, p0);
+                    // The block after this one, fetched meanwhile (packed panels only).
+                    let next = match panels {
+                        Panels::PackEachTime(_) => &[][..],
+                        Panels::Packed(_) if i + 1 < count => block(i + 1, p0),
+                        Panels::Packed(_) if p0 + plan.kc < kp => block(0, p0 + plan.kc),
+                        Panels::Packed(_) => &[][..],
+                    };
+                    let share = next.len().div_ceil(row_tiles).next_multiple_of(LINE);
+                    let c0 = (first_panel + i) * NR;
+                    let valid_cols = (n - c0).min(NR);
+                    for (t, r0) in row_range.clone().step_by(MR).enumerate() {
+                        let valid_rows = (rows - r0).min(MR);
+                        let x_tile = &x_pairs[r0 * kp + p0..(r0 + MR - 1) * kp + p0 + pairs];
+                        let fetch = next.get(t * share..).unwrap_or(&[]);
+                        let fetch = &fetch[..share.min(fetch.len())];
+                        let sums = tile(x_tile, kp, values, pairs, valid_rows, fetch);
                         for (r, row) in sums.iter().enumerate().take(valid_rows) {
                             let start = (r0 + r) * n + c0;
                             // SAFETY: the task owns its rows x the columns of its panels, disjoint
@@ -125,6 +172,53 @@ fn product<X: Bf16Input>(
             }
         });
     out
+}
+
+/// `u32` values per 64-byte cache line.
+const LINE: usize = 16;
+
+/// How a product is cut into tasks.
+#[derive(Clone, Copy)]
+struct Plan {
+    /// Pairs of `k` per block of sums.
+    kc: usize,
+    /// Panels in all.
+    panels: usize,
+    /// Panels per task.
+    per_task: usize,
+    /// Tasks along the columns.
+    column_tasks: usize,
+    /// Tasks along the rows (1 unless the column tasks are too few to keep the threads busy).
+    row_blocks: usize,
+    /// Rows per row block, a multiple of [`MR`].
+    rows_per_block: usize,
+}
+
+impl Plan {
+    fn new(panels: Panels<'_>, rows: usize, kp: usize, n: usize) -> Self {
+        let kc = KC.min(kp);
+        let count = n.div_ceil(NR);
+        let threads = rayon::current_num_threads();
+        let per_task = match panels {
+            // As many panels as stay in the L2 cache with the rows of `x`.
+            Panels::PackEachTime(_) => (TASK_PANEL_BYTES / (kc * NR * 4)).clamp(1, PANELS_PER_TASK),
+            // Read in place one at a time: long runs, but at least four tasks per thread.
+            Panels::Packed(_) => (count / (4 * threads)).clamp(1, PACKED_PANELS_PER_TASK),
+        };
+        let column_tasks = count.div_ceil(per_task);
+        // Rows are split only where there are too few column tasks to keep every thread busy.
+        let row_blocks = (4 * threads)
+            .div_ceil(column_tasks)
+            .clamp(1, rows.div_ceil(MR));
+        Plan {
+            kc,
+            panels: count,
+            per_task,
+            column_tasks,
+            row_blocks,
+            rows_per_block: rows.div_ceil(row_blocks).next_multiple_of(MR),
+        }
+    }
 }
 
 /// The output buffer shared by tasks that write disjoint rectangles of it.
@@ -150,6 +244,40 @@ impl SharedOutput {
             out.copy_from_slice(values);
         }
     }
+}
+
+/// The `[k, n]` operand stored in `layout` packed whole as `[n/NR panels][k/2][NR]` pairs (zeros
+/// past `k` and `n`), the layout [`matmul_packed`] reads; panels in parallel.
+pub(super) fn pack_all(w: &[bf16], layout: WeightLayout, k: usize, n: usize) -> Vec<u32> {
+    let kp = k.div_ceil(2);
+    let mut panels = vec![0u32; n.div_ceil(NR) * kp * NR];
+    if kp == 0 {
+        return panels;
+    }
+    let weights = Weights {
+        values: w,
+        layout,
+        k,
+        n,
+    };
+    panels
+        .par_chunks_mut(kp * NR)
+        .enumerate()
+        .for_each(|(i, panel)| pack_panels(weights, i * NR, 0..kp, panel));
+    panels
+}
+
+/// The `[k, n]` matrix (row-major) back from [`pack_all`]'s panels.
+pub(super) fn unpack_all(panels: &[u32], k: usize, n: usize) -> Vec<bf16> {
+    let kp = k.div_ceil(2);
+    let mut w = vec![bf16::ZERO; k * n];
+    for (i, row) in w.chunks_exact_mut(n.max(1)).enumerate().take(k) {
+        for (c, value) in row.iter_mut().enumerate() {
+            let pair = panels[((c / NR) * kp + i / 2) * NR + c % NR];
+            *value = bf16::from_bits((pair >> (16 * (i % 2))) as u16);
+        }
+    }
+    w
 }
 
 /// Two bf16 as one `u32`, `low` in the low half (the order `vdpbf16ps` pairs them in).
@@ -310,10 +438,17 @@ fn pack_panels_portable(
 
 /// The tile in plain Rust, pair by pair as `vdpbf16ps` adds them: the reference for the layout.
 #[cfg_attr(not(test), allow(dead_code))]
-fn portable_tile(x_pairs: &[u32], stride: usize, panel: &[u32], pairs: usize) -> [[f32; NR]; MR] {
+fn portable_tile(
+    x_pairs: &[u32],
+    stride: usize,
+    panel: &[u32],
+    pairs: usize,
+    rows: usize,
+    _fetch: &[u32],
+) -> [[f32; NR]; MR] {
     let widen = |bits: u32| f32::from_bits(bits << 16);
     let mut out = [[0f32; NR]; MR];
-    for (r, row) in out.iter_mut().enumerate() {
+    for (r, row) in out.iter_mut().enumerate().take(rows) {
         for p in 0..pairs {
             let a = x_pairs[r * stride + p];
             for (c, o) in row.iter_mut().enumerate() {
@@ -325,47 +460,70 @@ fn portable_tile(x_pairs: &[u32], stride: usize, panel: &[u32], pairs: usize) ->
     out
 }
 
-/// [`avx512_tile`] behind the checks that make it safe to call.
+/// [`avx512_tile`] for `rows` rows (1 to [`MR`]), behind the checks that make it safe to call.
 fn avx512_tile_checked(
     x_pairs: &[u32],
     stride: usize,
     panel: &[u32],
     pairs: usize,
+    rows: usize,
+    fetch: &[u32],
 ) -> [[f32; NR]; MR] {
     assert!(x_pairs.len() >= (MR - 1) * stride + pairs && panel.len() >= pairs * NR);
-    assert!(is_available());
+    assert!((1..=MR).contains(&rows) && is_available());
     #[cfg(target_arch = "x86_64")]
     {
+        let args = (x_pairs, stride, panel, pairs, fetch);
         // SAFETY: the CPU has AVX512F and AVX512-BF16; the lengths were checked above.
-        unsafe { avx512_tile(x_pairs, stride, panel, pairs) }
+        unsafe {
+            match rows {
+                1 => avx512_tile::<1>(args),
+                2 => avx512_tile::<2>(args),
+                3 => avx512_tile::<3>(args),
+                4 => avx512_tile::<4>(args),
+                5 => avx512_tile::<5>(args),
+                6 => avx512_tile::<6>(args),
+                7 => avx512_tile::<7>(args),
+                _ => avx512_tile::<MR>(args),
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        portable_tile(x_pairs, stride, panel, pairs)
+        portable_tile(x_pairs, stride, panel, pairs, rows, fetch)
     }
 }
 
-/// One `MR` x `NR` tile with `vdpbf16ps`.
+/// One tile of `R` rows (`R <= MR`) x `NR` columns with `vdpbf16ps`; the rows past `R` are zero.
+/// Meanwhile it asks for `fetch` to be brought into the L2 cache, a line at a time spread over its
+/// pairs.
 ///
 /// # Safety
 /// The CPU has AVX512F and AVX512-BF16; `x_pairs` holds `(MR - 1) * stride + pairs` values and
 /// `panel` `pairs * NR`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn avx512_tile(
-    x_pairs: &[u32],
-    stride: usize,
-    panel: &[u32],
-    pairs: usize,
+unsafe fn avx512_tile<const R: usize>(
+    (x_pairs, stride, panel, pairs, fetch): (&[u32], usize, &[u32], usize, &[u32]),
 ) -> [[f32; NR]; MR] {
     use std::arch::x86_64::*;
     const VECTORS: usize = NR / 16;
-    let mut acc = [[_mm512_setzero_ps(); VECTORS]; MR];
+    let mut acc = [[_mm512_setzero_ps(); VECTORS]; R];
     let b = panel.as_ptr();
     // SAFETY: `r * stride < (MR - 1) * stride + pairs`, inside `x_pairs`.
-    let rows: [*const u32; MR] =
+    let rows: [*const u32; R] =
         std::array::from_fn(|r| unsafe { x_pairs.as_ptr().add(r * stride) });
+    // Lines of `fetch` still to ask for, and the credit that spreads them evenly over the pairs.
+    let (mut lines, mut credit) = (fetch.chunks(LINE), 0);
+    let fetch_lines = fetch.len().div_ceil(LINE);
     for p in 0..pairs {
+        credit += fetch_lines;
+        while credit >= pairs {
+            credit -= pairs;
+            if let Some(line) = lines.next() {
+                _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
+            }
+        }
         // SAFETY: `p * NR + NR <= pairs * NR` and `r * stride + p < (MR - 1) * stride + pairs`,
         // inside the slices.
         unsafe {
@@ -414,6 +572,10 @@ mod tests {
         for (rows, k, n) in [
             (1, 1, 1),
             (9, 3, 33),
+            // One to seven rows: the tiles of a decoding step.
+            (1, 37, 300),
+            (3, 40, 70),
+            (7, 65, 1000),
             (70, 31, 65),
             (8, 64, 32),
             (17, 257, 100),
@@ -427,20 +589,65 @@ mod tests {
             let w = to_bf16(&values(k * n, 2));
             let w_t: Vec<bf16> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
             for (layout, stored) in [(WeightLayout::InOut, &w), (WeightLayout::OutIn, &w_t)] {
-                let got = product(&x, stored, layout, (rows, k, n), portable_tile);
-                for r in 0..rows {
-                    for j in 0..n {
-                        let want: f64 = (0..k)
-                            .map(|i| x[r * k + i].widen() as f64 * w[i * n + j].widen() as f64)
-                            .sum();
-                        let g = got[r * n + j] as f64;
-                        assert!(
-                            (g - want).abs() <= 1e-5 * k as f64,
-                            "{layout:?} {rows}x{k}x{n} [{r}, {j}]: {g} vs {want}"
-                        );
-                    }
+                let weights = Weights {
+                    values: stored,
+                    layout,
+                    k,
+                    n,
+                };
+                let packed = pack_all(stored, layout, k, n);
+                for (source, panels) in [
+                    ("packed each time", Panels::PackEachTime(weights)),
+                    ("packed once", Panels::Packed(&packed)),
+                ] {
+                    let got = product(&x, panels, (rows, k, n), portable_tile);
+                    assert_close_to_naive(
+                        &got,
+                        &x,
+                        &w,
+                        (rows, k, n),
+                        &format!("{layout:?} {source}"),
+                    );
                 }
             }
+        }
+    }
+
+    /// `got` against the product of `x` (`[rows, k]`) and `w` (`[k, n]`) in f64.
+    fn assert_close_to_naive(
+        got: &[f32],
+        x: &[bf16],
+        w: &[bf16],
+        (rows, k, n): (usize, usize, usize),
+        what: &str,
+    ) {
+        for r in 0..rows {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|i| x[r * k + i].widen() as f64 * w[i * n + j].widen() as f64)
+                    .sum();
+                let g = got[r * n + j] as f64;
+                assert!(
+                    (g - want).abs() <= 1e-5 * k as f64,
+                    "{what} {rows}x{k}x{n} [{r}, {j}]: {g} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn packing_once_keeps_every_value_in_place() {
+        for (k, n) in [(1, 1), (3, 33), (64, 32), (257, 100)] {
+            let w = to_bf16(&values(k * n, 5));
+            let w_t: Vec<bf16> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+            assert_eq!(
+                unpack_all(&pack_all(&w, WeightLayout::InOut, k, n), k, n),
+                w
+            );
+            assert_eq!(
+                unpack_all(&pack_all(&w_t, WeightLayout::OutIn, k, n), k, n),
+                w
+            );
         }
     }
 

@@ -15,16 +15,20 @@
 //! | more, any other CPU | [`Bf16Kernel::Widening`] | blocks of the weights widened to f32, then the `gemm` crate's f32 kernel |
 //!
 //! The kernel is chosen at run time ([`Bf16Kernel::fastest`]); [`bf16_matmul_with`] forces one, for
-//! tests and benchmarks. All three agree with a naive f32 product of the rounded inputs to the
+//! tests and benchmarks. A model's weights, multiplied again and again, are better packed once:
+//! [`PackedBf16`] holds them in `vdpbf16ps`'s panels (same bytes) and multiplies any number of rows,
+//! a decoding step's one included, without packing again. All three agree with a naive f32 product of the rounded inputs to the
 //! rounding of f32 sums (tested on odd shapes and tails).
 
 mod dot_product;
+mod packed;
 pub mod skinny;
 pub mod tensors;
 mod widening;
 
 use half::bf16;
 
+pub use packed::PackedBf16;
 pub use skinny::{skinny_matmul, skinny_matmul_transposed, MAX_ROWS as MAX_SKINNY_ROWS};
 
 /// A weight element the host products can read: f32, or bf16 widened to f32 on load.

@@ -5,8 +5,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
 
 use super::{
-    bf16_matmul_with, skinny_matmul, skinny_matmul_transposed, Bf16Kernel, WeightLayout,
-    MAX_SKINNY_ROWS,
+    bf16_matmul_with, skinny_matmul, skinny_matmul_transposed, Bf16Kernel, PackedBf16,
+    WeightLayout, MAX_SKINNY_ROWS,
 };
 use crate::flex_bridge;
 
@@ -78,4 +78,22 @@ pub fn host_product<B: Backend>(
         WeightLayout::InOut => skinny_matmul(x.values(), w.values(), rows, k, n),
         WeightLayout::OutIn => skinny_matmul_transposed(x.values(), w.values(), rows, k, n),
     })
+}
+
+/// `x @ W` for `x` `[rows, k]` (f32, or bf16 read as it is) and weights packed once
+/// ([`PackedBf16`]); `None` where `x` is not a burn-flex tensor, or the CPU lacks AVX512-BF16.
+pub fn packed_product<B: Backend>(x: &Tensor<B, 2>, w: &PackedBf16) -> Option<Tensor<B, 2>> {
+    let [rows, k] = x.dims();
+    if k != w.k() || !PackedBf16::is_supported() {
+        return None;
+    }
+    let values = if x.dtype() == DType::BF16 {
+        w.matmul(
+            flex_bridge::host_as::<half::bf16, B, 2>(x.clone())?.values(),
+            rows,
+        )
+    } else {
+        w.matmul(flex_bridge::host(x.clone())?.values(), rows)
+    };
+    flex_bridge::from_host(values, [rows, w.n()])
 }
