@@ -10,7 +10,8 @@
 //!
 //! | rows of `x` | kernel | how |
 //! |---|---|---|
-//! | at most [`MAX_SKINNY_ROWS`] (a decoding step) | [`skinny`] | one pass over the weights, widened to f32 in the registers |
+//! | at most [`MAX_SKINNY_ROWS`] (a decoding step), `[n, k]` weights, AVX512-BF16 | `transposed_dots` | one `vdpbf16ps` dot product per row of the weights |
+//! | at most [`MAX_SKINNY_ROWS`], otherwise | [`skinny`] | one pass over the weights, widened to f32 in the registers |
 //! | more, CPU with AVX512-BF16 | [`Bf16Kernel::DotProduct`] | `vdpbf16ps` on panels of the weights packed in pairs of rows |
 //! | more, any other CPU | [`Bf16Kernel::Widening`] | blocks of the weights widened to f32, then the `gemm` crate's f32 kernel |
 //!
@@ -24,6 +25,7 @@ mod dot_product;
 mod packed;
 pub mod skinny;
 pub mod tensors;
+mod transposed_dots;
 mod widening;
 
 use half::bf16;
@@ -197,6 +199,12 @@ pub fn bf16_matmul_with<X: Bf16Input>(
     assert_eq!(w.len(), k * n, "w");
     assert!(kernel.is_available(), "{} is not available", kernel.name());
     if rows <= MAX_SKINNY_ROWS {
+        if layout == WeightLayout::OutIn
+            && kernel == Bf16Kernel::DotProduct
+            && transposed_dots::is_available()
+        {
+            return transposed_dots::matmul(x, w, (rows, k, n));
+        }
         let x = X::rounded_f32(x);
         return match layout {
             WeightLayout::InOut => skinny_matmul(&x, w, rows, k, n),
