@@ -293,14 +293,40 @@ fn pack_rows<X: Bf16Input>(x: &[X], rows: usize, k: usize) -> Vec<u32> {
     out.par_chunks_mut(kp.max(1))
         .take(rows)
         .enumerate()
-        .for_each(|(r, packed)| {
-            let row = &x[r * k..(r + 1) * k];
-            for (value, two) in packed.iter_mut().zip(row.chunks(2)) {
-                let high = two.get(1).map_or(bf16::ZERO, |h| h.to_bf16());
-                *value = pair(two[0].to_bf16(), high);
-            }
-        });
+        .for_each(|(r, packed)| pack_row(&x[r * k..(r + 1) * k], packed));
     out
+}
+
+/// One row of [`pack_rows`]; with AVX-512 the loop is compiled for it (the rounding vectorises).
+fn pack_row<X: Bf16Input>(row: &[X], packed: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX512BW (and AVX512F, which it implies).
+        return unsafe { pack_row_avx512(row, packed) };
+    }
+    pack_row_portable(row, packed);
+}
+
+/// [`pack_row_portable`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU has AVX512F and AVX512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_row_avx512<X: Bf16Input>(row: &[X], packed: &mut [u32]) {
+    pack_row_portable(row, packed);
+}
+
+/// See [`pack_row`].
+#[inline(always)]
+fn pack_row_portable<X: Bf16Input>(row: &[X], packed: &mut [u32]) {
+    let twos = row.chunks_exact(2);
+    if let [last] = twos.remainder() {
+        packed[row.len() / 2] = pair(last.to_bf16(), bf16::ZERO);
+    }
+    for (value, two) in packed.iter_mut().zip(twos) {
+        *value = pair(two[0].to_bf16(), two[1].to_bf16());
+    }
 }
 
 /// Pairs per block of a transposing pack ([`WeightLayout::OutIn`]): the block's part of a panel,
