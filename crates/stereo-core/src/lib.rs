@@ -186,6 +186,9 @@ pub trait BackendVisitor {
 
 /// Runs `visitor` with the backend named by `kind`, after checking that it is available.
 ///
+/// For the CPU backends it first applies the process-wide settings they run best with:
+/// [`tune_cpu_gemm`] and [`allocator::keep_freed_memory`].
+///
 /// Asking for CUDA where the feature is off, or where no driver/device is present, is an error,
 /// never a panic.
 pub fn dispatch<V: BackendVisitor>(

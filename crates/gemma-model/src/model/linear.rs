@@ -1,5 +1,10 @@
 //! A projection `x @ W` (`W` stored `[in, out]`): a burn tensor, or, in bf16 on burn-flex on a CPU
 //! with AVX512-BF16, the weights packed once for the `vdpbf16ps` kernel ([`PackedBf16`]).
+//!
+//! Packed weights send every product through `vdpbf16ps`, a decoding step's few rows included
+//! (where a tensor's bf16 weights go through the one-pass kernel, which adds the same bf16
+//! products in another order): the two agree to about 1e-6 relative, and with packed weights a
+//! decoding step and a whole forward pass compute each projection the same way.
 
 use std::sync::Arc;
 
