@@ -52,7 +52,7 @@ impl ModelSource {
     /// or downloaded): enough to check a run before any weight is read.
     ///
     /// # Errors
-    /// [`GemmaError::Hub`] when the hub file cannot be had; the errors of [`Gemma2Config::from_file`].
+    /// [`GemmaError::Hub`] when the hub file cannot be had; the errors of [`Gemma2Config::from_file`](crate::Gemma2Config::from_file).
     pub fn read_config(&self, hub: &HubOptions) -> Result<crate::Gemma2Config> {
         let path = match self {
             ModelSource::Local(dir) => dir.join("config.json"),

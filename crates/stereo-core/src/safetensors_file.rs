@@ -1,5 +1,5 @@
 //! The workspace's one safetensors writer: owned tensors in, bytes out ([`encode`]), or a file replaced
-//! atomically ([`write`], through [`crate::atomic_file`]). Every format of ours that writes safetensors
+//! atomically ([`write`](fn@write), through [`crate::atomic_file`]). Every format of ours that writes safetensors
 //! (crosscoder checkpoints, trainer states, encode outputs, activation-store shards, the demo's weights, the
 //! `activations` example's output) goes through it.
 //!
