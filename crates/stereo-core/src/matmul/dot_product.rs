@@ -580,6 +580,7 @@ unsafe fn avx512_tile<const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::test_support::{assert_within, naive, transposed};
     use crate::matmul::{to_bf16, WeightElement};
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -613,7 +614,9 @@ mod tests {
         ] {
             let x = to_bf16(&values(rows * k, 1));
             let w = to_bf16(&values(k * n, 2));
-            let w_t: Vec<bf16> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+            let w_t = transposed(&w, k, n);
+            let widened: Vec<f32> = x.iter().map(|v| v.widen()).collect();
+            let want = naive(&widened, &w, rows, k, n);
             for (layout, stored) in [(WeightLayout::InOut, &w), (WeightLayout::OutIn, &w_t)] {
                 let weights = Weights {
                     values: stored,
@@ -627,36 +630,13 @@ mod tests {
                     ("packed once", Panels::Packed(&packed)),
                 ] {
                     let got = product(&x, panels, (rows, k, n), portable_tile);
-                    assert_close_to_naive(
+                    assert_within(
                         &got,
-                        &x,
-                        &w,
-                        (rows, k, n),
-                        &format!("{layout:?} {source}"),
+                        &want,
+                        1e-5 * k as f64,
+                        &format!("{layout:?} {source} {rows}x{k}x{n}"),
                     );
                 }
-            }
-        }
-    }
-
-    /// `got` against the product of `x` (`[rows, k]`) and `w` (`[k, n]`) in f64.
-    fn assert_close_to_naive(
-        got: &[f32],
-        x: &[bf16],
-        w: &[bf16],
-        (rows, k, n): (usize, usize, usize),
-        what: &str,
-    ) {
-        for r in 0..rows {
-            for j in 0..n {
-                let want: f64 = (0..k)
-                    .map(|i| x[r * k + i].widen() as f64 * w[i * n + j].widen() as f64)
-                    .sum();
-                let g = got[r * n + j] as f64;
-                assert!(
-                    (g - want).abs() <= 1e-5 * k as f64,
-                    "{what} {rows}x{k}x{n} [{r}, {j}]: {g} vs {want}"
-                );
             }
         }
     }
@@ -665,7 +645,7 @@ mod tests {
     fn packing_once_keeps_every_value_in_place() {
         for (k, n) in [(1, 1), (3, 33), (64, 32), (257, 100)] {
             let w = to_bf16(&values(k * n, 5));
-            let w_t: Vec<bf16> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+            let w_t = transposed(&w, k, n);
             assert_eq!(
                 unpack_all(&pack_all(&w, WeightLayout::InOut, k, n), k, n),
                 w

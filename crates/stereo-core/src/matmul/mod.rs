@@ -25,6 +25,8 @@ mod dot_product;
 mod packed;
 pub mod skinny;
 pub mod tensors;
+#[cfg(test)]
+mod test_support;
 mod transposed_dots;
 mod widening;
 
@@ -225,6 +227,7 @@ pub fn bf16_matmul_with<X: Bf16Input>(
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::{assert_within, naive, transposed};
     use super::*;
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -239,37 +242,20 @@ mod tests {
             .collect()
     }
 
-    /// The naive product of the bf16-rounded inputs, in f64; `w` is `[k, n]`.
-    fn naive(x: &[f32], w: &[bf16], rows: usize, k: usize, n: usize) -> Vec<f64> {
-        let x = rounded_through_bf16(x);
-        let mut out = vec![0.0; rows * n];
-        for r in 0..rows {
-            for i in 0..k {
-                for j in 0..n {
-                    out[r * n + j] += x[r * k + i] as f64 * w[i * n + j].widen() as f64;
-                }
-            }
-        }
-        out
-    }
-
     fn check(kernel: Bf16Kernel, layout: WeightLayout, rows: usize, k: usize, n: usize) {
         let x = values(rows * k, (rows * 131 + k * 7 + n) as u64);
         let w = to_bf16(&values(k * n, (n * 17 + k) as u64));
         let given: Vec<bf16> = match layout {
             WeightLayout::InOut => w.clone(),
-            WeightLayout::OutIn => (0..n * k).map(|i| w[(i % k) * n + i / k]).collect(),
+            WeightLayout::OutIn => transposed(&w, k, n),
         };
         let got = bf16_matmul_with(kernel, &x, &given, layout, (rows, k, n));
-        let want = naive(&x, &w, rows, k, n);
-        assert_eq!(got.len(), want.len());
-        for (j, (g, e)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (*g as f64 - e).abs() <= 2e-6 * (k as f64).max(1.0),
-                "{} {layout:?} rows {rows} k {k} n {n} [{j}]: {g} vs {e}",
-                kernel.name()
-            );
-        }
+        assert_within(
+            &got,
+            &naive(&x, &w, rows, k, n),
+            2e-6 * (k as f64).max(1.0),
+            &format!("{} {layout:?} rows {rows} k {k} n {n}", kernel.name()),
+        );
     }
 
     /// Odd shapes: tails of every kernel's blocking (k odd for the pairs of `vdpbf16ps`, n not a

@@ -80,6 +80,7 @@ impl PackedBf16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::test_support::{assert_within, transposed};
     use crate::matmul::{bf16_matmul, to_bf16};
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -92,7 +93,7 @@ mod tests {
     fn keeps_the_weights_and_their_shape() {
         let (k, n) = (37, 70);
         let w = to_bf16(&values(k * n, 1));
-        let w_t: Vec<bf16> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+        let w_t = transposed(&w, k, n);
         let packed = PackedBf16::new(&w, WeightLayout::InOut, k, n);
         assert_eq!((packed.k(), packed.n()), (k, n));
         assert_eq!(packed.to_in_out(), w);
@@ -119,14 +120,12 @@ mod tests {
             let x = values(rows * k, 2);
             let w = to_bf16(&values(k * n, 3));
             let packed = PackedBf16::new(&w, WeightLayout::InOut, k, n);
-            let want = bf16_matmul(&x, &w, rows, k, n);
+            let want: Vec<f64> = bf16_matmul(&x, &w, rows, k, n)
+                .into_iter()
+                .map(f64::from)
+                .collect();
             let got = packed.matmul(&x, rows);
-            for (j, (g, e)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - e).abs() <= 2e-6 * k as f32,
-                    "{rows}x{k}x{n} [{j}]: {g} vs {e}"
-                );
-            }
+            assert_within(&got, &want, 2e-6 * k as f64, &format!("{rows}x{k}x{n}"));
         }
     }
 

@@ -126,7 +126,8 @@ unsafe fn avx512_dot(_: &[bf16], _: &[bf16]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matmul::{to_bf16, WeightElement};
+    use crate::matmul::test_support::{assert_within, naive, transposed};
+    use crate::matmul::to_bf16;
 
     #[test]
     fn equals_a_naive_product_on_odd_shapes() {
@@ -151,20 +152,9 @@ mod tests {
                     .collect::<Vec<_>>(),
             );
             let got = matmul(&x, &w, (rows, k, n));
-            for r in 0..rows {
-                for j in 0..n {
-                    let want: f64 = (0..k)
-                        .map(|i| {
-                            x[r * k + i].to_bf16().widen() as f64 * w[j * k + i].widen() as f64
-                        })
-                        .sum();
-                    let g = got[r * n + j] as f64;
-                    assert!(
-                        (g - want).abs() <= 1e-5 * k as f64,
-                        "{rows}x{k}x{n} [{r}, {j}]: {g} vs {want}"
-                    );
-                }
-            }
+            // `w` is `[n, k]`: read as `[k, n]` for the naive product.
+            let want = naive(&x, &transposed(&w, n, k), rows, k, n);
+            assert_within(&got, &want, 1e-5 * k as f64, &format!("{rows}x{k}x{n}"));
         }
     }
 }
